@@ -57,6 +57,8 @@ def protocol_of(suite: Suite) -> dict[str, Any]:
     for role in ("explainer", "simulator", "scorer"):
         c = getattr(suite.llm, role)
         llm[role] = {"backend": c.backend, "model": c.model, "temperature": c.temperature}
+        if c.backend == "transformers":
+            llm[role]["dtype"] = c.dtype
     return {
         "corpus": {"source": suite.corpus.source, "context": suite.corpus.context},
         "records": suite.records.model_dump(),
@@ -802,6 +804,20 @@ class SuiteRun:
         }
         write_parquet(pl.DataFrame(sims, schema=sim_schema), rd / "simulations.parquet")
 
+    def _llm_identity(self) -> dict[str, dict[str, Any]]:
+        """Per role: backend, model and, for in-process torch, the dtype ``auto`` resolves to
+        here (without loading any model)."""
+        out = {}
+        for role in ("explainer", "simulator", "scorer"):
+            c = getattr(self.suite.llm, role)
+            out[role] = {"backend": c.backend, "model": c.model}
+            if c.backend == "transformers":
+                from autointerp.llm.transformers_backend import resolve_device, resolve_dtype
+
+                dev = resolve_device(c.device)
+                out[role].update(device=str(dev), dtype=resolve_dtype(c.dtype, dev))
+        return out
+
     def _write_manifest(self, bases, wall: float) -> None:
         from autointerp.llm.accounting import CallRecord, Ledger
 
@@ -833,6 +849,7 @@ class SuiteRun:
                 "numpy": np.__version__,
             },
             "device": str(self.device),
+            "llm": self._llm_identity(),
             "timings": self.timer.timings,
             "timings_first_run": timings,
             "wall_time_s": prev.get("wall_time_s", 0.0) if self._resumed_all() else wall,

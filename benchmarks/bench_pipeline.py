@@ -6,15 +6,17 @@
 Part 1 runs, on the same batches in the same process: (a) a bare HF forward of the whole model
 (what a naive harness does, reading ``output_hidden_states``), (b) the harness's
 ``run_to_hookpoint`` (forward stops after the hooked layer), (c) ``cache_activations`` (b + writing
-the memory-mapped cache). Part 2 runs the suite cold (fresh work dir and LLM cache, results under
-``--results``), then again (rerun of a finished suite), printing per-stage times, LLM calls and
-peak RSS. Figures only, no assertions.
+the memory-mapped cache). Part 2 runs the suite cold (fresh cache dir: the GGUF is dequantised
+again, no activations, bases or LLM answers; results under ``--results``, which must not hold this
+config's run already), then again (rerun of a finished suite), printing per-stage times, LLM
+calls and peak RSS. Figures only, no assertions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
@@ -68,9 +70,17 @@ def suite_times(suite: str, results: str) -> None:
 
     s = load_suite(suite)
     with tempfile.TemporaryDirectory() as d:
+        # truly cold: no dequantised model, activations, bases or LLM answers from earlier runs
+        os.environ["AUTOINTERP_CACHE_DIR"] = str(Path(d) / "cache")
         kw = dict(results_root=results, work_dir=Path(d) / "work", llm_cache=Path(d) / "llm.sqlite")
+        first = SuiteRun(s, **kw)
+        if (first.paths.run_dir / "manifest.json").exists():
+            raise SystemExit(
+                f"{first.paths.run_dir} holds this config's run already, so the run would resume, "
+                "not start cold; remove it or pass another --results"
+            )
         t = time.perf_counter()
-        rd = SuiteRun(s, **kw).run()
+        rd = first.run()
         cold = time.perf_counter() - t
         man = json.loads((rd / "manifest.json").read_text())
         t = time.perf_counter()

@@ -1,8 +1,8 @@
 """LLM access for autointerp: ``make_client(cfg)`` builds the client for one role.
 
-Backends: ``llamacpp`` (in-process, offline default), ``openai`` (openai SDK, any
-OpenAI-compatible endpoint) and ``litellm``. All share caching, retries, concurrency limits and
-accounting (see ``autointerp.llm.base``).
+Backends: ``llamacpp`` (in-process, offline default), ``transformers`` (in-process torch),
+``openai`` (openai SDK, any OpenAI-compatible endpoint) and ``litellm``. All share caching, retries,
+concurrency limits and accounting (see ``autointerp.llm.base``).
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ def make_client(
         from autointerp.llm.llamacpp import LlamaCppClient
 
         return LlamaCppClient(cfg, cache=cache, ledger=ledger)
+    if cfg.backend == "transformers":
+        from autointerp.llm.transformers_backend import TransformersClient
+
+        return TransformersClient(cfg, cache=cache, ledger=ledger)
     if cfg.backend == "openai":
         from autointerp.llm.openai_backend import OpenAIClient
 
@@ -67,7 +71,9 @@ def make_client(
         from autointerp.llm.litellm_backend import LiteLLMClient
 
         return LiteLLMClient(cfg, cache=cache, ledger=ledger)
-    raise FatalLLMError(f"unknown llm backend {cfg.backend!r}; use llamacpp, openai or litellm")
+    raise FatalLLMError(
+        f"unknown llm backend {cfg.backend!r}; use llamacpp, transformers, openai or litellm"
+    )
 
 
 _LOCAL: LLMClient | None = None

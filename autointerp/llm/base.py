@@ -1,12 +1,12 @@
 """The one LLM interface the rest of autointerp sees.
 
-Every backend (in-process llama.cpp, the openai SDK for any OpenAI-compatible endpoint, litellm)
-implements the raw calls ``_chat`` and ``_prompt_logprobs``; the public ``chat`` and
-``prompt_logprobs`` add, in this order: the disk cache (a hit makes no call), de-duplication of
+Every backend (in-process llama.cpp or transformers, the openai SDK for any OpenAI-compatible
+endpoint, litellm) implements the raw calls ``_chat`` and ``_prompt_logprobs``; the public ``chat``
+and ``prompt_logprobs`` add, in this order: the disk cache (a hit makes no call), de-duplication of
 identical requests in flight, the concurrency bound (``max_concurrency``), the rate limiter
-(``requests_per_minute`` / ``tokens_per_minute``), retries (tenacity: exponential backoff with
-full jitter, ``Retry-After`` honoured) and accounting (``Ledger``). No other module knows which
-provider is in use.
+(``requests_per_minute`` / ``tokens_per_minute``), retries (tenacity: exponential backoff with full
+jitter, ``Retry-After`` honoured) and accounting (``Ledger``). No other module knows which provider
+is in use.
 
 Errors a caller sees: ``FatalLLMError`` (401/403/404, unknown model: stop the run),
 ``LLMError`` (this request failed for good: record the item as failed and go on).
@@ -211,22 +211,31 @@ class LLMClient(ABC):
         tag: Tag | None = None,
         candidates: list[str] | None = None,
         cache: bool = True,
+        only_at: list[int] | None = None,
     ) -> PromptLogprobs:
         """Top-N logprobs at every prompt position (see ``PromptLogprobs`` for alignment).
 
         ``candidates``: single-token strings whose logprob is wanted at every position; exact
         in-process, approximated from the top-N elsewhere (missing = below the top-N).
+        ``only_at``: character offsets of the tokens whose logprobs are wanted; a backend may
+        then leave the other positions ``{}`` (the transformers backend skips their LM head),
+        others answer every position.
         """
         if not self.supports_prompt_logprobs:
             raise NotImplementedError(f"{self.backend} backend has no prompt logprobs")
         cands = list(candidates) if candidates else None
         extra = await self._prompt_request_extra()
+        at = sorted(set(only_at)) if only_at is not None else None
         request = {"prompt": prompt, "top_logprobs": top_logprobs, "candidates": cands, **extra}
+        if at is not None:
+            request["only_at"] = at
         est = len(prompt) // 3 + 1
         return await self._call(
             "prompt_logprobs",
             request,
-            lambda: self._prompt_logprobs(prompt, top_logprobs=top_logprobs, candidates=cands),
+            lambda: self._prompt_logprobs(
+                prompt, top_logprobs=top_logprobs, candidates=cands, only_at=at
+            ),
             tag,
             cache,
             est,
@@ -250,7 +259,12 @@ class LLMClient(ABC):
     async def _chat(self, messages: list[Message], **params: Any) -> ChatResponse: ...
 
     async def _prompt_logprobs(
-        self, prompt: str, *, top_logprobs: int, candidates: list[str] | None = None
+        self,
+        prompt: str,
+        *,
+        top_logprobs: int,
+        candidates: list[str] | None = None,
+        only_at: list[int] | None = None,
     ) -> PromptLogprobs:
         raise NotImplementedError
 

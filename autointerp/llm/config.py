@@ -10,12 +10,14 @@ from pydantic import BaseModel, ConfigDict
 class LLMConfig(BaseModel):
     """Which backend and model serve one role.
 
-    backend: ``llamacpp`` (in-process, offline default), ``openai`` (any OpenAI-compatible
+    backend: ``llamacpp`` (in-process, offline default), ``transformers`` (in-process torch: any HF
+    causal LM, a ``.gguf`` file or ``"smollm2-gguf"``; the fast prompt-logprob path on a GPU or a
+    bf16-capable CPU; ``device`` / ``dtype`` apply to it alone), ``openai`` (any OpenAI-compatible
     endpoint via the openai SDK) or ``litellm`` (any provider). ``model`` for llamacpp is a GGUF
     path or ``"smollm2-gguf"``; for litellm a provider-prefixed name (``openai/<name>`` for an
     OpenAI-compatible ``base_url``). API keys are read from the environment variable named by
-    ``api_key_env`` (default ``OPENAI_API_KEY`` for ``openai``; a local ``base_url`` needs none)
-    and never written anywhere.
+    ``api_key_env`` (default ``OPENAI_API_KEY`` for ``openai``; a local ``base_url`` needs none) and
+    never written anywhere.
 
     Limits: ``max_concurrency`` requests in flight per client; optional ``requests_per_minute``
     / ``tokens_per_minute`` pacing. Retries: up to ``max_retries`` re-tries of 429 / 5xx /
@@ -29,7 +31,7 @@ class LLMConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["llamacpp", "openai", "litellm"] = "llamacpp"
+    backend: Literal["llamacpp", "transformers", "openai", "litellm"] = "llamacpp"
     model: str = "smollm2-gguf"
     base_url: str | None = None
     api_key_env: str | None = None
@@ -45,3 +47,5 @@ class LLMConfig(BaseModel):
     temperature: float = 0.0
     echo_alignment: Literal["auto", "standard", "shifted"] = "auto"
     prices: str | dict[str, dict[str, float]] | None = None
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

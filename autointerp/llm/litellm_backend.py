@@ -13,8 +13,8 @@ from typing import Any
 
 from autointerp.errors import LLMError
 from autointerp.llm import openai_format as fmt
-from autointerp.llm.base import ChatResponse, LLMClient, Message, PromptLogprobs, TransientLLMError
-from autointerp.llm.openai_backend import LOCAL_KEY, is_local_url
+from autointerp.llm.base import TransientLLMError
+from autointerp.llm.remote import LOCAL_KEY, RemoteClient
 
 
 def _litellm():
@@ -26,30 +26,17 @@ def _litellm():
     return litellm
 
 
-class LiteLLMClient(LLMClient):
+class LiteLLMClient(RemoteClient):
     backend = "litellm"
-    supports_prompt_logprobs = True
-    supports_top_logprobs = True
 
     def __init__(self, cfg=None, **kw: Any):
         super().__init__(cfg, **kw)
         self._lt = _litellm()
-        self.model = self.cfg.model
-        self.base_url = self.cfg.base_url
         key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
         if key is None and self.base_url and self.model.startswith("openai/"):
             key = os.environ.get("OPENAI_API_KEY") or LOCAL_KEY
         self._key = key  # None: litellm reads the provider's usual env var itself
-        self._shifted: bool | None = {"standard": False, "shifted": True}.get(
-            self.cfg.echo_alignment
-        )
         self._where = self.base_url or self.model
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
-
-    def _is_local(self) -> bool:
-        return is_local_url(self.base_url)
 
     def _common(self) -> dict[str, Any]:
         kw: dict[str, Any] = dict(
@@ -84,18 +71,8 @@ class LiteLLMClient(LLMClient):
         except (TypeError, ValueError) as e:
             raise TransientLLMError(f"malformed response from {self._where}") from e
 
-    async def _chat(self, messages: list[Message], **p: Any) -> ChatResponse:
-        kw: dict[str, Any] = dict(
-            messages=messages, max_tokens=p["max_tokens"], temperature=p["temperature"]
-        )
-        if p.get("stop"):
-            kw["stop"] = p["stop"]
-        if p.get("seed") is not None:
-            kw["seed"] = p["seed"]
-        if p.get("top_logprobs") is not None:
-            kw.update(logprobs=True, top_logprobs=p["top_logprobs"])
-        d = await self._request(self._lt.acompletion, **kw)
-        return fmt.parse_chat(d, p.get("top_logprobs") is not None)
+    async def _send_chat(self, **kw: Any) -> dict[str, Any]:
+        return await self._request(self._lt.acompletion, **kw)
 
     async def _echo(self, prompt: str, n: int) -> dict[str, Any]:
         return await self._request(
@@ -106,16 +83,3 @@ class LiteLLMClient(LLMClient):
             echo=True,
             logprobs=n,
         )
-
-    async def _prompt_request_extra(self) -> dict[str, Any]:
-        if self._shifted is None:
-            async with self._state().lock:
-                if self._shifted is None:
-                    self._shifted = await fmt.probe_alignment(self)
-        return {"shifted": self._shifted}
-
-    async def _prompt_logprobs(
-        self, prompt: str, *, top_logprobs: int, candidates: list[str] | None = None
-    ) -> PromptLogprobs:
-        d = await self._echo(prompt, top_logprobs)
-        return fmt.parse_echo(d, prompt, bool(self._shifted), candidates)

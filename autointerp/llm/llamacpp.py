@@ -13,7 +13,6 @@ distribution is at hand, ``candidates`` are exact at every position.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import os
@@ -23,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from autointerp.errors import AutointerpError, FatalLLMError, LLMError
+from autointerp.errors import FatalLLMError, LLMError
 from autointerp.llm.base import (
     ChatResponse,
-    LLMClient,
     Message,
     PromptLogprobs,
     TokenLogprob,
     Usage,
 )
+from autointerp.llm.inprocess import InProcessClient
 
 _MODELS: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -97,12 +96,8 @@ def _log_softmax_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sh, logz
 
 
-class LlamaCppClient(LLMClient):
+class LlamaCppClient(InProcessClient):
     backend = "llamacpp"
-    supports_prompt_logprobs = True
-    supports_top_logprobs = True
-    exact_candidates = True
-    apply_timeout = False  # a worker thread cannot be cancelled
 
     def __init__(self, cfg=None, **kw: Any):
         super().__init__(cfg, **kw)
@@ -124,9 +119,6 @@ class LlamaCppClient(LLMClient):
         }
 
     # ------------------------------------------------------------------ chat
-    async def _chat(self, messages: list[Message], **params: Any) -> ChatResponse:
-        return await asyncio.to_thread(self._chat_sync, messages, **params)
-
     def _chat_sync(
         self,
         messages: list[Message],
@@ -172,11 +164,6 @@ class LlamaCppClient(LLMClient):
         )
 
     # ------------------------------------------------------------------ prompt logprobs
-    async def _prompt_logprobs(
-        self, prompt: str, *, top_logprobs: int, candidates: list[str] | None = None
-    ) -> PromptLogprobs:
-        return await asyncio.to_thread(self._prompt_sync, prompt, top_logprobs, candidates)
-
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` without BOS (special tokens like ``<|im_start|>`` parsed)."""
         return self.llm.tokenize(text.encode(), add_bos=False, special=True)
@@ -188,19 +175,12 @@ class LlamaCppClient(LLMClient):
             self._piece[tid] = b
         return b
 
-    def _candidate_ids(self, candidates: list[str]) -> list[int]:
-        ids = []
-        for c in candidates:
-            t = self.llm.tokenize(c.encode(), add_bos=False, special=False)
-            if len(t) != 1:
-                raise AutointerpError(
-                    f"candidate {c!r} is {len(t)} tokens for {self.model}; candidates must be "
-                    "single tokens (SmolLM2 splits numbers into digits: use '0'..'9')"
-                )
-            ids.append(t[0])
-        return ids
+    def _encode(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=False, special=False)
 
-    def _prompt_sync(self, prompt: str, top_n: int, candidates: list[str] | None) -> PromptLogprobs:
+    def _prompt_sync(
+        self, prompt: str, top_n: int, candidates: list[str] | None, only_at: list[int] | None
+    ) -> PromptLogprobs:
         cand_ids = self._candidate_ids(candidates) if candidates else None
         toks = self.tokenize(prompt)
         bos = [self.llm.token_bos()] if self._add_bos else []

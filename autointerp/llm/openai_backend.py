@@ -8,27 +8,14 @@ alignment handling (``echo_alignment``).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from typing import Any
-from urllib.parse import urlparse
 
 from autointerp.errors import FatalLLMError
 from autointerp.llm import openai_format as fmt
-from autointerp.llm.base import ChatResponse, LLMClient, Message, PromptLogprobs, TransientLLMError
-
-LOCAL_KEY = "sk-local-no-key"
-
-
-def is_local_url(url: str | None) -> bool:
-    host = urlparse(url or "").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from autointerp.llm.base import TransientLLMError
+from autointerp.llm.remote import LOCAL_KEY, RemoteClient
 
 
 def resolve_api_key(env: str | None, base_url: str | None, default_env: str) -> str:
@@ -45,33 +32,20 @@ def resolve_api_key(env: str | None, base_url: str | None, default_env: str) -> 
     )
 
 
-class OpenAIClient(LLMClient):
+class OpenAIClient(RemoteClient):
     backend = "openai"
-    supports_prompt_logprobs = True
-    supports_top_logprobs = True
 
     def __init__(self, cfg=None, **kw: Any):
         super().__init__(cfg, **kw)
         from openai import AsyncOpenAI
 
-        self.model = self.cfg.model
-        self.base_url = self.cfg.base_url
         self._client = AsyncOpenAI(
             api_key=resolve_api_key(self.cfg.api_key_env, self.base_url, "OPENAI_API_KEY"),
             base_url=self.base_url,
             timeout=self.cfg.timeout_s,
             max_retries=0,
         )
-        self._shifted: bool | None = {"standard": False, "shifted": True}.get(
-            self.cfg.echo_alignment
-        )
         self._where = self.base_url or "api.openai.com"
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
-
-    def _is_local(self) -> bool:
-        return is_local_url(self.base_url)
 
     async def _request(self, create: Any, **kw: Any) -> Any:
         import openai
@@ -91,21 +65,9 @@ class OpenAIClient(LLMClient):
         except ValueError as e:
             raise TransientLLMError(f"non-JSON body from {self._where}: {text[:120]!r}") from e
 
-    async def _chat(self, messages: list[Message], **p: Any) -> ChatResponse:
-        kw: dict[str, Any] = dict(
-            model=self.model,
-            messages=messages,
-            max_tokens=p["max_tokens"],
-            temperature=p["temperature"],
-        )
-        if p.get("stop"):
-            kw["stop"] = p["stop"]
-        if p.get("seed") is not None:
-            kw["seed"] = p["seed"]
-        if p.get("top_logprobs") is not None:
-            kw.update(logprobs=True, top_logprobs=p["top_logprobs"])
-        d = await self._request(self._client.chat.completions.with_raw_response.create, **kw)
-        return fmt.parse_chat(d, p.get("top_logprobs") is not None)
+    async def _send_chat(self, **kw: Any) -> Any:
+        create = self._client.chat.completions.with_raw_response.create
+        return await self._request(create, model=self.model, **kw)
 
     async def _echo(self, prompt: str, top_logprobs: int) -> Any:
         return await self._request(
@@ -117,19 +79,6 @@ class OpenAIClient(LLMClient):
             echo=True,
             logprobs=top_logprobs,
         )
-
-    async def _prompt_request_extra(self) -> dict[str, Any]:
-        if self._shifted is None:
-            async with self._state().lock:
-                if self._shifted is None:
-                    self._shifted = await fmt.probe_alignment(self)
-        return {"shifted": self._shifted}
-
-    async def _prompt_logprobs(
-        self, prompt: str, *, top_logprobs: int, candidates: list[str] | None = None
-    ) -> PromptLogprobs:
-        d = await self._echo(prompt, top_logprobs)
-        return fmt.parse_echo(d, prompt, bool(self._shifted), candidates)
 
     async def aclose(self) -> None:
         await self._client.close()

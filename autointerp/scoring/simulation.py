@@ -179,10 +179,18 @@ async def _all_at_once(
     prompt, slots = build_all_at_once_prompt(explanation, examples)
     exact = bool(getattr(client, "exact_candidates", False))
     pl = await client.prompt_logprobs(
-        prompt, top_logprobs=1 if exact else 20, candidates=DIGITS, tag=tag
+        prompt,
+        top_logprobs=1 if exact else 20,
+        candidates=DIGITS,
+        tag=tag,
+        only_at=[off for ex_slots in slots for off in ex_slots],
     )
     pred = read_slots(pl, slot_token_indices(pl, slots))
-    extra = {"prompt_tokens": pl.usage.prompt_tokens, "exact_candidates": pl.exact_candidates}
+    extra = {
+        "prompt_tokens": pl.usage.prompt_tokens,
+        "cached_tokens": pl.usage.cached_tokens,
+        "exact_candidates": pl.exact_candidates,
+    }
     return SimulationResult(pred=pred, method="all_at_once", n_calls=1, extra=extra)
 
 

@@ -1,0 +1,294 @@
+"""In-process transformers backend: any HF causal LM (hub id, local dir, ``.gguf`` file or
+``"smollm2-gguf"``) run by torch, on CUDA when present.
+
+Why it exists next to llama.cpp: on a CPU with bf16 instructions (AVX512-BF16 / AMX) or on a GPU,
+a torch forward over a long prompt is several times faster than llama.cpp's prompt evaluation of
+the quantised GGUF (measured in ``benchmarks/bench_llm.py``), and the all-at-once simulator is
+one long prompt per feature. Generation (explanations) stays faster in llama.cpp on a CPU.
+
+Prompt logprobs: one forward pass; the hidden state before token ``i`` (row ``i-1``) goes
+through the LM head and a log-softmax over the whole vocabulary, so position ``i`` holds the
+distribution of token ``i`` given tokens ``0..i-1`` and ``candidates`` are exact. With
+``only_at`` the head runs only at the positions asked for (the others get ``{}``): the head
+over a 49k vocabulary is a quarter of the cost of a 135M model's forward.
+(Keeping the keys/values of the prefix shared by consecutive all-at-once prompts was tried and
+dropped: with a cache, SDPA on CPU leaves its causal kernel for an explicit mask, and the 15%
+of tokens saved cost more than they saved.)
+
+One model per (spec, device, dtype) per process; calls run in a worker thread under that
+model's lock. ``dtype="auto"``: bfloat16 on CUDA with bf16 support and on CPUs with native bf16
+instructions, float32 elsewhere (emulated bf16 is slower than float32).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autointerp.errors import AutointerpError, FatalLLMError, LLMError
+from autointerp.llm.base import (
+    ChatResponse,
+    Message,
+    PromptLogprobs,
+    TokenLogprob,
+    Usage,
+)
+from autointerp.llm.inprocess import InProcessClient
+
+_MODELS: dict[tuple[str, str, str], tuple[Any, threading.Lock]] = {}
+_MODELS_LOCK = threading.Lock()
+_CHUNK = 256  # positions through the LM head at a time (bounds the logits' memory)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (Linux; False elsewhere)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise FatalLLMError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from e
+
+
+def resolve_dtype(name: str, device: torch.device) -> str:
+    """The dtype an ``"auto"`` (or explicit) setting means on ``device``."""
+    if name != "auto":
+        if name not in _DTYPES:
+            raise FatalLLMError(f"unknown dtype {name!r}; use auto, {', '.join(_DTYPES)}")
+        return name
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if device.type == "cpu" and cpu_has_native_bf16() else "float32"
+
+
+def load_lm(spec: str, device: torch.device, dtype: str) -> tuple[Any, threading.Lock]:
+    """Load (once per process) a ``SubjectModel`` for generation/scoring, and its lock."""
+    key = (spec, str(device), dtype)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            from autointerp.model import load_model
+
+            try:
+                sm = load_model(spec, device=device, dtype=_DTYPES[dtype])
+            except AutointerpError as e:
+                raise FatalLLMError(str(e)) from e
+            _MODELS[key] = (sm, threading.Lock())
+        return _MODELS[key]
+
+
+class TransformersClient(InProcessClient):
+    backend = "transformers"
+
+    def __init__(self, cfg=None, **kw: Any):
+        super().__init__(cfg, **kw)
+        self.device = resolve_device(self.cfg.device)
+        self.dtype = resolve_dtype(self.cfg.dtype, self.device)
+        self.sm, self.lock = load_lm(self.cfg.model, self.device, self.dtype)
+        self.tok = self.sm.tokenizer
+        self.model = self.sm.name
+        self._piece: dict[int, str] = {}
+        self._lead = self._leading_special()  # e.g. a BOS the tokenizer prepends
+
+    def describe(self) -> dict[str, Any]:
+        # device is left out: the same weights and dtype give the same answers to rounding
+        return {"backend": self.backend, "model": self.cfg.model, "dtype": self.dtype}
+
+    # ------------------------------------------------------------------ helpers
+    def _piece_text(self, tid: int) -> str:
+        s = self._piece.get(tid)
+        if s is None:
+            s = self.tok.decode([tid])
+            self._piece[tid] = s
+        return s
+
+    def _encode(self, text: str) -> list[int]:
+        return [int(t) for t in self.tok(text, add_special_tokens=False)["input_ids"]]
+
+    def _leading_special(self) -> list[int]:
+        """The special tokens the tokenizer puts before a text (a BOS for Llama-2, none for
+        SmolLM2), found by comparing the encodings with and without special tokens."""
+        probe = "Hello world"
+        full = [int(t) for t in self.tok(probe, add_special_tokens=True)["input_ids"]]
+        bare = [int(t) for t in self.tok(probe, add_special_tokens=False)["input_ids"]]
+        for k in range(len(full) - len(bare) + 1):
+            if full[k : k + len(bare)] == bare:
+                return full[:k]
+        return []
+
+    def _max_len(self) -> int:
+        n = getattr(self.sm.model.config, "max_position_embeddings", None)
+        return int(n) if n else 1 << 30
+
+    # ------------------------------------------------------------------ prompt logprobs
+    def _prompt_sync(
+        self, prompt: str, top_n: int, candidates: list[str] | None, only_at: list[int] | None
+    ) -> PromptLogprobs:
+        cand_ids = self._candidate_ids(candidates) if candidates else None
+        enc = self.tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
+        toks = [int(t) for t in enc["input_ids"]]
+        offs = [int(a) for a, _ in enc["offset_mapping"]]
+        nb, ids = len(self._lead), self._lead + toks
+        if not toks:
+            raise LLMError("prompt_logprobs needs a non-empty prompt")
+        if len(ids) > self._max_len():
+            raise LLMError(
+                f"prompt is {len(ids)} tokens, more than the model's {self._max_len()} positions; "
+                "use fewer or shorter examples per prompt, or a model with a longer context"
+            )
+        # prompt token i (after the nb added tokens) is predicted by hidden row nb + i - 1
+        want = list(range(0 if nb else 1, len(toks)))
+        if only_at is not None:
+            keep = set(only_at)
+            want = [i for i in want if offs[i] in keep]
+        rows = [nb + i - 1 for i in want]
+        top: list[dict[str, float]] = [{} for _ in toks]
+        cands: list[dict[str, float]] | None = [{} for _ in toks] if cand_ids else None
+        k = max(0, min(top_n, int(self.sm.model.config.vocab_size)))
+        body, head = _body_and_head(self.sm.model)
+        with self.lock, torch.inference_mode():
+            hidden = body(input_ids=torch.tensor([ids], device=self.device)).last_hidden_state[0]
+            for s in range(0, len(rows), _CHUNK):
+                r = torch.tensor(rows[s : s + _CHUNK], device=self.device)
+                lp = torch.log_softmax(head(hidden[r]).float(), dim=-1)
+                if k:
+                    vals, idx = lp.topk(k, dim=-1)
+                    vals, idx = vals.cpu().tolist(), idx.cpu().tolist()
+                if cand_ids:
+                    cv = lp[:, cand_ids].cpu().tolist()
+                for j, i in enumerate(want[s : s + _CHUNK]):
+                    if k:
+                        d: dict[str, float] = {}
+                        for tid, v in zip(idx[j], vals[j]):
+                            name = self._piece_text(int(tid))
+                            if v > d.get(name, -float("inf")):
+                                d[name] = float(v)
+                        top[i] = d
+                    if cands is not None:
+                        cands[i] = dict(zip(candidates or [], map(float, cv[j])))
+        return PromptLogprobs(
+            tokens=[self._piece_text(t) for t in toks],
+            offsets=offs,
+            top=top,
+            usage=Usage(prompt_tokens=len(ids), completion_tokens=0),
+            candidates=cands,
+            exact_candidates=cands is not None,
+        )
+
+    # ------------------------------------------------------------------ chat
+    def _chat_sync(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        top_logprobs: int | None,
+        stop: list[str] | None,
+        seed: int | None,
+    ) -> ChatResponse:
+        if not getattr(self.tok, "chat_template", None):
+            raise FatalLLMError(
+                f"{self.model} has no chat template; use a chat model for explainer/scorer roles"
+            )
+        ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        if len(ids) + max_tokens > self._max_len():
+            raise LLMError(
+                f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceed the model's "
+                f"{self._max_len()} positions"
+            )
+        gen: dict[str, Any] = dict(
+            max_new_tokens=max_tokens,
+            do_sample=temperature > 0,
+            return_dict_in_generate=True,
+            output_logits=top_logprobs is not None,
+            pad_token_id=self.tok.pad_token_id,
+        )
+        if temperature > 0:
+            gen.update(temperature=temperature, top_p=1.0, top_k=0)
+        else:
+            gen.update(temperature=None, top_p=None, top_k=None)
+        if stop:  # decoded-text check: transformers' stop_strings needs a byte-level vocab
+            gen["stopping_criteria"] = _stop_on_text(self.tok, len(ids), list(stop))
+        with self.lock, torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            x = torch.tensor([ids], device=self.device)
+            out = self.sm.model.generate(input_ids=x, attention_mask=torch.ones_like(x), **gen)
+        new = out.sequences[0, len(ids) :].tolist()
+        eos = self.tok.eos_token_id
+        if eos is not None and eos in new:
+            new = new[: new.index(eos)]
+        text = self.tok.decode(new, skip_special_tokens=True)
+        cut = len(new)
+        if stop:
+            hits = [text.find(s) for s in stop if s in text]
+            if hits:
+                text = text[: min(hits)]
+        lps = None
+        if top_logprobs is not None:
+            lps = []
+            for step, tid in enumerate(new[:cut]):
+                lp = torch.log_softmax(out.logits[step][0].float(), dim=-1)
+                vals, idx = lp.topk(max(1, top_logprobs))
+                lps.append(
+                    TokenLogprob(
+                        token=self._piece_text(tid),
+                        logprob=float(lp[tid]),
+                        top={
+                            self._piece_text(int(i)): float(v)
+                            for i, v in zip(idx.tolist(), vals.tolist())
+                        },
+                    )
+                )
+            # keep only the tokens that make up the (stop-trimmed) text
+            acc, keep = "", 0
+            for t in lps:
+                if len(acc) >= len(text):
+                    break
+                acc += t.token
+                keep += 1
+            lps = lps[:keep]
+        return ChatResponse(
+            text=text,
+            logprobs=lps,
+            usage=Usage(prompt_tokens=len(ids), completion_tokens=len(new)),
+        )
+
+
+def _stop_on_text(tok: Any, n_prompt: int, stop: list[str]) -> Any:
+    """Stop generating once the decoded completion contains one of ``stop``."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> torch.Tensor:
+            text = tok.decode(input_ids[0, n_prompt:], skip_special_tokens=True)
+            hit = any(s in text for s in stop)
+            return torch.full((input_ids.shape[0],), hit, dtype=torch.bool)
+
+    return StoppingCriteriaList([_Stop()])
+
+
+def _body_and_head(model: Any) -> tuple[Any, Any]:
+    """The decoder without the LM head, and the head (so the head can run on chosen rows)."""
+    body = getattr(model, "base_model", None) or getattr(model, "model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if body is None or head is None or body is model:
+        raise FatalLLMError(
+            f"{type(model).__name__} exposes no separate decoder and LM head; the transformers "
+            "backend needs a *ForCausalLM model"
+        )
+    return body, head

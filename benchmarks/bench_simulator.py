@@ -1,0 +1,85 @@
+"""All-at-once simulation: seconds per call through llama.cpp (the baseline) and through the
+in-process transformers backend in float32 and bfloat16, on prompts shaped like the default
+suite's (15 windows of 16 tokens of gensim's Wikipedia text), plus how closely each engine's
+predictions follow llama.cpp's (Pearson over all predicted tokens). Same process, same prompts.
+Prints figures; asserts nothing.
+
+    python benchmarks/bench_simulator.py [--features 6] [--windows 15] [--window 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import numpy as np
+
+from autointerp.config import CorpusConfig
+from autointerp.corpus import tokenize_corpus
+from autointerp.llm import LLMConfig, make_client
+from autointerp.model import load_tokenizer
+from autointerp.scoring.simulation import simulate
+from autointerp.types import Example
+
+EXPLANATIONS = [
+    "the word 'the'",
+    "years and dates",
+    "names of people",
+    "punctuation at the end of a sentence",
+    "words about music",
+    "verbs in the past tense",
+]
+
+
+def _prompts(n_features: int, n_windows: int, window: int) -> list[tuple[str, list[Example]]]:
+    tok = load_tokenizer("smollm2-gguf")
+    rows = tokenize_corpus(CorpusConfig(n_tokens=n_features * n_windows * 64, context=64), tok)
+    out = []
+    for f in range(n_features):
+        exs = []
+        for w in range(n_windows):
+            ids = [int(t) for t in rows[f * n_windows + w, 1 : 1 + window]]
+            exs.append(Example([tok.decode([t]) for t in ids], ids, [0.0] * window, "top"))
+        out.append((EXPLANATIONS[f % len(EXPLANATIONS)], exs))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--features", type=int, default=6)
+    ap.add_argument("--windows", type=int, default=15)
+    ap.add_argument("--window", type=int, default=16)
+    a = ap.parse_args()
+    prompts = _prompts(a.features, a.windows, a.window)
+    engines = {
+        "llama.cpp (Q4_1 GGUF), baseline": LLMConfig(backend="llamacpp", n_ctx=4096),
+        "transformers float32": LLMConfig(backend="transformers", dtype="float32"),
+        "transformers bfloat16": LLMConfig(backend="transformers", dtype="bfloat16"),
+    }
+    preds: dict[str, np.ndarray] = {}
+    rows = []
+    for name, cfg in engines.items():
+        client = make_client(cfg)
+        asyncio.run(simulate(*prompts[0], client))  # warm-up (first-call allocations)
+        flat, n_tok = [], 0
+        t = time.perf_counter()
+        for expl, exs in prompts:
+            res = asyncio.run(simulate(expl, exs, client))
+            flat += [v for p in res.pred for v in p]
+            n_tok += res.extra["prompt_tokens"]
+        dt = time.perf_counter() - t
+        preds[name] = np.array(flat)
+        rows.append((name, dt / len(prompts), n_tok / dt))
+    base = preds[next(iter(engines))]
+    shape = f"{len(prompts)} prompts of {a.windows}x{a.window} tokens"
+    print(f"\n== all-at-once simulation, {shape} ==")
+    head = ("engine", "s/call", "prompt tok/s", "speed-up", "r vs base")
+    print("{:34s} {:>7s} {:>13s} {:>9s} {:>10s}".format(*head))
+    for name, per_call, tps in rows:
+        r = float(np.corrcoef(base, preds[name])[0, 1])
+        print(f"{name:34s} {per_call:7.2f} {tps:13.0f} {rows[0][1] / per_call:8.2f}x {r:10.4f}")
+
+
+if __name__ == "__main__":
+    main()

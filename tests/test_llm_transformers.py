@@ -1,0 +1,167 @@
+"""The in-process transformers backend: prompt logprobs and chat checked against a hand-run
+forward pass of the same model (tiny random model saved to disk), and against llama.cpp on the
+real SmolLM2 weights (slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from autointerp.errors import AutointerpError, FatalLLMError
+from autointerp.llm import Ledger, LLMConfig, make_client
+from autointerp.scoring.simulation import DIGITS, simulate
+from autointerp.types import Example
+from tests.conftest import make_tiny_model
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def _save_tiny(path, bos: bool = False):
+    sm = make_tiny_model()
+    tok = sm.tokenizer
+    tok.chat_template = CHAT_TEMPLATE
+    if bos:
+        from tokenizers.processors import TemplateProcessing
+
+        tok._tokenizer.post_processor = TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)]
+        )
+    sm.model.config.max_position_embeddings = 2048  # char-level prompts are long
+    sm.model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return sm
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-lm")
+    _save_tiny(d)
+    return d
+
+
+def _client(path, **kw):
+    return make_client(
+        LLMConfig(backend="transformers", model=str(path), device="cpu", dtype="float32", **kw)
+    )
+
+
+def _hand_logprobs(client, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        logits = client.sm.model(torch.tensor([ids])).logits[0]
+    return torch.log_softmax(logits.double(), dim=-1)
+
+
+def test_prompt_logprobs_equal_a_hand_forward_pass(tiny_dir):
+    cl = _client(tiny_dir)
+    prompt = "cat sat\tunknown\n"
+    pl = asyncio.run(cl.prompt_logprobs(prompt, top_logprobs=3, candidates=["a", "b"]))
+    ids = cl.tok(prompt, add_special_tokens=False)["input_ids"]
+    lp = _hand_logprobs(cl, ids)
+    assert "".join(pl.tokens) == prompt and pl.offsets == list(range(len(prompt)))
+    assert pl.top[0] == {} and pl.candidates[0] == {}  # no BOS: nothing predicts token 0
+    a, b = cl.tok.convert_tokens_to_ids(["a", "b"])
+    for i in range(1, len(ids)):  # token i is predicted from row i-1
+        assert pl.candidates[i]["a"] == pytest.approx(float(lp[i - 1, a]), abs=1e-4)
+        assert pl.candidates[i]["b"] == pytest.approx(float(lp[i - 1, b]), abs=1e-4)
+        assert len(pl.top[i]) == 3
+        assert max(pl.top[i].values()) == pytest.approx(float(lp[i - 1].max()), abs=1e-4)
+    assert pl.exact_candidates and pl.usage.prompt_tokens == len(ids)
+
+
+def test_only_at_fills_just_the_asked_positions_with_the_same_values(tiny_dir):
+    cl = _client(tiny_dir)
+    prompt = "x\tunknown\ny\tunknown\n"
+    full = asyncio.run(cl.prompt_logprobs(prompt, top_logprobs=1, candidates=DIGITS))
+    slots = [m.start() for m in re.finditer("unknown", prompt)]
+    part = asyncio.run(cl.prompt_logprobs(prompt, top_logprobs=1, candidates=DIGITS, only_at=slots))
+    filled = [i for i, c in enumerate(part.candidates) if c]
+    assert [part.offsets[i] for i in filled] == slots
+    for i in filled:
+        for d in DIGITS:
+            assert part.candidates[i][d] == pytest.approx(full.candidates[i][d], abs=1e-5)
+
+
+def test_tokenizer_bos_is_prepended_and_predicts_token_zero(tmp_path):
+    _save_tiny(tmp_path, bos=True)
+    cl = _client(tmp_path)
+    assert cl._lead == [cl.tok.bos_token_id]
+    prompt = "abc"
+    pl = asyncio.run(cl.prompt_logprobs(prompt, top_logprobs=2, candidates=["a"]))
+    lp = _hand_logprobs(
+        cl, [cl.tok.bos_token_id, *cl.tok(prompt, add_special_tokens=False)["input_ids"]]
+    )
+    a = cl.tok.convert_tokens_to_ids("a")
+    assert pl.tokens == ["a", "b", "c"]  # the BOS is not a prompt token
+    assert pl.candidates[0]["a"] == pytest.approx(float(lp[0, a]), abs=1e-4)
+    assert pl.usage.prompt_tokens == 4
+
+
+def test_simulation_through_transformers_is_one_call_on_the_slots(tiny_dir):
+    ledger = Ledger()
+    cl = make_client(
+        LLMConfig(backend="transformers", model=str(tiny_dir), device="cpu", dtype="float32"),
+        ledger=ledger,
+    )
+    exs = [Example(list("cat"), [0, 1, 2], [1.0, 0.0, 0.0], "top")]
+    res = asyncio.run(simulate("letter c", exs, cl))
+    assert res.method == "all_at_once" and res.n_calls == 1 and len(ledger.records) == 1
+    assert len(res.pred[0]) == 3 and all(0.0 <= v <= 10.0 for v in res.pred[0])
+
+
+def test_greedy_chat_equals_a_hand_argmax_loop(tiny_dir):
+    cl = _client(tiny_dir)
+    msgs = [{"role": "user", "content": "hi"}]
+    resp = asyncio.run(cl.chat(msgs, max_tokens=6, top_logprobs=2, cache=False))
+    enc = cl.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+    ids = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
+    out = []
+    for _ in range(6):
+        nxt = int(_hand_logprobs(cl, ids + out)[-1].argmax())
+        if nxt == cl.tok.eos_token_id:
+            break
+        out.append(nxt)
+    assert resp.text == cl.tok.decode(out, skip_special_tokens=True)
+    assert resp.usage.completion_tokens >= len(out)
+    assert [t.token for t in resp.logprobs] == [cl.tok.decode([t]) for t in out]
+    for t in resp.logprobs:  # greedy: the chosen token is the top one
+        assert t.logprob == pytest.approx(max(t.top.values()), abs=1e-5)
+    if len(resp.text) > 2:  # a stop string cuts the text where it first appears
+        stop = resp.text[2]
+        cut = asyncio.run(cl.chat(msgs, max_tokens=6, stop=[stop], cache=False))
+        assert cut.text == resp.text[: resp.text.index(stop)]
+
+
+def test_bad_inputs_name_the_fix(tiny_dir, tmp_path):
+    cl = _client(tiny_dir)
+    with pytest.raises(AutointerpError, match="single tokens"):
+        asyncio.run(cl.prompt_logprobs("abc", candidates=["ab"]))
+    with pytest.raises(FatalLLMError, match="cannot load model"):
+        _client(tmp_path / "missing")
+    with pytest.raises(FatalLLMError, match="unknown device"):
+        make_client(LLMConfig(backend="transformers", model=str(tiny_dir), device="tpu9"))
+
+
+@pytest.mark.slow
+def test_real_smollm2_simulation_agrees_with_llama_cpp():
+    """Same weights, two engines: torch (dequantised GGUF, float32) and llama.cpp (Q4_1 kernels)
+    must predict nearly the same activations from one all-at-once prompt."""
+    words = "The cat sat on the mat while the dog slept by the door of the old house".split()
+    toks = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    exs = [Example(toks[:8], list(range(8)), [0.0] * 8, "top")]
+    exs.append(Example(toks[8:], list(range(len(toks) - 8)), [0.0] * (len(toks) - 8), "random"))
+    preds = []
+    for cfg in (
+        LLMConfig(backend="transformers", dtype="float32", device="cpu"),
+        LLMConfig(backend="llamacpp", n_ctx=4096),
+    ):
+        res = asyncio.run(simulate("the word 'the'", exs, make_client(cfg)))
+        preds.append(np.array([v for p in res.pred for v in p]))
+    assert np.corrcoef(preds[0], preds[1])[0, 1] > 0.95
+    assert np.abs(preds[0] - preds[1]).max() < 1.0
