@@ -88,6 +88,42 @@ def test_only_at_fills_just_the_asked_positions_with_the_same_values(tiny_dir):
             assert part.candidates[i][d] == pytest.approx(full.candidates[i][d], abs=1e-5)
 
 
+def test_a_model_with_logit_softcapping_is_read_from_its_full_forward(tmp_path, tiny_dir):
+    """Gemma-2 caps its logits after the LM head: head(decoder(x)) is not the model's output,
+    so the backend must notice and use the full forward."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from tests.conftest import make_char_tokenizer
+
+    tok = make_char_tokenizer()
+    torch.manual_seed(0)
+    cfg = Gemma2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        final_logit_softcapping=0.5,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    Gemma2ForCausalLM(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    cl = _client(tmp_path)
+    assert cl._split is None
+    prompt = "abcabc"
+    pl = asyncio.run(cl.prompt_logprobs(prompt, candidates=["a"], only_at=[3]))
+    ids = cl.tok(prompt, add_special_tokens=False)["input_ids"]
+    lp = _hand_logprobs(cl, ids)
+    a = cl.tok.convert_tokens_to_ids("a")
+    assert pl.candidates[3]["a"] == pytest.approx(float(lp[2, a]), abs=1e-4)
+    assert _client(tiny_dir)._split is not None  # plain Llama: decoder and head run apart
+
+
 def test_tokenizer_bos_is_prepended_and_predicts_token_zero(tmp_path):
     _save_tiny(tmp_path, bos=True)
     cl = _client(tmp_path)

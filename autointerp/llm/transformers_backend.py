@@ -3,14 +3,18 @@
 
 Why it exists next to llama.cpp: on a CPU with bf16 instructions (AVX512-BF16 / AMX) or on a GPU,
 a torch forward over a long prompt is several times faster than llama.cpp's prompt evaluation of
-the quantised GGUF (measured in ``benchmarks/bench_llm.py``), and the all-at-once simulator is
-one long prompt per feature. Generation (explanations) stays faster in llama.cpp on a CPU.
+the quantised GGUF (``benchmarks/bench_simulator.py``: 1.0 s vs 4.2 s for a 1,280-token prompt on
+2 cores; llama.cpp stays near 3 s even without logits or with larger batches or flash
+attention), and the all-at-once simulator is one long prompt per feature. Short generations
+(explanations) stay on llama.cpp by default.
 
 Prompt logprobs: one forward pass; the hidden state before token ``i`` (row ``i-1``) goes
 through the LM head and a log-softmax over the whole vocabulary, so position ``i`` holds the
 distribution of token ``i`` given tokens ``0..i-1`` and ``candidates`` are exact. With
 ``only_at`` the head runs only at the positions asked for (the others get ``{}``): the head
-over a 49k vocabulary is a quarter of the cost of a 135M model's forward.
+over a 49k vocabulary is a quarter of the cost of a 135M model's forward. A model whose forward
+does more than ``lm_head(decoder(x))`` (logit soft-capping, scaling) is found by a probe at load
+and then read from its full forward instead.
 (Keeping the keys/values of the prefix shared by consecutive all-at-once prompts was tried and
 dropped: with a cache, SDPA on CPU leaves its causal kernel for an explicit mask, and the 15%
 of tokens saved cost more than they saved.)
@@ -101,6 +105,7 @@ class TransformersClient(InProcessClient):
         self.model = self.sm.name
         self._piece: dict[int, str] = {}
         self._lead = self._leading_special()  # e.g. a BOS the tokenizer prepends
+        self._split = self._split_head()
 
     def describe(self) -> dict[str, Any]:
         # device is left out: the same weights and dtype give the same answers to rounding
@@ -127,6 +132,31 @@ class TransformersClient(InProcessClient):
             if full[k : k + len(bare)] == bare:
                 return full[:k]
         return []
+
+    def _logits_fn(self, ids: list[int]) -> Any:
+        """Run the decoder over ``ids``; return ``rows -> logits at those rows``."""
+        x = torch.tensor([ids], device=self.device)
+        if self._split is None:  # full forward: every row's logits
+            logits = self.sm.model(input_ids=x).logits[0]
+            return lambda rows: logits[torch.tensor(rows, device=self.device)]
+        body, head = self._split
+        hidden = body(input_ids=x).last_hidden_state[0]
+        return lambda rows: head(hidden[torch.tensor(rows, device=self.device)])
+
+    def _split_head(self) -> tuple[Any, Any] | None:
+        """(decoder, LM head) when ``head(decoder(x))`` equals the model's logits (checked on a
+        probe), else None: the full forward is used."""
+        model = self.sm.model
+        body = getattr(model, "base_model", None)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if body is None or head is None or body is model:
+            return None
+        x = torch.tensor([self._lead + self._encode("The probe text.")], device=self.device)
+        with self.lock, torch.inference_mode():
+            full = model(input_ids=x).logits[0].float()
+            split = head(body(input_ids=x).last_hidden_state[0]).float()
+        tol = 1e-3 if self.dtype == "float32" else 5e-2
+        return (body, head) if torch.allclose(full, split, atol=tol, rtol=tol) else None
 
     def _max_len(self) -> int:
         n = getattr(self.sm.model.config, "max_position_embeddings", None)
@@ -157,12 +187,10 @@ class TransformersClient(InProcessClient):
         top: list[dict[str, float]] = [{} for _ in toks]
         cands: list[dict[str, float]] | None = [{} for _ in toks] if cand_ids else None
         k = max(0, min(top_n, int(self.sm.model.config.vocab_size)))
-        body, head = _body_and_head(self.sm.model)
         with self.lock, torch.inference_mode():
-            hidden = body(input_ids=torch.tensor([ids], device=self.device)).last_hidden_state[0]
+            logits_at = self._logits_fn(ids)
             for s in range(0, len(rows), _CHUNK):
-                r = torch.tensor(rows[s : s + _CHUNK], device=self.device)
-                lp = torch.log_softmax(head(hidden[r]).float(), dim=-1)
+                lp = torch.log_softmax(logits_at(rows[s : s + _CHUNK]).float(), dim=-1)
                 if k:
                     vals, idx = lp.topk(k, dim=-1)
                     vals, idx = vals.cpu().tolist(), idx.cpu().tolist()
@@ -233,7 +261,6 @@ class TransformersClient(InProcessClient):
         if eos is not None and eos in new:
             new = new[: new.index(eos)]
         text = self.tok.decode(new, skip_special_tokens=True)
-        cut = len(new)
         if stop:
             hits = [text.find(s) for s in stop if s in text]
             if hits:
@@ -241,7 +268,7 @@ class TransformersClient(InProcessClient):
         lps = None
         if top_logprobs is not None:
             lps = []
-            for step, tid in enumerate(new[:cut]):
+            for step, tid in enumerate(new):
                 lp = torch.log_softmax(out.logits[step][0].float(), dim=-1)
                 vals, idx = lp.topk(max(1, top_logprobs))
                 lps.append(
@@ -280,15 +307,3 @@ def _stop_on_text(tok: Any, n_prompt: int, stop: list[str]) -> Any:
             return torch.full((input_ids.shape[0],), hit, dtype=torch.bool)
 
     return StoppingCriteriaList([_Stop()])
-
-
-def _body_and_head(model: Any) -> tuple[Any, Any]:
-    """The decoder without the LM head, and the head (so the head can run on chosen rows)."""
-    body = getattr(model, "base_model", None) or getattr(model, "model", None)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if body is None or head is None or body is model:
-        raise FatalLLMError(
-            f"{type(model).__name__} exposes no separate decoder and LM head; the transformers "
-            "backend needs a *ForCausalLM model"
-        )
-    return body, head
