@@ -852,7 +852,9 @@ class SuiteRun:
             "llm": self._llm_identity(),
             "timings": self.timer.timings,
             "timings_first_run": timings,
-            "wall_time_s": prev.get("wall_time_s", 0.0) if self._resumed_all() else wall,
+            # summed over the invocations that computed something (a killed-and-resumed run
+            # counts both parts; a pure rerun adds nothing)
+            "wall_time_s": prev.get("wall_time_s", 0.0) + (0.0 if self._resumed_all() else wall),
             "this_invocation_s": wall,
             "llm_usage": ledger.totals(),
             "bases": [

@@ -103,7 +103,7 @@ LEGEND: dict[str, str] = {
     "l0 ... dead_frac": "SAEBench reconstruction / sparsity / downstream metrics; the others "
     "(l1, mse, cossim, ...) are in the csv/json/html outputs",
     "llm calls / tokens / cost": "LLM usage of this basis (manifest llm_usage.by_basis)",
-    "wall s": "wall time of the whole run",
+    "wall s": "wall time of the whole run, summed over the invocations that computed something",
 }
 
 
