@@ -42,6 +42,16 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(name: str) -> torch.device:
+    """A device setting: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N``."""
+    if name == "auto":
+        return default_device()
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise AutointerpError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from e
+
+
 def cache_dir() -> Path:
     """``$AUTOINTERP_CACHE_DIR`` or the user cache dir (dequantised models, activations, LLM
     response cache)."""

@@ -139,7 +139,7 @@ class SuiteRun:
         progress: bool = True,
         llm_cache: str | Path | None = None,
     ) -> None:
-        from autointerp.model import cache_dir
+        from autointerp.model import cache_dir, resolve_device
 
         self.suite = suite
         self.protocol = protocol_of(suite)
@@ -159,11 +159,7 @@ class SuiteRun:
         self.timer = Timer()
         self._sm = None
         self._dens_cache: dict[str, np.ndarray] = {}
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu")
-            if suite.model.device == "auto"
-            else suite.model.device
-        )
+        self.device = resolve_device(suite.model.device)
 
     # ---------------------------------------------------------------- model, tokens, acts
 
@@ -812,7 +808,8 @@ class SuiteRun:
             c = getattr(self.suite.llm, role)
             out[role] = {"backend": c.backend, "model": c.model}
             if c.backend == "transformers":
-                from autointerp.llm.transformers_backend import resolve_device, resolve_dtype
+                from autointerp.llm.transformers_backend import resolve_dtype
+                from autointerp.model import resolve_device
 
                 dev = resolve_device(c.device)
                 out[role].update(device=str(dev), dtype=resolve_dtype(c.dtype, dev))

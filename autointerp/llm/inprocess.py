@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
+from collections.abc import Iterable
 from typing import Any
 
 from autointerp.errors import AutointerpError
 from autointerp.llm.base import ChatResponse, LLMClient, Message, PromptLogprobs
+
+
+def top_by_text(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """``{token text: logprob}``, most likely first; of token ids that decode to the same text
+    (e.g. partial UTF-8 bytes) the likeliest is kept."""
+    d: dict[str, float] = {}
+    for name, lp in pairs:
+        if lp > d.get(name, float("-inf")):
+            d[name] = lp
+    return dict(sorted(d.items(), key=lambda kv: -kv[1]))
 
 
 class InProcessClient(LLMClient):

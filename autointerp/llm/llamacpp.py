@@ -30,7 +30,7 @@ from autointerp.llm.base import (
     TokenLogprob,
     Usage,
 )
-from autointerp.llm.inprocess import InProcessClient
+from autointerp.llm.inprocess import InProcessClient, top_by_text
 
 _MODELS: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -209,13 +209,13 @@ class LlamaCppClient(InProcessClient):
                 idx = np.argpartition(-sh, k - 1, axis=1)[:, :k]
             for r in range(e - s):
                 if k:
-                    d: dict[str, float] = {}
-                    for tid in idx[r]:
-                        lp = float(sh[r, tid] - logz[r, 0])
-                        name = self._piece_bytes(int(tid)).decode("utf-8", errors="replace")
-                        if lp > d.get(name, -np.inf):
-                            d[name] = lp
-                    top[s + r] = dict(sorted(d.items(), key=lambda kv: -kv[1]))
+                    top[s + r] = top_by_text(
+                        (
+                            self._piece_bytes(int(t)).decode("utf-8", errors="replace"),
+                            float(sh[r, t] - logz[r, 0]),
+                        )
+                        for t in idx[r]
+                    )
                 if cands is not None:
                     cands[s + r] = {
                         c: float(sh[r, t] - logz[r, 0])

@@ -40,7 +40,7 @@ from autointerp.llm.base import (
     TokenLogprob,
     Usage,
 )
-from autointerp.llm.inprocess import InProcessClient
+from autointerp.llm.inprocess import InProcessClient, top_by_text
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -55,16 +55,6 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise FatalLLMError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from e
 
 
 def resolve_dtype(name: str, device: torch.device) -> str:
@@ -98,7 +88,12 @@ class TransformersClient(InProcessClient):
 
     def __init__(self, cfg=None, **kw: Any):
         super().__init__(cfg, **kw)
-        self.device = resolve_device(self.cfg.device)
+        from autointerp.model import resolve_device
+
+        try:
+            self.device = resolve_device(self.cfg.device)
+        except AutointerpError as e:
+            raise FatalLLMError(str(e)) from e
         self.dtype = resolve_dtype(self.cfg.dtype, self.device)
         self.sm, self.lock = load_lm(self.cfg.model, self.device, self.dtype)
         self.tok = self.sm.tokenizer
@@ -198,12 +193,9 @@ class TransformersClient(InProcessClient):
                     cv = lp[:, cand_ids].cpu().tolist()
                 for j, i in enumerate(want[s : s + _CHUNK]):
                     if k:
-                        d: dict[str, float] = {}
-                        for tid, v in zip(idx[j], vals[j]):
-                            name = self._piece_text(int(tid))
-                            if v > d.get(name, -float("inf")):
-                                d[name] = float(v)
-                        top[i] = d
+                        top[i] = top_by_text(
+                            (self._piece_text(int(t)), float(v)) for t, v in zip(idx[j], vals[j])
+                        )
                     if cands is not None:
                         cands[i] = dict(zip(candidates or [], map(float, cv[j])))
         return PromptLogprobs(
@@ -231,7 +223,7 @@ class TransformersClient(InProcessClient):
                 f"{self.model} has no chat template; use a chat model for explainer/scorer roles"
             )
         ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
+        if hasattr(ids, "keys"):  # a BatchEncoding in transformers 5
             ids = ids["input_ids"]
         if len(ids) + max_tokens > self._max_len():
             raise LLMError(
@@ -275,10 +267,10 @@ class TransformersClient(InProcessClient):
                     TokenLogprob(
                         token=self._piece_text(tid),
                         logprob=float(lp[tid]),
-                        top={
-                            self._piece_text(int(i)): float(v)
+                        top=top_by_text(
+                            (self._piece_text(int(i)), float(v))
                             for i, v in zip(idx.tolist(), vals.tolist())
-                        },
+                        ),
                     )
                 )
             # keep only the tokens that make up the (stop-trimmed) text

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autointerp.errors import AutointerpError, FatalLLMError, LLMError, ParseError
-from autointerp.llm.base import ChatResponse, LLMClient, Message, Tag, TokenLogprob
+from autointerp.llm.base import LLMClient, Tag, TokenLogprob
 from autointerp.llm.helpers import chat_parsed_response
 from autointerp.templates import display_token, render_messages
 from autointerp.types import Example, Explanation, FeatureRecord, Score
@@ -257,22 +257,6 @@ def format_examples(texts: Sequence[str]) -> str:
     return "\n".join(f"Example {i + 1}: {t.strip()}" for i, t in enumerate(texts))
 
 
-async def chat_with_parse_retries(
-    client: LLMClient,
-    messages: list[Message],
-    parse: Callable[[ChatResponse], Any],
-    *,
-    max_parse_retries: int,
-    tag: Tag | None,
-    **params: Any,
-) -> tuple[Any, ChatResponse, int]:
-    """:func:`autointerp.llm.helpers.chat_parsed_response`: ``parse`` gets the whole response so
-    answer-token logprobs can be read; returns ``(parsed, response, attempts)``."""
-    return await chat_parsed_response(
-        client, messages, parse, max_parse_retries=max_parse_retries, tag=tag, **params
-    )
-
-
 class LLMJudge(Judge):
     """An LLM behind template ``prompts/<task>.txt``; strict parsing, bounded parse retries.
 
@@ -312,7 +296,7 @@ class LLMJudge(Judge):
             values["explanation"] = prompt.explanation or ""
         messages = render_messages(self.template or prompt.task, **values)
         if prompt.task == "intruder":
-            idx, _, attempts = await chat_with_parse_retries(
+            idx, _, attempts = await chat_parsed_response(
                 self.client,
                 messages,
                 lambda r: parse_index(r.text, n),
@@ -321,7 +305,7 @@ class LLMJudge(Judge):
                 max_tokens=max_tokens,
             )
             return Answer([int(i == idx) for i in range(n)], None, attempts)
-        (preds, span), resp, attempts = await chat_with_parse_retries(
+        (preds, span), resp, attempts = await chat_parsed_response(
             self.client,
             messages,
             lambda r: parse_binary_list(r.text, n),
