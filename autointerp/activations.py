@@ -8,13 +8,32 @@ and renamed when complete, so a killed run never leaves a half-written cache beh
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from autointerp.errors import AutointerpError
+from autointerp.journal import disk_error
 from autointerp.model import Hookpoint, SubjectModel, run_to_hookpoint
+
+
+def load_activations(path: str | Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Memory-map a cached activations file, checking it is whole (a truncated or foreign file
+    gives one clear error naming it, instead of a crash or a SIGBUS later)."""
+    path = Path(path)
+    fix = f"delete {path} (or rerun with --force activations) to recompute it"
+    try:
+        acts = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:
+        raise AutointerpError(f"activation cache {path} is unreadable ({e}); {fix}") from None
+    if shape is not None and tuple(acts.shape[: len(shape)]) != tuple(shape):
+        raise AutointerpError(
+            f"activation cache {path} has shape {acts.shape}, expected {shape} + (d,); {fix}"
+        )
+    return acts
 
 
 def special_mask(tokens: np.ndarray, special_ids: set[int]) -> np.ndarray:
@@ -35,21 +54,45 @@ def cache_activations(
 ) -> np.ndarray:
     """Run the model up to ``hp`` over ``tokens`` and store activations at ``path`` (.npy)."""
     path = Path(path)
-    if path.exists():
-        return np.load(path, mmap_mode="r")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial.npy")
     n, t = tokens.shape
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, t, hp.width))
+    if path.exists():
+        return load_activations(path, (n, t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial.npy")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, t, hp.width))
+        _reserve(tmp)
+        _fill(out, sm, hp, tokens, batch_size, progress)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return load_activations(path, (n, t))
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the memmap's blocks now: a full disk is then an ENOSPC error here instead of a
+    SIGBUS when a page is first written."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        raise disk_error(e, path) from e
+    finally:
+        os.close(fd)
+
+
+def _fill(out, sm, hp, tokens, batch_size: int, progress: bool) -> None:
+    n = len(tokens)
     it = range(0, n, batch_size)
     for i in tqdm(it, desc="activations", unit="batch", disable=not progress):
         ids = torch.from_numpy(tokens[i : i + batch_size].astype(np.int64))
         acts = run_to_hookpoint(sm, hp, ids)
         out[i : i + len(ids)] = acts.float().cpu().numpy()
     out.flush()
-    del out
-    os.replace(tmp, path)
-    return np.load(path, mmap_mode="r")
 
 
 def iter_token_batches(

@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-from autointerp.errors import AutointerpError
+from autointerp.errors import AutointerpError, FatalLLMError
 
 # module -> registers one or more subcommands (each sets ``func`` via set_defaults)
 COMMAND_MODULES = [
@@ -38,8 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except AutointerpError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (AutointerpError, FatalLLMError) as e:
+        msg = " ".join(str(e).split("\n")[0].split()) if isinstance(e, FatalLLMError) else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        from autointerp.journal import disk_error
+
+        print(f"error: {disk_error(e, e.filename or 'a results or cache file')}", file=sys.stderr)
         return 2
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autointerp.errors import ConfigError
 from autointerp.llm.config import LLMConfig
@@ -21,12 +21,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+SAFE_NAME_HINT = (
+    "use letters, digits, '.', '_' and '-' (starting with a letter or digit, at most 128); "
+    "a name becomes a folder and may not contain a path"
+)
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is a safe file/folder name, else a ConfigError naming ``what``."""
+    import re
+
+    if not re.match(SAFE_NAME, value or ""):
+        raise ConfigError(f"{what} {value!r} is not a safe name: {SAFE_NAME_HINT}")
+    return value
+
+
+def _safe(value: str | None) -> str | None:
+    import re
+
+    if value is not None and not re.match(SAFE_NAME, value):
+        raise ValueError(f"not a safe name: {SAFE_NAME_HINT}")
+    return value
+
+
 class ModelConfig(_Strict):
     name: str = "smollm2-gguf"
     hookpoint: str = "blocks.6.hook_resid_post"
     device: str = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    batch_size: int = 16
+    batch_size: int = Field(16, gt=0)
 
 
 class CorpusConfig(_Strict):
@@ -37,19 +61,19 @@ class CorpusConfig(_Strict):
     source: str = "gensim-wiki"
     split: str = "train"
     text_field: str = "text"
-    context: int = 64
-    n_tokens: int = 204_800
+    context: int = Field(64, gt=0)
+    n_tokens: int = Field(204_800, gt=0)
     prepend_bos: bool = True
 
 
 class SAETrainConfig(_Strict):
     architecture: Literal["relu", "topk"] = "topk"
-    expansion: int = 8
-    k: int = 32
-    l1_coeff: float = 5.0
-    lr: float = 1e-3
-    epochs: int = 3
-    batch_size: int = 4096
+    expansion: int = Field(8, gt=0)
+    k: int = Field(32, gt=0)
+    l1_coeff: float = Field(5.0, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(3, gt=0)
+    batch_size: int = Field(4096, gt=0)
     seed: int = 0
 
 
@@ -63,8 +87,13 @@ class BasisConfig(_Strict):
     path: str | None = None
     format: str | None = None
     train: SAETrainConfig | None = None
-    l0: int | None = None
+    l0: int | None = Field(None, gt=0)
     allow_mismatch: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str | None) -> str | None:
+        return _safe(v)
 
     @property
     def label(self) -> str:
@@ -72,22 +101,22 @@ class BasisConfig(_Strict):
 
 
 class RecordsConfig(_Strict):
-    n_features: int = 24
+    n_features: int = Field(64, gt=0)
     feature_selection: Literal["random_alive", "first"] = "random_alive"
-    window: int = 16
-    n_explain_top: int = 10
-    n_explain_quantile: int = 10
-    n_quantiles: int = 10
-    n_test_top: int = 5
-    n_test_quantile: int = 5
-    n_test_random: int = 5
-    min_density: float = 0.0
+    window: int = Field(16, gt=0)
+    n_explain_top: int = Field(10, ge=0)
+    n_explain_quantile: int = Field(10, ge=0)
+    n_quantiles: int = Field(10, gt=0)
+    n_test_top: int = Field(5, ge=0)
+    n_test_quantile: int = Field(5, ge=0)
+    n_test_random: int = Field(5, ge=0)
+    min_density: float = Field(0.0, ge=0, le=1)
 
 
 class ExplainConfig(_Strict):
     style: Literal["openai", "highlight", "compact", "top_tokens"] = "compact"
-    max_examples: int = 10
-    max_tokens: int = 24
+    max_examples: int = Field(10, gt=0)
+    max_tokens: int = Field(48, gt=0)
 
 
 class ScoringConfig(_Strict):
@@ -97,15 +126,20 @@ class ScoringConfig(_Strict):
         "top",
         "random",
     ]
+    #: how the simulator predicts: pmi (explanation-PMI, the default), all_at_once (digit slots),
+    #: top_logprobs / json (chat-only APIs), auto (all_at_once where prompt logprobs exist)
+    simulation_method: Literal["auto", "all_at_once", "pmi", "top_logprobs", "json"] = "pmi"
+    #: a no-LLM floor row per basis: top_tokens explanations scored by token_match
+    floor: bool = True
     shuffled_null: bool = True
-    examples_per_prompt: int = 5
-    n_bootstrap: int = 1000
+    examples_per_prompt: int = Field(5, gt=0)
+    n_bootstrap: int = Field(1000, gt=0)
 
 
 class MetricsConfig(_Strict):
-    n_tokens: int = 2048
+    n_tokens: int = Field(2048, gt=0)
     ablations: list[Literal["zero", "mean"]] = ["zero", "mean"]
-    batch_size: int = 8
+    batch_size: int = Field(8, gt=0)
 
 
 class LLMRoles(_Strict):
@@ -117,7 +151,7 @@ class LLMRoles(_Strict):
 
 
 class Suite(_Strict):
-    name: str = "default"
+    name: str = Field("default", pattern=SAFE_NAME)
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
@@ -144,8 +178,8 @@ def _format_validation(e: ValidationError, source: str) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see evals/default.toml for every field)"
-        elif "expected" in err.get("ctx", {}):
-            msg = f"{msg}"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = f"not a safe name: {SAFE_NAME_HINT}"
         lines.append(f"  {loc}: {msg} (got {err.get('input')!r})")
     return "\n".join(lines)
 
@@ -168,8 +202,15 @@ def load_suite(path: str | Path) -> Suite:
     elif not p.exists():
         raise ConfigError(f"suite file {path} does not exist (try evals/default.toml)")
     else:
-        text = p.read_text()
         source = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"suite {source} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+            ) from None
+        except OSError as e:
+            raise ConfigError(f"suite {source} cannot be read: {e.strerror}") from None
     try:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

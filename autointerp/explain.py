@@ -37,7 +37,8 @@ from collections.abc import Sequence
 
 from autointerp.errors import AutointerpError, FatalLLMError, LLMError, ParseError
 from autointerp.llm.base import LLMClient, Message, Tag
-from autointerp.llm.helpers import chat_parsed
+from autointerp.llm.base import ChatResponse
+from autointerp.llm.helpers import chat_parsed_response
 from autointerp.templates import display_token, render_messages
 from autointerp.types import Example, Explanation, FeatureRecord
 
@@ -183,6 +184,26 @@ def parse_sentence(text: str, *, reject: Sequence[str] = ()) -> str:
     return s
 
 
+class TruncatedAnswer(ParseError):
+    """The answer hit ``max_tokens`` inside its first sentence."""
+
+
+def check_complete(resp: ChatResponse) -> None:
+    """Raise :class:`TruncatedAnswer` when the answer was cut at ``max_tokens`` before its first
+    sentence ended (no sentence end or line break after it): a half sentence is no explanation."""
+    if resp.finish_reason != "length":
+        return
+    text = _LABEL_RE.sub("", resp.text.strip())
+    first = text.split("\n", 1)
+    if len(first) > 1 and first[1].strip():
+        return
+    if re.search(r"[.!?][\"')\]]*$", first[0].strip()) or _SENTENCE_END.search(first[0]):
+        return
+    raise TruncatedAnswer(
+        "the answer was cut off mid-sentence by the token limit; answer with a shorter phrase"
+    )
+
+
 def parse_openai_answer(text: str) -> str:
     """Completion of "the main thing this feature does is find" (see :func:`parse_sentence`)."""
     return parse_sentence(text, reject=_FEW_SHOT_ANSWERS["openai"])
@@ -230,7 +251,8 @@ async def explain_feature(
     tag: Tag | None = None,
 ) -> Explanation:
     """Explain one feature. Returns ``status="failed"`` (with ``error``) when the feature has no
-    firing explain example or the LLM's answers never parse; ``attempts`` counts LLM calls
+    firing explain example or the LLM's answers never parse, ``status="truncated"`` when the
+    last answer was cut at ``max_tokens`` mid-sentence; ``attempts`` counts LLM calls
     (0 for ``top_tokens``). ``client`` may be None for ``top_tokens``."""
     if style not in STYLES:
         raise AutointerpError(f"unknown explain style {style!r}; use one of {', '.join(STYLES)}")
@@ -254,13 +276,15 @@ async def explain_feature(
     }[style]
     calls = 0
 
-    def parse(answer: str) -> str:
+    def parse(resp: ChatResponse) -> str:
         nonlocal calls
         calls += 1
-        return parser(answer)
+        text = parser(resp.text)
+        check_complete(resp)
+        return text
 
     try:
-        text = await chat_parsed(
+        text, _, _ = await chat_parsed_response(
             client,
             build_messages(record, style, max_examples),
             parse,
@@ -269,7 +293,8 @@ async def explain_feature(
             max_tokens=max_tokens,
         )
     except ParseError as e:
-        return Explanation(**base, text="", status="failed", attempts=calls, error=f"parse: {e}")
+        status = "truncated" if isinstance(e.__cause__, TruncatedAnswer) else "failed"
+        return Explanation(**base, text="", status=status, attempts=calls, error=f"parse: {e}")
     except FatalLLMError:
         raise
     except LLMError as e:

@@ -31,9 +31,16 @@ from tqdm.auto import tqdm
 from autointerp import __version__
 from autointerp.activations import cache_activations, special_mask
 from autointerp.bases.base import Basis
-from autointerp.config import BasisConfig, Suite, load_suite, suite_from_dict
+from autointerp.config import BasisConfig, Suite, check_name, load_suite, suite_from_dict
 from autointerp.errors import ConfigError, FatalLLMError
-from autointerp.results import atomic_write_json, score_schema, stable_hash, write_parquet
+from autointerp.journal import Journal, RunLock
+from autointerp.results import (
+    atomic_write_json,
+    atomic_write_with,
+    score_schema,
+    stable_hash,
+    write_parquet,
+)
 from autointerp.types import Explanation, FeatureRecord, Score
 
 log = logging.getLogger(__name__)
@@ -70,27 +77,14 @@ def protocol_of(suite: Suite) -> dict[str, Any]:
     }
 
 
-def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (killed mid-write) is ignored."""
-    if not path.exists():
-        return []
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    """np.save to a unique temp name in the same folder, then rename (atomic, no clashes)."""
 
+    def write(p: Path) -> None:
+        with p.open("wb") as f:
+            np.save(f, arr)
 
-def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    atomic_write_with(path, write)
 
 
 def _derangement(n: int, seed: int) -> list[int]:
@@ -138,6 +132,7 @@ class SuiteRun:
         force: tuple[str, ...] = (),
         progress: bool = True,
         llm_cache: str | Path | None = None,
+        retry_failed: bool = False,
     ) -> None:
         from autointerp.model import cache_dir, resolve_device
 
@@ -145,7 +140,7 @@ class SuiteRun:
         self.protocol = protocol_of(suite)
         self.protocol_id = stable_hash(self.protocol)
         self.config_hash = stable_hash(suite.model_dump())
-        name = run_name or f"run-{self.config_hash}"
+        name = check_name(run_name, "run name") if run_name else f"run-{self.config_hash}"
         self.paths = RunPaths(
             Path(results_root) / suite.name / name,
             Path(work_dir) if work_dir else cache_dir() / "work",
@@ -155,6 +150,8 @@ class SuiteRun:
             raise ConfigError(f"--force {sorted(bad)}: unknown stage; use one of {STAGES}")
         self.force = set(force)
         self.progress = progress
+        self.retry_failed = retry_failed
+        self._rec_hashes: dict[str, str] = {}
         self.llm_cache = Path(llm_cache) if llm_cache else cache_dir() / "llm-cache.sqlite"
         self.timer = Timer()
         self._sm = None
@@ -187,9 +184,7 @@ class SuiteRun:
         arr = tokenize_corpus(c, self.sm.tokenizer)
         specials = sorted(self.sm.special_token_ids())
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, path)
+        _save_npy(path, arr)
         atomic_write_json(meta_path, {"special_ids": specials, "bos": self.sm.bos_token_id})
         self.timer.add("tokens", time.perf_counter() - t)
         return arr, h
@@ -205,7 +200,9 @@ class SuiteRun:
         if "activations" in self.force and path.exists():
             path.unlink()
         if path.exists():
-            acts = np.load(path, mmap_mode="r")
+            from autointerp.activations import load_activations
+
+            acts = load_activations(path, tokens.shape)
             return acts, h, int(acts.shape[-1])
         hp = self.sm.hookpoint(m.hookpoint)
         t = time.perf_counter()
@@ -405,9 +402,7 @@ class SuiteRun:
                 n += len(x)
             d = (counts / max(n, 1)).numpy()
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".partial.npy")
-            np.save(tmp, d)
-            os.replace(tmp, path)
+            _save_npy(path, d)
         self._dens_cache[key] = d
         return d
 
@@ -483,6 +478,7 @@ class SuiteRun:
                 "n_rows": len(tokens),
             }
         )
+        self._rec_hashes[b.name] = h
         path = self.paths.run_dir / "records" / f"{b.name}.jsonl"
         done = self.paths.stages / f"records-{b.name}.hash"
         if (
@@ -491,7 +487,7 @@ class SuiteRun:
             and done.read_text() == h
             and "records" not in self.force
         ):
-            return [FeatureRecord.from_dict(r) for r in _jsonl_rows(path)]
+            return [FeatureRecord.from_dict(r) for r in Journal(path, "records").read()]
         t = time.perf_counter()
         feats = select_features(
             density,
@@ -515,9 +511,10 @@ class SuiteRun:
             device=self.device,
             progress=self.progress,
         )
-        from autointerp.results import atomic_write_text
+        from autointerp.journal import encode_line
+        from autointerp.results import atomic_write_bytes, atomic_write_text
 
-        atomic_write_text(path, "".join(json.dumps(r.to_dict()) + "\n" for r in recs))
+        atomic_write_bytes(path, b"".join(encode_line(r.to_dict()) for r in recs))
         atomic_write_text(done, h)
         self.timer.add("records", time.perf_counter() - t)
         return recs
@@ -541,44 +538,101 @@ class SuiteRun:
             clients[role] = made[key]
         return clients, ledger
 
+    def _stage_hashes(self) -> tuple[str, str]:
+        """(explain hash, score hash): every input and choice of the stage, so a changed
+        protocol (e.g. ``--set records.window=8``) recomputes instead of resuming."""
+        p = self.protocol
+        eh = stable_hash(
+            {
+                "records": self._rec_hashes,
+                "explain": p["explain"],
+                "llm": p["llm"]["explainer"],
+                "templates": p["templates"],
+                "floor": self.suite.scoring.floor,
+            }
+        )
+        sh = stable_hash(
+            {
+                "explain": eh,
+                "scoring": p["scoring"],
+                "llm": [p["llm"]["simulator"], p["llm"]["scorer"]],
+                "templates": p["templates"],
+                "seed": p["seed"],
+            }
+        )
+        return eh, sh
+
+    def _journals(self) -> tuple[Journal, Journal]:
+        eh, sh = self._stage_hashes()
+        st = self.paths.stages
+        return Journal(st / f"explain-{eh}.jsonl", "explain"), Journal(
+            st / f"score-{sh}.jsonl", "score"
+        )
+
+    @staticmethod
+    def _latest(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+        """The last row per item key (a retried item's newer line wins)."""
+        return {tuple(r["key"]): r for r in rows}
+
     async def _llm_stages(self, records: dict[str, list[FeatureRecord]]) -> None:
         from autointerp.llm.base import Tag
 
-        st = self.paths.stages
-        exp_path, score_path = st / "explanations.jsonl", st / "scores.jsonl"
-        sim_path, calls_path = st / "simulations.jsonl", st / "llm_calls.jsonl"
-        pid = self.protocol_id
+        exp_j, score_j = self._journals()
+        calls_j = Journal(self.paths.stages / "llm_calls.jsonl")
         if "explain" in self.force:
-            for p in (exp_path, score_path, sim_path):
-                p.unlink(missing_ok=True)
-        if "score" in self.force:
-            for p in (score_path, sim_path):
-                p.unlink(missing_ok=True)
-        have_exp = {(r["basis"], r["feature"]) for r in _jsonl_rows(exp_path)}
-        have_score = {
-            (r["basis"], r["feature"], r["null"]) for r in _jsonl_rows(score_path) if r.get("_done")
-        }
-        todo_exp = [
-            r for rs in records.values() for r in rs if (r.basis, r.feature) not in have_exp
-        ]
+            exp_j.path.unlink(missing_ok=True)
+        if self.force & {"explain", "score"}:
+            score_j.path.unlink(missing_ok=True)
         sc = self.suite.scoring
-        nulls = [""] + (["shuffled"] if sc.shuffled_null and "simulation" in sc.scorers else [])
-        n_score_todo = sum(
-            (r.basis, r.feature, n) not in have_score
+        styles = [self.suite.explain.style] + (
+            ["top_tokens"] if sc.floor and self.suite.explain.style != "top_tokens" else []
+        )
+        have_exp = self._latest(exp_j.read())
+        have_score = self._latest(score_j.read())
+        if self.retry_failed:
+            have_exp = {k: v for k, v in have_exp.items() if v["exp"]["status"] == "ok"}
+            have_score = {
+                k: v
+                for k, v in have_score.items()
+                if not any(r["status"] == "failed" for r in v["rows"])
+            }
+        todo_exp = [
+            (r, style)
             for rs in records.values()
             for r in rs
-            for n in nulls
-        )
-        if not todo_exp and not n_score_todo:
+            for style in styles
+            if (r.basis, r.feature, style) not in have_exp
+        ]
+        nulls = [""] + (["shuffled"] if sc.shuffled_null and "simulation" in sc.scorers else [])
+        kinds = ["llm"] + (["floor"] if sc.floor and "simulation" in sc.scorers else [])
+        score_keys = [
+            (r.basis, r.feature, null, kind)
+            for rs in records.values()
+            for r in rs
+            for null in nulls
+            for kind in kinds
+            if (kind == "llm" or len(styles) > 1)
+        ]
+        todo_keys = {k for k in score_keys if k not in have_score}
+        if not todo_exp and not todo_keys:
             return
-        clients, ledger = self._clients()
+        needs_llm = any(s != "top_tokens" for _, s in todo_exp) or any(
+            k[3] == "llm" for k in todo_keys
+        )
+        clients, ledger = self._clients() if needs_llm else ({}, None)
+        if "simulator" in clients and "simulation" in sc.scorers:
+            from autointerp.scoring.simulation import pick_method
+
+            pick_method(clients["simulator"], sc.simulation_method)  # a clear error up front
         flushed = 0
 
         def flush_ledger() -> None:
             nonlocal flushed
+            if ledger is None:
+                return
             new = ledger.records[flushed:]
             flushed += len(new)
-            _append_jsonl(calls_path, [asdict(r) for r in new])
+            calls_j.append([asdict(r) for r in new])
 
         ec = self.suite.explain
         from autointerp.explain import explain_feature
@@ -586,62 +640,68 @@ class SuiteRun:
         t = time.perf_counter()
         bar = tqdm(total=len(todo_exp), desc="explain", disable=not self.progress)
 
-        async def one_exp(r: FeatureRecord) -> None:
+        async def one_exp(r: FeatureRecord, style: str) -> None:
             e = await explain_feature(
                 r,
-                clients["explainer"],
-                style=ec.style,
+                clients.get("explainer"),
+                style=style,
                 max_examples=ec.max_examples,
                 max_tokens=ec.max_tokens,
                 max_parse_retries=self.suite.llm.explainer.max_parse_retries,
                 tag=Tag("explain", r.basis, r.feature),
             )
-            _append_jsonl(exp_path, [asdict(e)])
+            exp_j.append([{"key": [r.basis, r.feature, style], "exp": asdict(e)}])
             flush_ledger()
             bar.update()
 
-        await _gather_fatal([one_exp(r) for r in todo_exp])
+        await _gather_fatal([one_exp(r, s) for r, s in todo_exp])
         bar.close()
-        self.timer.add("explain", time.perf_counter() - t)
+        if any(s != "top_tokens" for _, s in todo_exp):
+            self.timer.add("explain", time.perf_counter() - t)
 
-        exps = {(r["basis"], r["feature"]): Explanation(**r) for r in _jsonl_rows(exp_path)}
+        exps = {k: Explanation(**v["exp"]) for k, v in self._latest(exp_j.read()).items()}
         t = time.perf_counter()
         jobs = []
         for rs in records.values():
             perm = _derangement(len(rs), self.suite.seed)
             for i, r in enumerate(rs):
                 for null in nulls:
-                    if (r.basis, r.feature, null) in have_score:
-                        continue
                     src = r if null == "" else rs[perm[i]]
-                    jobs.append((r, exps[(src.basis, src.feature)], null))
+                    for kind, style in zip(kinds, styles, strict=False):
+                        if (r.basis, r.feature, null, kind) in todo_keys:
+                            jobs.append((r, exps[(src.basis, src.feature, style)], null, kind))
         bar = tqdm(total=len(jobs), desc="score", disable=not self.progress)
 
-        async def one_score(r: FeatureRecord, e: Explanation, null: str) -> None:
-            rows, sims = await self._score_feature(r, e, null, clients, pid)
-            _append_jsonl(sim_path, sims)
-            _append_jsonl(
-                score_path,
-                rows + [{"basis": r.basis, "feature": r.feature, "null": null, "_done": True}],
-            )
+        async def one_score(r: FeatureRecord, e: Explanation, null: str, kind: str) -> None:
+            rows, sims = await self._score_feature(r, e, null, kind, clients)
+            key = [r.basis, r.feature, null, kind]
+            score_j.append([{"key": key, "rows": rows, "sims": sims}])
             flush_ledger()
             bar.update()
 
         await _gather_fatal([one_score(*j) for j in jobs])
         bar.close()
-        self.timer.add("score", time.perf_counter() - t)
+        if any(j[3] == "llm" for j in jobs):
+            self.timer.add("score", time.perf_counter() - t)
         for c in {id(c): c for c in clients.values()}.values():
             await c.aclose()
 
-    async def _score_feature(self, r, e: Explanation, null: str, clients, pid: str):
+    async def _score_feature(self, r, e: Explanation, null: str, kind: str, clients):
         from autointerp.llm.base import Tag
         from autointerp.scoring.correlation import score_simulation
 
         sc = self.suite.scoring
+        pid = self.protocol_id
         stage = "score" if not null else f"score.{null}"
         scores: list[Score] = []
         sims: list[dict[str, Any]] = []
-        if "simulation" in sc.scorers:
+        if kind == "floor":
+            s = await score_simulation(
+                r, e, None, variants=tuple(sc.variants), protocol_id=pid, null=null,
+                method="token_match",
+            )  # fmt: skip
+            scores += s.scores
+        if kind == "llm" and "simulation" in sc.scorers:
             s = await score_simulation(
                 r,
                 e,
@@ -649,13 +709,14 @@ class SuiteRun:
                 variants=tuple(sc.variants),
                 protocol_id=pid,
                 null=null,
+                method=sc.simulation_method,
                 max_parse_retries=self.suite.llm.simulator.max_parse_retries,
                 tag=Tag(stage, r.basis, r.feature),
             )
             scores += s.scores
             if not null:
                 sims = s.rows(r.basis, r.feature)
-        if not null:
+        if kind == "llm" and not null:
             text = e.text if e.status == "ok" else ""
             kw = dict(seed=self.suite.seed, protocol_id=pid)
             for name in ("detection", "fuzzing"):
@@ -703,9 +764,13 @@ class SuiteRun:
     # ---------------------------------------------------------------- main
 
     def run(self) -> Path:
+        """Every stage, skipping finished ones, under an exclusive lock on the run dir."""
+        with RunLock(self.paths.run_dir):
+            return self._run()
+
+    def _run(self) -> Path:
         t0 = time.perf_counter()
         rd = self.paths.run_dir
-        rd.mkdir(parents=True, exist_ok=True)
         atomic_write_json(rd / "suite.json", self.suite.model_dump())
         tokens, tok_hash = self._tokens()
         acts, acts_hash, width = self._activations(tokens, tok_hash)
@@ -769,7 +834,10 @@ class SuiteRun:
             ),
             rd / "density.parquet",
         )
-        exps = {(r["basis"], r["feature"]): r for r in _jsonl_rows(st / "explanations.jsonl")}
+        exp_j, score_j = self._journals()
+        style = self.suite.explain.style
+        exps = {k[:2]: v["exp"] for k, v in self._latest(exp_j.read()).items() if k[2] == style}
+        items = list(self._latest(score_j.read()).values())
         feats = []
         for rs in records.values():
             for r in rs:
@@ -786,9 +854,9 @@ class SuiteRun:
                     }
                 )
         write_parquet(pl.DataFrame(feats), rd / "features.parquet")
-        scores = [r for r in _jsonl_rows(st / "scores.jsonl") if not r.get("_done")]
+        scores = [r for it in items for r in it["rows"]]
         write_parquet(pl.DataFrame(scores, schema=score_schema()), rd / "scores.parquet")
-        sims = _jsonl_rows(st / "simulations.jsonl")
+        sims = [s for it in items for s in it["sims"]]
         sim_schema = {
             "basis": pl.Utf8,
             "feature": pl.Int64,
@@ -820,7 +888,8 @@ class SuiteRun:
 
         rd = self.paths.run_dir
         ledger = Ledger()
-        ledger.records = [CallRecord(**r) for r in _jsonl_rows(rd / "stages" / "llm_calls.jsonl")]
+        calls = Journal(rd / "stages" / "llm_calls.jsonl").read()
+        ledger.records = [CallRecord(**r) for r in calls]
         prev = {}
         if (rd / "manifest.json").exists():
             prev = json.loads((rd / "manifest.json").read_text())
@@ -903,10 +972,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         force=tuple(args.force or ()),
         progress=not args.quiet,
+        retry_failed=args.retry_failed,
     )
-    print((rd / "leaderboard.md").read_text())
-    print(f"results in {rd}")
+    _print_summary(rd)
     return 0
+
+
+def _print_summary(rd: Path) -> None:
+    """The leaderboard, its sanity flags and the per-stage times of this invocation."""
+    print((rd / "leaderboard.md").read_text())
+    from autointerp.report import leaderboard_table, load_run
+
+    board = leaderboard_table([load_run(rd)])
+    for df in board.groups.values():
+        for r in df.iter_rows(named=True):
+            if r.get("flag"):
+                print(f"FLAG {r['basis']} ({r['method']}): {r['flag']}")
+    m = json.loads((rd / "manifest.json").read_text())
+    t = m.get("timings") or {}
+    if t:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(t.items(), key=lambda kv: -kv[1]))
+        print(f"stage times (s, this invocation): {parts}; total {m['this_invocation_s']:.1f}")
+    else:
+        print(f"nothing recomputed; total {m['this_invocation_s']:.1f} s")
+    print(f"results in {rd}")
 
 
 def _apply_overrides(d: dict[str, Any], sets: list[str]) -> dict[str, Any]:
@@ -970,9 +1059,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
         run_name=args.run,
         work_dir=args.work_dir,
         progress=not args.quiet,
+        retry_failed=args.retry_failed,
     )
-    print((rd / "leaderboard.md").read_text())
-    print(f"results in {rd}")
+    _print_summary(rd)
     return 0
 
 
@@ -987,6 +1076,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="override a suite field, e.g. --set records.n_features=8",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="ask the LLM again for items that failed (transient errors, unparsable answers)",
+    )
 
 
 def register(sub: Any) -> None:

@@ -34,6 +34,7 @@ from autointerp.types import FeatureRecord
 log = logging.getLogger(__name__)
 
 SIM_VARIANT = "top_and_random"
+FLAG_TEXT = "judge cannot separate explanations from nulls"
 _FEATURE_RE = re.compile(r'"feature":\s*(-?\d+)')
 SCORE_COLUMNS = ("basis", "feature", "scorer", "variant", "value", "status", "null", "method")
 
@@ -64,11 +65,12 @@ def _cols(names: str, dtype: Any) -> dict[str, Any]:
 
 #: every table's columns, in order (extra metric columns of a run are appended as Float64)
 BASE_SCHEMA: dict[str, Any] = {
-    **_cols("basis kind model hookpoint method", _STR),
+    **_cols("basis kind model hookpoint method flag", _STR),
     **dict.fromkeys(_LIFTS, _F),
     **_cols("n_features features_scored", _I),
     **_cols("sim_score sim_ci_low sim_ci_high sim_top sim_random", _F),
     **_cols("n_undefined n_failed", _I),
+    **_cols("undefined_by_variant", _STR),
     **_cols("detection_bal_acc fuzzing_bal_acc intruder_acc detection_auroc fuzzing_auroc", _F),
     **dict.fromkeys(HEAD_METRICS + OTHER_METRICS, _F),
     **_cols("llm_calls prompt_tokens completion_tokens", _I),
@@ -104,6 +106,8 @@ LEGEND: dict[str, str] = {
     "(l1, mse, cossim, ...) are in the csv/json/html outputs",
     "llm calls / tokens / cost": "LLM usage of this basis (manifest llm_usage.by_basis)",
     "wall s": "wall time of the whole run, summed over the invocations that computed something",
+    "flag": f"'{FLAG_TEXT}' when lift vs shuffled is <= 0 or its CI includes 0 (the scores "
+    "then say nothing about the explanations)",
 }
 
 
@@ -364,8 +368,11 @@ class _BasisScores:
     def __init__(self, rows: list[tuple]):
         self.values: dict[tuple[str, str, str], dict[int, float | None]] = {}
         self.status = Counter()
+        self.by_variant: Counter = Counter()  # (scorer, variant, null, status) -> count
         for feat, scorer, variant, value, status, null in rows:
             self.status[status] += 1
+            if status != "ok":
+                self.by_variant[(scorer, variant, null or "real", status)] += 1
             v = None if status != "ok" or value is None else float(value)
             self.values.setdefault((scorer, variant, null or ""), {})[int(feat)] = v
 
@@ -472,6 +479,10 @@ def _run_rows(
                 "sim_random": _mean(sc.get("simulation", "random")),
                 "n_undefined": sc.status.get("undefined", 0),
                 "n_failed": sc.status.get("failed", 0),
+                "undefined_by_variant": "; ".join(
+                    f"{sc_}/{var}/{null} {st}: {n}"
+                    for (sc_, var, null, st), n in sorted(sc.by_variant.items())
+                ),
                 "llm_calls": u.get("calls"),
                 "prompt_tokens": u.get("prompt_tokens"),
                 "completion_tokens": u.get("completion_tokens"),
@@ -495,6 +506,7 @@ def _run_rows(
                     lf = stats.lift(a, b, paired=True, **ci_kw)
                     t = stats.paired_test(a, b)
                     row.update(_lift_cols("lift_vs_shuffled", lf, t))
+            row["flag"] = sanity_flag(row)
             out.append(row)
             dens = _feature_density(run, basis)
             if real and dens:
@@ -520,6 +532,17 @@ def _run_rows(
                         }
                     )
     return out, dens_rows
+
+
+def sanity_flag(row: dict[str, Any]) -> str:
+    """``FLAG_TEXT`` when the row's lift vs shuffled explanations is <= 0 or its CI includes 0
+    (or was not measured while the row has scores), else ""."""
+    if not row.get("features_scored"):
+        return ""
+    d, lo, hi = (row.get(f"lift_vs_shuffled{s}") for s in ("", "_ci_low", "_ci_high"))
+    if d is None or lo is None or hi is None:
+        return FLAG_TEXT + " (no shuffled null)"
+    return FLAG_TEXT if d <= 0 or lo <= 0 <= hi else ""
 
 
 def _lift_cols(name: str, lf: stats.LiftCI, t: stats.TestResult) -> dict[str, float | None]:
@@ -653,6 +676,7 @@ DISPLAY: list[tuple[str, str, str | None, str | None]] = [
     ("hookpoint", "hookpoint", None, None),
     ("run", "run", None, None),
     ("method", "method", None, None),
+    ("flag", "flag", None, None),
     (
         "lift vs random dirs",
         "lift_vs_random_dirs",
@@ -778,6 +802,18 @@ def render_markdown(board: Leaderboard) -> str:
             _md_table(df, display_columns(df)),
             "",
         ]
+        flagged = [r for r in df.iter_rows(named=True) if r.get("flag")]
+        if flagged:
+            out += ["Sanity flags:", ""]
+            out += [f"- **{r['basis']}** ({r['method']}): {r['flag']}" for r in flagged]
+            out.append("")
+        undef = [r for r in df.iter_rows(named=True) if r.get("undefined_by_variant")]
+        if undef:
+            out += ["Undefined / failed scores by scorer / variant / real-or-null:", ""]
+            out += [
+                f"- {r['basis']} ({r['method']}): {r['undefined_by_variant']}" for r in undef
+            ]
+            out.append("")
         dens = board.density.get(pid)
         if dens is not None and not dens.is_empty():
             out += [

@@ -81,7 +81,7 @@ class Explanation:
     feature: int
     text: str
     style: str  # "openai" | "highlight" | "top_tokens"
-    status: str = "ok"  # "ok" | "failed"
+    status: str = "ok"  # "ok" | "failed" | "truncated" (cut at max_tokens mid-sentence)
     error: str = ""
     attempts: int = 1
 

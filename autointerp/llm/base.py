@@ -72,12 +72,14 @@ class TokenLogprob:
 
 @dataclass
 class ChatResponse:
-    """``key`` is the cache key of the request (pass it to ``LLMClient.forget``)."""
+    """``key`` is the cache key of the request (pass it to ``LLMClient.forget``).
+    ``finish_reason``: "stop", "length" (cut at ``max_tokens``) or "" when unknown."""
 
     text: str
     logprobs: list[TokenLogprob] | None = None
     usage: Usage = field(default_factory=Usage)
     key: str = ""
+    finish_reason: str = ""
 
 
 @dataclass
@@ -90,6 +92,12 @@ class PromptLogprobs:
     ``{}`` unless the model prepends a BOS token. ``candidates[i]`` (when candidate strings were
     asked for) maps each candidate to its logprob at position ``i``: exact for every candidate
     when ``exact_candidates`` (in-process llama.cpp), else only those found in ``top[i]``.
+
+    ``token_logprobs[i]`` is the logprob of the actual prompt token ``i`` given tokens
+    ``0..i-1`` (what the explanation-PMI simulator reads): exact in-process and from servers
+    whose echo is standard-aligned; from a shifted (llama.cpp) server only when the token is in
+    the top-N there, else None. None for positions not asked for (``only_at``) and for ``i=0``
+    without a BOS.
     """
 
     tokens: list[str]
@@ -99,6 +107,7 @@ class PromptLogprobs:
     candidates: list[dict[str, float]] | None = None
     exact_candidates: bool = False
     key: str = ""
+    token_logprobs: list[float | None] | None = None
 
 
 @dataclass

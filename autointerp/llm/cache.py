@@ -34,6 +34,7 @@ def decode_response(kind: str, d: dict[str, Any]) -> ChatResponse | PromptLogpro
             text=d["text"],
             logprobs=None if lps is None else [TokenLogprob(**t) for t in lps],
             usage=usage,
+            finish_reason=d.get("finish_reason") or "",
         )
     return PromptLogprobs(
         tokens=d["tokens"],
@@ -42,6 +43,7 @@ def decode_response(kind: str, d: dict[str, Any]) -> ChatResponse | PromptLogpro
         usage=usage,
         candidates=d.get("candidates"),
         exact_candidates=d.get("exact_candidates", False),
+        token_logprobs=d.get("token_logprobs"),
     )
 
 

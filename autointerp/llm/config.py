@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class LLMConfig(BaseModel):
@@ -35,16 +35,16 @@ class LLMConfig(BaseModel):
     model: str = "smollm2-gguf"
     base_url: str | None = None
     api_key_env: str | None = None
-    max_concurrency: int = 4
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
-    timeout_s: float = 120.0
-    max_retries: int = 6
-    retry_initial_s: float = 1.0
-    retry_max_s: float = 60.0
-    max_parse_retries: int = 2
-    n_ctx: int = 8192
-    temperature: float = 0.0
+    max_concurrency: int = Field(4, gt=0)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    retry_initial_s: float = Field(1.0, ge=0)
+    retry_max_s: float = Field(60.0, ge=0)
+    max_parse_retries: int = Field(2, ge=0)
+    n_ctx: int = Field(8192, gt=0)
+    temperature: float = Field(0.0, ge=0)
     echo_alignment: Literal["auto", "standard", "shifted"] = "auto"
     prices: str | dict[str, dict[str, float]] | None = None
     device: str = "auto"

@@ -157,6 +157,7 @@ class LlamaCppClient(InProcessClient):
         return ChatResponse(
             text=ch["message"].get("content") or "",
             logprobs=lps,
+            finish_reason=str(ch.get("finish_reason") or ""),
             usage=Usage(
                 prompt_tokens=int(u.get("prompt_tokens", 0)),
                 completion_tokens=int(u.get("completion_tokens", 0)),
@@ -200,6 +201,7 @@ class LlamaCppClient(InProcessClient):
         # prediction for prompt token i lives in row (nb + i - 1)
         top: list[dict[str, float]] = [{} for _ in toks]
         cands: list[dict[str, float]] | None = [{} for _ in toks] if cand_ids else None
+        own: list[float | None] = [None for _ in toks]
         k = max(0, min(top_n, scores.shape[1]))
         first = 0 if nb else 1
         for s in range(first, len(toks), _CHUNK):
@@ -208,6 +210,7 @@ class LlamaCppClient(InProcessClient):
             if k:
                 idx = np.argpartition(-sh, k - 1, axis=1)[:, :k]
             for r in range(e - s):
+                own[s + r] = float(sh[r, toks[s + r]] - logz[r, 0])
                 if k:
                     top[s + r] = top_by_text(
                         (
@@ -234,4 +237,5 @@ class LlamaCppClient(InProcessClient):
             usage=Usage(prompt_tokens=len(ids), completion_tokens=0),
             candidates=cands,
             exact_candidates=cands is not None,
+            token_logprobs=own,
         )

@@ -84,7 +84,12 @@ def parse_chat(d: Any, want_logprobs: bool) -> ChatResponse:
                 )
                 for t in content
             ]
-        return ChatResponse(text=text, logprobs=lps, usage=usage_from(d.get("usage")))
+        return ChatResponse(
+            text=text,
+            logprobs=lps,
+            usage=usage_from(d.get("usage")),
+            finish_reason=str(ch.get("finish_reason") or ""),
+        )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
         raise TransientLLMError(f"malformed chat response ({type(e).__name__}: {e})") from e
 
@@ -115,9 +120,10 @@ def detect_shifted(d: Any) -> bool:
 
 
 def parse_echo(d: Any, prompt: str, shifted: bool, candidates: list[str] | None) -> PromptLogprobs:
-    toks, offs, _, top = raw_echo(d, prompt)
-    if shifted:
+    toks, offs, tlp, top = raw_echo(d, prompt)
+    if shifted:  # entry i is the distribution after token i: the own logprob is in top[i-1]
         top = [{}] + top[:-1]
+        tlp = [t.get(tok) for t, tok in zip(top, toks, strict=True)]
     cands = None
     if candidates:
         cands = [{c: t[c] for c in candidates if c in t} for t in top]
@@ -128,6 +134,7 @@ def parse_echo(d: Any, prompt: str, shifted: bool, candidates: list[str] | None)
         usage=usage_from(d.get("usage")),
         candidates=cands,
         exact_candidates=False,
+        token_logprobs=tlp,
     )
 
 

@@ -181,6 +181,7 @@ class TransformersClient(InProcessClient):
         rows = [nb + i - 1 for i in want]
         top: list[dict[str, float]] = [{} for _ in toks]
         cands: list[dict[str, float]] | None = [{} for _ in toks] if cand_ids else None
+        own: list[float | None] = [None for _ in toks]
         k = max(0, min(top_n, int(self.sm.model.config.vocab_size)))
         with self.lock, torch.inference_mode():
             logits_at = self._logits_fn(ids)
@@ -191,7 +192,11 @@ class TransformersClient(InProcessClient):
                     vals, idx = vals.cpu().tolist(), idx.cpu().tolist()
                 if cand_ids:
                     cv = lp[:, cand_ids].cpu().tolist()
-                for j, i in enumerate(want[s : s + _CHUNK]):
+                part = want[s : s + _CHUNK]
+                tid = torch.tensor([toks[i] for i in part], device=lp.device)
+                ov = lp.gather(1, tid[:, None])[:, 0].cpu().tolist()
+                for j, i in enumerate(part):
+                    own[i] = float(ov[j])
                     if k:
                         top[i] = top_by_text(
                             (self._piece_text(int(t)), float(v)) for t, v in zip(idx[j], vals[j])
@@ -205,6 +210,7 @@ class TransformersClient(InProcessClient):
             usage=Usage(prompt_tokens=len(ids), completion_tokens=0),
             candidates=cands,
             exact_candidates=cands is not None,
+            token_logprobs=own,
         )
 
     # ------------------------------------------------------------------ chat
@@ -250,13 +256,16 @@ class TransformersClient(InProcessClient):
             out = self.sm.model.generate(input_ids=x, attention_mask=torch.ones_like(x), **gen)
         new = out.sequences[0, len(ids) :].tolist()
         eos = self.tok.eos_token_id
+        finish = "length" if len(new) >= max_tokens else "stop"
         if eos is not None and eos in new:
             new = new[: new.index(eos)]
+            finish = "stop"
         text = self.tok.decode(new, skip_special_tokens=True)
         if stop:
             hits = [text.find(s) for s in stop if s in text]
             if hits:
                 text = text[: min(hits)]
+                finish = "stop"
         lps = None
         if top_logprobs is not None:
             lps = []
@@ -285,6 +294,7 @@ class TransformersClient(InProcessClient):
             text=text,
             logprobs=lps,
             usage=Usage(prompt_tokens=len(ids), completion_tokens=len(new)),
+            finish_reason=finish,
         )
 
 

@@ -114,7 +114,7 @@ class SimulationScoring:
 async def score_simulation(
     record: FeatureRecord,
     explanation: Explanation | str,
-    client: LLMClient,
+    client: LLMClient | None,
     *,
     variants: Sequence[str] = VARIANTS,
     protocol_id: str = "",

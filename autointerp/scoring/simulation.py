@@ -19,6 +19,10 @@ Methods (``method="auto"`` takes the first the client supports):
   of integers; each generated number's top logprobs give an expected value (the parsed integer
   where a number does not start a generated token).
 - ``json``: the same chat, the parsed integers taken as they are (lossy fallback).
+- ``pmi`` (``client.supports_prompt_logprobs``; never chosen by ``auto``): explanation
+  pointwise mutual information per token, see :mod:`autointerp.scoring.pmi`.
+- ``token_match`` (no LLM): the floor paired with the ``top_tokens`` explainer, see
+  :mod:`autointerp.scoring.pmi`.
 
 JSON answers are parsed strictly (:func:`parse_json_prediction`): a :class:`ParseError` is fed
 back up to ``max_parse_retries`` times, then raised.
@@ -38,7 +42,7 @@ from autointerp.llm.base import ChatResponse, LLMClient, Message, PromptLogprobs
 from autointerp.templates import display_token, render, render_messages
 from autointerp.types import Example
 
-METHODS = ("all_at_once", "top_logprobs", "json")
+METHODS = ("all_at_once", "pmi", "top_logprobs", "json", "token_match")
 SCALE_MAX = 9  # the simulator answers 0..SCALE_MAX
 TO_0_10 = 10.0 / SCALE_MAX
 DIGITS = [str(d) for d in range(SCALE_MAX + 1)]
@@ -55,14 +59,25 @@ class SimulationResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def pick_method(client: LLMClient, method: str = "auto") -> str:
+def pick_method(client: LLMClient | None, method: str = "auto") -> str:
     """The simulation method to use with ``client`` (``auto``: best available)."""
+    if method == "token_match":
+        return method
+    if client is None:
+        raise AutointerpError(f"simulation method {method!r} needs an LLM client")
     if method == "auto":
         if client.supports_prompt_logprobs:
             return "all_at_once"
         return "top_logprobs" if client.supports_top_logprobs else "json"
     if method not in METHODS:
         raise AutointerpError(f"unknown simulation method {method!r}; use auto or one of {METHODS}")
+    if method == "pmi" and not client.supports_prompt_logprobs:
+        from autointerp.scoring.pmi import PMI_BACKENDS
+
+        raise AutointerpError(
+            f"simulation method pmi needs prompt-token logprobs, which the {client.backend} "
+            f"backend lacks; use {PMI_BACKENDS}, or method all_at_once, top_logprobs or json"
+        )
     if method == "all_at_once" and not client.supports_prompt_logprobs:
         raise AutointerpError(
             f"simulation method all_at_once needs prompt logprobs, which the {client.backend} "
@@ -291,7 +306,7 @@ async def _chat_json(
 async def simulate(
     explanation: str,
     examples: Sequence[Example],
-    client: LLMClient,
+    client: LLMClient | None,
     *,
     method: str = "auto",
     max_parse_retries: int = 2,
@@ -307,6 +322,16 @@ async def simulate(
     if not explanation.strip():
         raise AutointerpError("simulate needs a non-empty explanation")
     method = pick_method(client, method)
+    if method == "token_match":
+        from autointerp.scoring.pmi import simulate_token_match
+
+        return SimulationResult(simulate_token_match(explanation, examples), method, 0)
+    assert client is not None
+    if method == "pmi":
+        from autointerp.scoring.pmi import simulate_pmi
+
+        pred, extra = await simulate_pmi(explanation, examples, client, tag)
+        return SimulationResult(pred, "pmi", extra.pop("n_calls"), extra)
     if method == "all_at_once":
         return await _all_at_once(explanation, examples, client, tag)
     pred, calls, fallbacks = [], 0, 0

@@ -1,0 +1,146 @@
+"""Explanation-PMI simulator and the no-LLM token-match floor.
+
+``pmi`` (explanation pointwise mutual information; needs prompt-token logprobs). For each test
+window ``w`` (its subject-model tokens joined into text) two prompts are read in one plain forward
+pass each, no answer slots and no digits:
+
+    P_e = "The following text contains many examples of {explanation}.\\n" + w
+    P_0 = the same with the explanation replaced by ``NEUTRAL`` ("words")
+
+For every simulator token ``u`` of ``w``: ``pmi(u) = log p(u | P_e before u) − log p(u | P_0
+before u)`` (natural log). A subject token's prediction is the sum of ``pmi`` over the simulator
+tokens that start inside its character span, clipped at 0: ``pred_j = max(0, Σ_u∈span(j) pmi(u))``.
+It asks how much the explanation makes the token more expected; the correlation score is
+invariant to its scale (nats, not 0-10). The neutral prompt does not depend on the explanation,
+so real and shuffled-explanation scorings share it (one cached call). Simulator tokens with no
+logprob (a shifted server's token outside its top-N) contribute 0 and are counted in
+``extra["n_missing"]``.
+
+``token_match`` (no LLM; paired with the ``top_tokens`` explainer): the explanation
+``tokens: "a", "b"`` lists tokens; ``pred_j = 1`` when token ``j`` (as :func:`display_token`
+shows it) is one of them, else 0. A floor: how much of a score token identity alone buys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Sequence
+
+from autointerp.errors import AutointerpError, LLMError
+from autointerp.llm.base import LLMClient, PromptLogprobs, Tag
+from autointerp.templates import display_token, render
+from autointerp.types import Example
+
+NEUTRAL = "words"
+PMI_BACKENDS = "transformers, llamacpp, or an openai/litellm endpoint whose completions echo logprobs"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def pmi_prefix(explanation: str) -> str:
+    return render("simulate_pmi", explanation=_one_line(explanation))
+
+
+def window_text(tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The window's text and each token's character span in it."""
+    spans, pos = [], 0
+    for t in tokens:
+        spans.append((pos, pos + len(t)))
+        pos += len(t)
+    return "".join(tokens), spans
+
+
+def _own_by_offset(pl: PromptLogprobs, start: int) -> dict[int, float | None]:
+    """{offset relative to ``start``: logprob of the token there} for tokens from ``start`` on."""
+    if pl.token_logprobs is None:
+        raise LLMError(
+            "the backend returned no logprobs of the prompt tokens; the pmi simulator needs "
+            f"them ({PMI_BACKENDS})"
+        )
+    return {
+        off - start: lp
+        for off, lp in zip(pl.offsets, pl.token_logprobs, strict=True)
+        if off >= start
+    }
+
+
+def pmi_values(
+    spans: Sequence[tuple[int, int]],
+    with_expl: dict[int, float | None],
+    neutral: dict[int, float | None],
+) -> tuple[list[float], int]:
+    """Per subject token ``max(0, Σ pmi)`` over the simulator tokens starting in its span;
+    returns (values, number of simulator tokens without a logprob on either side)."""
+    out, missing = [], 0
+    offs = sorted(set(with_expl) | set(neutral))
+    for a, b in spans:
+        s = 0.0
+        for o in offs:
+            if a <= o < b:
+                le, ln = with_expl.get(o), neutral.get(o)
+                if le is None or ln is None:
+                    missing += 1
+                    continue
+                s += le - ln
+        out.append(max(0.0, s))
+    return out, missing
+
+
+async def _window_logprobs(
+    client: LLMClient, prefix: str, text: str, tag: Tag | None
+) -> dict[int, float | None]:
+    prompt = prefix + text
+    start = len(prefix)
+    pl = await client.prompt_logprobs(
+        prompt, top_logprobs=0, tag=tag, only_at=list(range(start, len(prompt)))
+    )
+    return _own_by_offset(pl, start)
+
+
+async def simulate_pmi(
+    explanation: str, examples: Sequence[Example], client: LLMClient, tag: Tag | None = None
+) -> tuple[list[list[float]], dict[str, int]]:
+    """PMI predictions for every token of ``examples`` (see the module docstring); two
+    prompt-logprob calls per example (the neutral one shared across explanations)."""
+    if not client.supports_prompt_logprobs:
+        raise AutointerpError(
+            f"simulation method pmi needs prompt-token logprobs, which the {client.backend} "
+            f"backend lacks; use {PMI_BACKENDS}, or method all_at_once/top_logprobs/json"
+        )
+    pe, p0 = pmi_prefix(explanation), pmi_prefix(NEUTRAL)
+    texts = [window_text(ex.tokens) for ex in examples]
+    calls = []
+    for text, _ in texts:
+        calls += [_window_logprobs(client, pe, text, tag), _window_logprobs(client, p0, text, tag)]
+    got = await asyncio.gather(*calls)
+    pred, missing = [], 0
+    for i, (_, spans) in enumerate(texts):
+        row, m = pmi_values(spans, got[2 * i], got[2 * i + 1])
+        pred.append(row)
+        missing += m
+    return pred, {"n_calls": len(calls), "n_missing": missing}
+
+
+# ----------------------------------------------------------------------------- token match
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def parse_top_tokens(explanation: str) -> list[str]:
+    """The tokens of a ``top_tokens`` explanation (``tokens: "a", "b"``)."""
+    if not explanation.startswith("tokens:"):
+        raise AutointerpError(
+            f"token_match needs a top_tokens explanation ('tokens: \"a\", ...'), got "
+            f"{explanation[:40]!r}; pair it with explain style top_tokens"
+        )
+    return [json.loads(m.group(0)) for m in _QUOTED.finditer(explanation)]
+
+
+def simulate_token_match(explanation: str, examples: Sequence[Example]) -> list[list[float]]:
+    """1.0 where a token (as displayed) is one of the explanation's tokens, else 0.0."""
+    wanted = set(parse_top_tokens(explanation))
+    return [[1.0 if display_token(t) in wanted else 0.0 for t in ex.tokens] for ex in examples]
