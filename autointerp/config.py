@@ -178,6 +178,8 @@ def _format_validation(e: ValidationError, source: str) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see evals/default.toml for every field)"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         elif err["type"] == "string_pattern_mismatch":
             msg = f"not a safe name: {SAFE_NAME_HINT}"
         lines.append(f"  {loc}: {msg} (got {err.get('input')!r})")

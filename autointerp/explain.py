@@ -36,8 +36,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from autointerp.errors import AutointerpError, FatalLLMError, LLMError, ParseError
-from autointerp.llm.base import LLMClient, Message, Tag
-from autointerp.llm.base import ChatResponse
+from autointerp.llm.base import ChatResponse, LLMClient, Message, Tag
 from autointerp.llm.helpers import chat_parsed_response
 from autointerp.templates import display_token, render_messages
 from autointerp.types import Example, Explanation, FeatureRecord

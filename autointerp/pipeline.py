@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import platform
 import time
 from collections.abc import Iterator
@@ -75,6 +74,19 @@ def protocol_of(suite: Suite) -> dict[str, Any]:
         "templates": templates,
         "seed": suite.seed,
     }
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """Rows of a records file (written whole and atomically); a bad line is an error."""
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f"{path}: line {n} is corrupt; rerun with --force records to rebuild it"
+            ) from None
+    return rows
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -487,7 +499,7 @@ class SuiteRun:
             and done.read_text() == h
             and "records" not in self.force
         ):
-            return [FeatureRecord.from_dict(r) for r in Journal(path, "records").read()]
+            return [FeatureRecord.from_dict(r) for r in _read_records(path)]
         t = time.perf_counter()
         feats = select_features(
             density,
@@ -511,10 +523,9 @@ class SuiteRun:
             device=self.device,
             progress=self.progress,
         )
-        from autointerp.journal import encode_line
-        from autointerp.results import atomic_write_bytes, atomic_write_text
+        from autointerp.results import atomic_write_text
 
-        atomic_write_bytes(path, b"".join(encode_line(r.to_dict()) for r in recs))
+        atomic_write_text(path, "".join(json.dumps(r.to_dict()) + "\n" for r in recs))
         atomic_write_text(done, h)
         self.timer.add("records", time.perf_counter() - t)
         return recs
@@ -806,7 +817,7 @@ class SuiteRun:
         return load_tokenizer(self.suite.model.name)
 
     def _write_outputs(self, bases, metrics, densities, records) -> None:
-        rd, st = self.paths.run_dir, self.paths.stages
+        rd = self.paths.run_dir
         write_parquet(pl.DataFrame(metrics), rd / "metrics.parquet")
         from autointerp.saebench import write_saebench_json
 

@@ -810,9 +810,7 @@ def render_markdown(board: Leaderboard) -> str:
         undef = [r for r in df.iter_rows(named=True) if r.get("undefined_by_variant")]
         if undef:
             out += ["Undefined / failed scores by scorer / variant / real-or-null:", ""]
-            out += [
-                f"- {r['basis']} ({r['method']}): {r['undefined_by_variant']}" for r in undef
-            ]
+            out += [f"- {r['basis']} ({r['method']}): {r['undefined_by_variant']}" for r in undef]
             out.append("")
         dens = board.density.get(pid)
         if dens is not None and not dens.is_empty():

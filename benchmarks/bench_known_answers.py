@@ -68,15 +68,19 @@ FEATURES: list[tuple[str, str, str, Pred]] = [
         "months",
         "topical list",
         "names of months",
-        one_of(*"january february march april may june july august september october "
-               "november december".split()),
+        one_of(
+            *"january february march april may june july august september october "
+            "november december".split()
+        ),
     ),  # fmt: skip
     (
         "family",
         "topical list",
         "family members like father, mother, son",
-        one_of(*"father mother son daughter brother sister wife husband family children "
-               "child parents king queen".split()),
+        one_of(
+            *"father mother son daughter brother sister wife husband family children "
+            "child parents king queen".split()
+        ),
     ),  # fmt: skip
     (
         "war",
@@ -240,7 +244,17 @@ def main() -> None:
     shuf = asyncio.run(score_all(records, [texts[p] for p in perm], None, "token_match"))
     rows.append(("no LLM token_match (floor)", "top_tokens", summary(real, shuf), 0.0))
     print("\n== correct vs shuffled explanation, pooled Pearson r per feature ==")
-    head = ("judge / method", "explanation", "n", "correct", "shuffled", "gap", "95% CI", "d_z", "s")
+    head = (
+        "judge / method",
+        "explanation",
+        "n",
+        "correct",
+        "shuffled",
+        "gap",
+        "95% CI",
+        "d_z",
+        "s",
+    )
     print("{:34s} {:11s} {:>3s} {:>8s} {:>8s} {:>7s} {:>17s} {:>6s} {:>6s}".format(*head))
     for name, src, s, dt in rows:
         if "gap" not in s:

@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from autointerp.config import load_suite, suite_from_dict
-from autointerp.pipeline import SuiteRun, _jsonl_rows
+from autointerp.journal import Journal
+from autointerp.pipeline import SuiteRun
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def reduced_suite():
         n_test_random=2,
         n_quantiles=2,
     )
-    d["explain"].update(max_examples=4, max_tokens=24)
+    d["explain"].update(max_examples=4)
     d["metrics"].update(n_tokens=256)
     for role in ("explainer", "simulator", "scorer"):
         d["llm"][role].update(n_ctx=4096, max_parse_retries=1)
@@ -44,6 +45,7 @@ def finished(tmp_path_factory):
         work_dir=root / "work",
         llm_cache=root / "llm.sqlite",
         progress=False,
+        run_name="r",
     )
     rd = SuiteRun(reduced_suite(), **kw).run()
     return rd, kw
@@ -82,23 +84,104 @@ def test_all_bases_with_finite_numbers(finished):
     assert man["model"] == "SmolLM2-135M-Instruct"
 
 
+def _rows(path):
+    return Journal(path).read()
+
+
 def test_rerun_resumes_without_llm_calls(finished):
     rd, kw = finished
     calls = rd / "stages" / "llm_calls.jsonl"
-    n_calls = len(_jsonl_rows(calls))
+    n_calls = len(_rows(calls))
     before = pl.read_parquet(rd / "scores.parquet")
-    # drop the last finished feature, as if the run had been killed while scoring it
-    lines = (rd / "stages" / "scores.jsonl").read_text().splitlines()
-    last_done = max(i for i, ln in enumerate(lines) if '"_done": true' in ln)
-    prev_done = max(i for i, ln in enumerate(lines[:last_done]) if '"_done": true' in ln)
-    (rd / "stages" / "scores.jsonl").write_text("\n".join(lines[: prev_done + 1]) + "\n")
+    # drop the last scored item, as if the run had been killed while scoring it
+    (score_file,) = (rd / "stages").glob("score-*.jsonl")
+    lines = score_file.read_bytes().splitlines(keepends=True)
+    last_llm = max(i for i, ln in enumerate(lines) if b'"llm"]' in ln)
+    score_file.write_bytes(b"".join(lines[:last_llm] + lines[last_llm + 1 :]))
     SuiteRun(reduced_suite(), **kw).run()
     after = pl.read_parquet(rd / "scores.parquet")
-    assert after.sort(["basis", "feature", "null", "scorer", "variant"]).equals(
-        before.sort(["basis", "feature", "null", "scorer", "variant"])
-    )
-    new = _jsonl_rows(calls)[n_calls:]
+    cols = ["basis", "feature", "null", "scorer", "variant", "method"]
+    assert after.sort(cols).equals(before.sort(cols))
+    new = _rows(calls)[n_calls:]
     assert new and all(r["cache_hit"] for r in new)  # redone from the response cache: no paid call
-    n_calls = len(_jsonl_rows(calls))
+    n_calls = len(_rows(calls))
     SuiteRun(reduced_suite(), **kw).run()  # finished suite: zero LLM calls at all
-    assert len(_jsonl_rows(calls)) == n_calls
+    assert len(_rows(calls)) == n_calls
+
+
+def test_pmi_and_floor_rows(finished):
+    rd, _ = finished
+    scores = pl.read_parquet(rd / "scores.parquet")
+    assert set(scores["method"].unique()) == {"pmi", "token_match"}
+    board = (rd / "leaderboard.md").read_text()
+    assert "| token_match |" in board and "| pmi |" in board
+    floor = scores.filter(pl.col("method") == "token_match")
+    assert set(floor["null"]) == {"", "shuffled"}
+
+
+def test_retry_failed_reasks_only_failed_items(finished):
+    rd, kw = finished
+    (exp_file,) = (rd / "stages").glob("explain-*.jsonl")
+    (score_file,) = (rd / "stages").glob("score-*.jsonl")
+    exp = Journal(exp_file).read()
+    item = next(r for r in exp if r["key"][2] == "compact" and r["exp"]["status"] == "ok")
+    bad = {**item, "exp": {**item["exp"], "status": "failed", "text": "", "error": "llm: 503"}}
+    sc = next(
+        r
+        for r in Journal(score_file).read()
+        if r["key"][3] == "llm"
+        and r["key"][2] == ""
+        and all(x["status"] != "failed" for x in r["rows"])
+    )
+    bad_sc = {**sc, "rows": [{**x, "status": "failed", "value": None} for x in sc["rows"]]}
+    Journal(exp_file).append([bad])
+    Journal(score_file).append([bad_sc])
+    basis, feat = item["key"][:2]
+
+    def status() -> tuple[str, int]:
+        f = pl.read_parquet(rd / "features.parquet")
+        row = f.filter((pl.col("basis") == basis) & (pl.col("feature") == feat)).row(0, named=True)
+        s = pl.read_parquet(rd / "scores.parquet")
+        return row["explanation_status"], int((s["status"] == "failed").sum())
+
+    SuiteRun(reduced_suite(), **kw).run()
+    st, n_failed = status()
+    assert st == "failed" and n_failed >= len(sc["rows"])  # a plain rerun keeps what it has
+    calls = rd / "stages" / "llm_calls.jsonl"
+    n_calls = len(_rows(calls))
+    SuiteRun(reduced_suite(), retry_failed=True, **kw).run()
+    st, n_failed2 = status()
+    assert st == "ok" and n_failed2 == n_failed - len(sc["rows"])
+    new = _rows(calls)[n_calls:]
+    assert new and all(r["cache_hit"] for r in new)  # asked again (answered from the cache)
+
+
+def test_torn_score_line_is_recomputed_and_reported(finished, caplog):
+    rd, kw = finished
+    (score_file,) = (rd / "stages").glob("score-*.jsonl")
+    before = pl.read_parquet(rd / "scores.parquet")
+    lines = score_file.read_bytes().splitlines(keepends=True)
+    score_file.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    SuiteRun(reduced_suite(), **kw).run()
+    assert "torn" in caplog.text
+    cols = ["basis", "feature", "null", "scorer", "variant", "method"]
+    assert pl.read_parquet(rd / "scores.parquet").sort(cols).equals(before.sort(cols))
+
+
+def test_changed_protocol_recomputes_instead_of_resuming(finished):
+    """``--run r --set records.window=8`` on a finished window-16 run: new records, new
+    explanations and scores (not the window-16 ones under the new protocol id)."""
+    rd, kw = finished
+    old_pid = json.loads((rd / "manifest.json").read_text())["protocol_id"]
+    calls = rd / "stages" / "llm_calls.jsonl"
+    n_calls = len(_rows(calls))
+    d = reduced_suite().model_dump()
+    d["records"]["window"] = 8
+    SuiteRun(suite_from_dict(d), **kw).run()
+    man = json.loads((rd / "manifest.json").read_text())
+    assert man["protocol_id"] != old_pid
+    sims = pl.read_parquet(rd / "simulations.parquet")
+    assert set(sims["tokens"].list.len().to_list()) == {8}
+    scores = pl.read_parquet(rd / "scores.parquet")
+    assert set(scores["protocol_id"]) == {man["protocol_id"]}
+    assert any(not r["cache_hit"] for r in _rows(calls)[n_calls:])  # really asked again

@@ -233,7 +233,19 @@ def _check_shapes(
             )
 
 
+_INT_OK = {"k", "step", "num_batches_tracked"}  # integer buffers some formats keep
+
+
 def _check_finite(raw: dict[str, torch.Tensor], file: Path) -> None:
+    """Every weight is a floating-point tensor with no NaN/Inf (an int32 ``W_enc`` would load
+    as an all-zero encoder after a silent cast)."""
+    for key, t in raw.items():
+        if isinstance(t, torch.Tensor) and not t.is_floating_point() and key not in _INT_OK:
+            raise _fail(
+                f"{file}: tensor {key!r} has dtype {str(t.dtype).removeprefix('torch.')}; SAE "
+                "weights must be floating point (float32, float16 or bfloat16): re-save the "
+                "checkpoint with float tensors"
+            )
     for key, t in raw.items():
         if isinstance(t, torch.Tensor) and t.is_floating_point():
             bad = ~torch.isfinite(t)

@@ -111,6 +111,14 @@ class PromptLogprobs:
 
 
 @dataclass
+class PromptBatch:
+    """What one batched prompt-logprob pass returns (``usage.latency_s``: the whole pass)."""
+
+    results: list[PromptLogprobs]
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
 class Tag:
     """Who a call is for, so accounting can total per basis and per stage."""
 
@@ -161,6 +169,8 @@ class LLMClient(ABC):
     supports_prompt_logprobs: bool = False
     supports_top_logprobs: bool = False
     exact_candidates: bool = False
+    #: evaluates several prompts in one pass (``_prompt_logprobs_batch``)
+    batch_prompts: bool = False
     #: wrap each attempt in ``asyncio.wait_for(timeout_s)`` (off for in-process work)
     apply_timeout: bool = True
 
@@ -249,6 +259,102 @@ class LLMClient(ABC):
             cache,
             est,
         )
+
+    async def prompt_logprobs_many(
+        self,
+        prompts: list[str],
+        *,
+        top_logprobs: int = 20,
+        tag: Tag | None = None,
+        only_at: list[list[int] | None] | None = None,
+        cache: bool = True,
+    ) -> list[PromptLogprobs]:
+        """:meth:`prompt_logprobs` of each prompt (``only_at[i]`` for prompt ``i``), each cached
+        and accounted as its own call. A backend with ``batch_prompts`` evaluates the prompts
+        not in the cache in one padded forward pass; others make one call per prompt."""
+        ats = list(only_at) if only_at is not None else [None] * len(prompts)
+        if not self.batch_prompts or len(prompts) < 2:
+            return list(
+                await asyncio.gather(
+                    *(
+                        self.prompt_logprobs(
+                            p, top_logprobs=top_logprobs, tag=tag, only_at=a, cache=cache
+                        )
+                        for p, a in zip(prompts, ats, strict=True)
+                    )
+                )
+            )
+        if not self.supports_prompt_logprobs:
+            raise NotImplementedError(f"{self.backend} backend has no prompt logprobs")
+        from autointerp.llm.cache import decode_response, encode_response
+
+        tag = tag or Tag()
+        extra = await self._prompt_request_extra()
+        ats = [sorted(set(a)) if a is not None else None for a in ats]
+        keys = []
+        for p, a in zip(prompts, ats, strict=True):
+            req = {"prompt": p, "top_logprobs": top_logprobs, "candidates": None, **extra}
+            if a is not None:
+                req["only_at"] = a
+            keys.append(self.key_for("prompt_logprobs", req))
+        out: list[PromptLogprobs | None] = [None] * len(prompts)
+
+        def from_cache() -> None:
+            if not (cache and self.cache is not None):
+                return
+            for i, k in enumerate(keys):
+                if out[i] is None and (stored := self.cache.get(k)) is not None:
+                    try:
+                        res = decode_response("prompt_logprobs", stored)
+                    except (KeyError, TypeError, ValueError):
+                        self.cache.forget(k)
+                        continue
+                    out[i] = self._hit(res, k, tag, 0.0)
+
+        from_cache()
+        async with self._state().sem:
+            from_cache()  # again: a concurrent caller may have computed some meanwhile
+            first: dict[str, int] = {}
+            for i, k in enumerate(keys):
+                if out[i] is None:
+                    first.setdefault(k, i)
+            idx = list(first.values())
+            if idx:
+                batch = await self._with_retries(
+                    lambda: self._prompt_logprobs_batch(
+                        [prompts[i] for i in idx], top_logprobs, [ats[i] for i in idx]
+                    ),
+                    sum(len(prompts[i]) // 3 + 1 for i in idx),
+                    keys[idx[0]],
+                )
+                share = batch.usage.latency_s / len(idx)
+                for i, res in zip(idx, batch.results, strict=True):
+                    res.key = keys[i]
+                    res.usage.latency_s = share
+                    res.usage.cost_usd = self.prices.cost(
+                        self.backend, self.model, self._is_local(), res.usage
+                    )
+                    if self.ledger is not None:
+                        self.ledger.record(
+                            tag, res.usage, backend=self.backend, model=self.model,
+                            kind="prompt_logprobs",
+                        )  # fmt: skip
+                    if cache and self.cache is not None:
+                        self.cache.put(keys[i], "prompt_logprobs", encode_response(res))
+                    out[i] = res
+        for i, k in enumerate(keys):  # a prompt repeated within the batch
+            if out[i] is None:
+                src = out[first[k]]
+                assert src is not None
+                out[i] = self._hit(
+                    decode_response("prompt_logprobs", encode_response(src)), k, tag, 0.0
+                )
+        return [r for r in out if r is not None]
+
+    async def _prompt_logprobs_batch(
+        self, prompts: list[str], top_logprobs: int, only_at: list[list[int] | None]
+    ) -> PromptBatch:
+        raise NotImplementedError
 
     def forget(self, key: str) -> None:
         """Drop one cached answer (e.g. it failed to parse), so the next identical call is

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from autointerp.errors import AutointerpError
 from autointerp.llm.base import ChatResponse, PromptLogprobs, TokenLogprob, Usage
 
 
@@ -54,15 +55,22 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(self.path), timeout=60.0, check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses ("
-            "key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL, created REAL)"
-        )
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), timeout=60.0, check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS responses ("
+                "key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL, created REAL)"
+            )
+            self._db.execute("SELECT key, kind, value FROM responses LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise AutointerpError(
+                f"LLM response cache {self.path} is corrupt ({e}); delete it (and its -wal/-shm "
+                "files): it holds only cached answers, which are asked again"
+            ) from None
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:

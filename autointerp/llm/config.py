@@ -47,5 +47,9 @@ class LLMConfig(BaseModel):
     temperature: float = Field(0.0, ge=0)
     echo_alignment: Literal["auto", "standard", "shifted"] = "auto"
     prices: str | dict[str, dict[str, float]] | None = None
+    #: whether the endpoint answers completions with echoed prompt logprobs (None: yes for a
+    #: ``base_url`` endpoint or a litellm model, no for OpenAI's own API, whose chat models
+    #: have no echo); the all_at_once and pmi simulators need them
+    prompt_logprobs: bool | None = None
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

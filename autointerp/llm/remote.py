@@ -34,6 +34,10 @@ class RemoteClient(LLMClient):
         super().__init__(cfg, **kw)
         self.model = self.cfg.model
         self.base_url = self.cfg.base_url
+        pl = self.cfg.prompt_logprobs
+        if pl is None:  # OpenAI's own API: chat models only, no echo
+            pl = not (self.backend == "openai" and not self.base_url)
+        self.supports_prompt_logprobs = pl
         #: True/False once known; None: probe the server on the first prompt-logprob call
         self._shifted: bool | None = {"standard": False, "shifted": True}.get(
             self.cfg.echo_alignment

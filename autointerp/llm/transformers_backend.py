@@ -26,6 +26,7 @@ instructions, float32 elsewhere (emulated bf16 is slower than float32).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from autointerp.errors import AutointerpError, FatalLLMError, LLMError
 from autointerp.llm.base import (
     ChatResponse,
     Message,
+    PromptBatch,
     PromptLogprobs,
     TokenLogprob,
     Usage,
@@ -85,6 +87,7 @@ def load_lm(spec: str, device: torch.device, dtype: str) -> tuple[Any, threading
 
 class TransformersClient(InProcessClient):
     backend = "transformers"
+    batch_prompts = True
 
     def __init__(self, cfg=None, **kw: Any):
         super().__init__(cfg, **kw)
@@ -128,15 +131,28 @@ class TransformersClient(InProcessClient):
                 return full[:k]
         return []
 
-    def _logits_fn(self, ids: list[int]) -> Any:
-        """Run the decoder over ``ids``; return ``rows -> logits at those rows``."""
-        x = torch.tensor([ids], device=self.device)
+    def _logits_fns(self, seqs: list[list[int]]) -> list[Any]:
+        """Run the decoder over each id list (one right-padded batch); per sequence return
+        ``rows -> logits at those rows``. Right padding leaves every real position's causal
+        context as it is alone."""
+        n = max(len(q) for q in seqs)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        x = torch.tensor([q + [pad] * (n - len(q)) for q in seqs], device=self.device)
+        kw: dict[str, Any] = {"input_ids": x}
+        if len(seqs) > 1:
+            kw["attention_mask"] = torch.tensor(
+                [[1] * len(q) + [0] * (n - len(q)) for q in seqs], device=self.device
+            )
+
+        def at(mat: torch.Tensor, fn: Any = None) -> Any:
+            return lambda rows: (fn or (lambda h: h))(mat[torch.tensor(rows, device=self.device)])
+
         if self._split is None:  # full forward: every row's logits
-            logits = self.sm.model(input_ids=x).logits[0]
-            return lambda rows: logits[torch.tensor(rows, device=self.device)]
+            logits = self.sm.model(**kw).logits
+            return [at(logits[b]) for b in range(len(seqs))]
         body, head = self._split
-        hidden = body(input_ids=x).last_hidden_state[0]
-        return lambda rows: head(hidden[torch.tensor(rows, device=self.device)])
+        hidden = body(**kw).last_hidden_state
+        return [at(hidden[b], head) for b in range(len(seqs))]
 
     def _split_head(self) -> tuple[Any, Any] | None:
         """(decoder, LM head) when ``head(decoder(x))`` equals the model's logits (checked on a
@@ -161,7 +177,33 @@ class TransformersClient(InProcessClient):
     def _prompt_sync(
         self, prompt: str, top_n: int, candidates: list[str] | None, only_at: list[int] | None
     ) -> PromptLogprobs:
+        return self._prompt_batch_sync([prompt], top_n, candidates, [only_at])[0]
+
+    def _prompt_batch_sync(
+        self,
+        prompts: list[str],
+        top_n: int,
+        candidates: list[str] | None,
+        only_at: list[list[int] | None],
+    ) -> list[PromptLogprobs]:
+        """Prompt logprobs of several prompts from one padded forward pass."""
         cand_ids = self._candidate_ids(candidates) if candidates else None
+        preps = [self._prepare(p, at) for p, at in zip(prompts, only_at, strict=True)]
+        with self.lock, torch.inference_mode():
+            fns = self._logits_fns([ids for ids, *_ in preps])
+            return [
+                self._readout(fn, prep, top_n, candidates, cand_ids)
+                for fn, prep in zip(fns, preps, strict=True)
+            ]
+
+    async def _prompt_logprobs_batch(
+        self, prompts: list[str], top_logprobs: int, only_at: list[list[int] | None]
+    ) -> PromptBatch:
+        res = await asyncio.to_thread(self._prompt_batch_sync, prompts, top_logprobs, None, only_at)
+        return PromptBatch(res)
+
+    def _prepare(self, prompt: str, only_at: list[int] | None) -> tuple:
+        """(ids incl. leading specials, prompt token ids, offsets, wanted token indices)."""
         enc = self.tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
         toks = [int(t) for t in enc["input_ids"]]
         offs = [int(a) for a, _ in enc["offset_mapping"]]
@@ -173,36 +215,46 @@ class TransformersClient(InProcessClient):
                 f"prompt is {len(ids)} tokens, more than the model's {self._max_len()} positions; "
                 "use fewer or shorter examples per prompt, or a model with a longer context"
             )
-        # prompt token i (after the nb added tokens) is predicted by hidden row nb + i - 1
         want = list(range(0 if nb else 1, len(toks)))
         if only_at is not None:
             keep = set(only_at)
             want = [i for i in want if offs[i] in keep]
+        return ids, toks, offs, want
+
+    def _readout(
+        self,
+        logits_at: Any,
+        prep: tuple,
+        top_n: int,
+        candidates: list[str] | None,
+        cand_ids: list[int] | None,
+    ) -> PromptLogprobs:
+        ids, toks, offs, want = prep
+        nb = len(ids) - len(toks)
+        # prompt token i (after the nb added tokens) is predicted by hidden row nb + i - 1
         rows = [nb + i - 1 for i in want]
         top: list[dict[str, float]] = [{} for _ in toks]
         cands: list[dict[str, float]] | None = [{} for _ in toks] if cand_ids else None
         own: list[float | None] = [None for _ in toks]
         k = max(0, min(top_n, int(self.sm.model.config.vocab_size)))
-        with self.lock, torch.inference_mode():
-            logits_at = self._logits_fn(ids)
-            for s in range(0, len(rows), _CHUNK):
-                lp = torch.log_softmax(logits_at(rows[s : s + _CHUNK]).float(), dim=-1)
+        for s in range(0, len(rows), _CHUNK):
+            lp = torch.log_softmax(logits_at(rows[s : s + _CHUNK]).float(), dim=-1)
+            if k:
+                vals, idx = lp.topk(k, dim=-1)
+                vals, idx = vals.cpu().tolist(), idx.cpu().tolist()
+            if cand_ids:
+                cv = lp[:, cand_ids].cpu().tolist()
+            part = want[s : s + _CHUNK]
+            tid = torch.tensor([toks[i] for i in part], device=lp.device)
+            ov = lp.gather(1, tid[:, None])[:, 0].cpu().tolist()
+            for j, i in enumerate(part):
+                own[i] = float(ov[j])
                 if k:
-                    vals, idx = lp.topk(k, dim=-1)
-                    vals, idx = vals.cpu().tolist(), idx.cpu().tolist()
-                if cand_ids:
-                    cv = lp[:, cand_ids].cpu().tolist()
-                part = want[s : s + _CHUNK]
-                tid = torch.tensor([toks[i] for i in part], device=lp.device)
-                ov = lp.gather(1, tid[:, None])[:, 0].cpu().tolist()
-                for j, i in enumerate(part):
-                    own[i] = float(ov[j])
-                    if k:
-                        top[i] = top_by_text(
-                            (self._piece_text(int(t)), float(v)) for t, v in zip(idx[j], vals[j])
-                        )
-                    if cands is not None:
-                        cands[i] = dict(zip(candidates or [], map(float, cv[j])))
+                    top[i] = top_by_text(
+                        (self._piece_text(int(t)), float(v)) for t, v in zip(idx[j], vals[j])
+                    )
+                if cands is not None:
+                    cands[i] = dict(zip(candidates or [], map(float, cv[j])))
         return PromptLogprobs(
             tokens=[self._piece_text(t) for t in toks],
             offsets=offs,

@@ -23,7 +23,6 @@ shows it) is one of them, else 0. A floor: how much of a score token identity al
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Sequence
@@ -34,7 +33,10 @@ from autointerp.templates import display_token, render
 from autointerp.types import Example
 
 NEUTRAL = "words"
-PMI_BACKENDS = "transformers, llamacpp, or an openai/litellm endpoint whose completions echo logprobs"
+SHIFTED_TOP_N = 20
+PMI_BACKENDS = (
+    "transformers, llamacpp, or an openai/litellm endpoint whose completions echo logprobs"
+)
 
 
 def _one_line(text: str) -> str:
@@ -90,15 +92,11 @@ def pmi_values(
     return out, missing
 
 
-async def _window_logprobs(
-    client: LLMClient, prefix: str, text: str, tag: Tag | None
-) -> dict[int, float | None]:
-    prompt = prefix + text
-    start = len(prefix)
-    pl = await client.prompt_logprobs(
-        prompt, top_logprobs=0, tag=tag, only_at=list(range(start, len(prompt)))
-    )
-    return _own_by_offset(pl, start)
+async def _top_n_needed(client: LLMClient) -> int:
+    """0 where prompt-token logprobs are exact; 20 for a server whose echo is shifted (the own
+    token's logprob is then read from the previous position's top-N)."""
+    extra = await client._prompt_request_extra()  # probes a server's alignment once
+    return SHIFTED_TOP_N if extra.get("shifted") else 0
 
 
 async def simulate_pmi(
@@ -113,16 +111,25 @@ async def simulate_pmi(
         )
     pe, p0 = pmi_prefix(explanation), pmi_prefix(NEUTRAL)
     texts = [window_text(ex.tokens) for ex in examples]
-    calls = []
+    top_n = await _top_n_needed(client)
+    prompts, starts = [], []
     for text, _ in texts:
-        calls += [_window_logprobs(client, pe, text, tag), _window_logprobs(client, p0, text, tag)]
-    got = await asyncio.gather(*calls)
+        for prefix in (pe, p0):
+            prompts.append(prefix + text)
+            starts.append(len(prefix))
+    pls = await client.prompt_logprobs_many(
+        prompts,
+        top_logprobs=top_n,
+        tag=tag,
+        only_at=[list(range(s, len(p))) for p, s in zip(prompts, starts, strict=True)],
+    )
+    got = [_own_by_offset(pl, s) for pl, s in zip(pls, starts, strict=True)]
     pred, missing = [], 0
     for i, (_, spans) in enumerate(texts):
         row, m = pmi_values(spans, got[2 * i], got[2 * i + 1])
         pred.append(row)
         missing += m
-    return pred, {"n_calls": len(calls), "n_missing": missing}
+    return pred, {"n_calls": len(prompts), "n_missing": missing}
 
 
 # ----------------------------------------------------------------------------- token match
