@@ -100,10 +100,15 @@ def suite_times(suite: str, results: str) -> None:
         print(
             f"  LLM stage {stage:14s} calls {us['calls']:5d}  prompt tokens {us['prompt_tokens']}"
         )
-    n_feat = sum(1 for _ in open(rd / "stages" / "scores.jsonl") if '"_done": true' in _)
+    items = first._journals()[1].read()
+    n_feat = sum(1 for r in items if r["key"][3] == "llm")
     sim_calls = man["llm_usage"]["by_stage"].get("score", {}).get("calls", 0)
     sim_calls += man["llm_usage"]["by_stage"].get("score.shuffled", {}).get("calls", 0)
-    print(f"simulation calls per scored (feature, null): {sim_calls / max(n_feat, 1):.2f}")
+    print(
+        f"simulator calls per scored (feature, null): {sim_calls / max(n_feat, 1):.2f} "
+        f"({n_feat} items; pmi: one prompt per test window and explanation, the neutral one "
+        "shared)"
+    )
     new_calls = man2["llm_usage"]["total"]["calls"] - u["calls"]
     print(f"rerun of the finished suite: {rerun:.1f} s (target <= 20 s); new LLM calls {new_calls}")
     print(f"peak RSS {peak:.2f} GiB (target <= 6 GiB)")

@@ -119,6 +119,18 @@ def test_pmi_and_floor_rows(finished):
     assert set(floor["null"]) == {"", "shuffled"}
 
 
+def test_torn_score_line_is_recomputed_and_reported(finished, caplog):
+    rd, kw = finished
+    (score_file,) = (rd / "stages").glob("score-*.jsonl")
+    before = pl.read_parquet(rd / "scores.parquet")
+    lines = score_file.read_bytes().splitlines(keepends=True)
+    score_file.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    SuiteRun(reduced_suite(), **kw).run()
+    assert "torn" in caplog.text
+    cols = ["basis", "feature", "null", "scorer", "variant", "method"]
+    assert pl.read_parquet(rd / "scores.parquet").sort(cols).equals(before.sort(cols))
+
+
 def test_retry_failed_reasks_only_failed_items(finished):
     rd, kw = finished
     (exp_file,) = (rd / "stages").glob("explain-*.jsonl")
@@ -154,18 +166,6 @@ def test_retry_failed_reasks_only_failed_items(finished):
     assert st == "ok" and n_failed2 == n_failed - len(sc["rows"])
     new = _rows(calls)[n_calls:]
     assert new and all(r["cache_hit"] for r in new)  # asked again (answered from the cache)
-
-
-def test_torn_score_line_is_recomputed_and_reported(finished, caplog):
-    rd, kw = finished
-    (score_file,) = (rd / "stages").glob("score-*.jsonl")
-    before = pl.read_parquet(rd / "scores.parquet")
-    lines = score_file.read_bytes().splitlines(keepends=True)
-    score_file.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
-    SuiteRun(reduced_suite(), **kw).run()
-    assert "torn" in caplog.text
-    cols = ["basis", "feature", "null", "scorer", "variant", "method"]
-    assert pl.read_parquet(rd / "scores.parquet").sort(cols).equals(before.sort(cols))
 
 
 def test_changed_protocol_recomputes_instead_of_resuming(finished):
