@@ -143,7 +143,10 @@ class MetricsConfig(_Strict):
 
 
 class LLMRoles(_Strict):
-    explainer: LLMConfig = Field(default_factory=LLMConfig)
+    # short greedy answers generated in batches of max_concurrency (transformers_backend._chat)
+    explainer: LLMConfig = Field(
+        default_factory=lambda: LLMConfig(backend="transformers", max_concurrency=32)
+    )
     # the simulator is one long prompt per feature: torch's forward beats llama.cpp's prompt
     # evaluation (4x on a bf16-capable 2-core CPU, more on a GPU); see llm/transformers_backend.py
     simulator: LLMConfig = Field(default_factory=lambda: LLMConfig(backend="transformers"))

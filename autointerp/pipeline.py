@@ -2,9 +2,11 @@
 
 Every stage is keyed by a hash of its config and upstream hashes. Heavy artifacts (tokens,
 activations, trained/fitted bases) live in the work dir (``$AUTOINTERP_CACHE_DIR/work``); small
-results live in ``results/<suite>/<run>/``. Per-feature LLM results are appended to JSONL files
-as each feature finishes, so a killed run loses at most the features in flight and a rerun
-resumes; a rerun of a finished suite makes zero LLM calls.
+results live in ``results/<suite>/<run>/``, written by one process at a time (``RunLock``).
+Per-item LLM results are appended to checksummed journals named by the stage's protocol hash
+(``autointerp.journal``) as each item finishes, so a killed run loses at most the items in
+flight, a rerun resumes, a changed protocol recomputes, and a rerun of a finished suite makes
+zero LLM calls.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 Layout of one run: ``results/<suite>/<run>/``
   manifest.json          suite config, versions, seeds, protocol id, timings, LLM usage
-  stages/<stage>-<hash>.*  stage outputs keyed by a hash of (config, upstream hashes)
+  .lock                  exclusive lock held by the run writing this directory
+  stages/<stage>-<hash>.*  stage outputs keyed by a hash of (config, upstream hashes);
+                         explain-<hash>.jsonl / score-<hash>.jsonl / llm_calls.jsonl are
+                         checksummed append-only journals (``autointerp.journal``)
   features.parquet       basis, feature, density, max_act, explanation, explanation_status
   scores.parquet         one row per autointerp.types.Score
   metrics.parquet        one row per basis: metric columns (l0, fvu, ce_loss_score, ...)

@@ -85,6 +85,39 @@ def load_lm(spec: str, device: torch.device, dtype: str) -> tuple[Any, threading
         return _MODELS[key]
 
 
+MIN_SHARED_PREFIX = 8  # tokens; shorter shared prefixes are not worth a cache
+
+
+def prefix_groups(seqs: list[list[int]], min_shared: int) -> list[tuple[int, list[int]]]:
+    """Group sequence indices by a shared leading run of ids: ``[(shared, [i, ...])]``, where
+    ``shared`` is the run every member starts with (0 for a group of one), at most each
+    member's length minus one (so each keeps a suffix token). Sequences are sorted; a new group
+    starts where the common run with the previous one is shorter than ``min_shared`` or than
+    half the group's run (prompts that share only an instruction's first words stay apart)."""
+    order = sorted(range(len(seqs)), key=lambda k: seqs[k])
+    groups: list[tuple[int, list[int]]] = []
+    cur: list[int] = []
+    shared = 0
+    for k in order:
+        if cur:
+            prev, q = seqs[cur[-1]], seqs[k]
+            n = 0
+            for a, b in zip(prev, q, strict=False):
+                if a != b:
+                    break
+                n += 1
+            n = min(n, len(prev) - 1, len(q) - 1)
+            if n >= min_shared and (len(cur) == 1 or n >= shared // 2):
+                shared = n if len(cur) == 1 else min(shared, n)
+                cur.append(k)
+                continue
+            groups.append((shared if len(cur) > 1 else 0, cur))
+        cur, shared = [k], 0
+    if cur:
+        groups.append((shared if len(cur) > 1 else 0, cur))
+    return groups
+
+
 class TransformersClient(InProcessClient):
     backend = "transformers"
     batch_prompts = True
@@ -133,8 +166,8 @@ class TransformersClient(InProcessClient):
 
     def _logits_fns(self, seqs: list[list[int]]) -> list[Any]:
         """Run the decoder over each id list (one right-padded batch); per sequence return
-        ``rows -> logits at those rows``. Right padding leaves every real position's causal
-        context as it is alone."""
+        ``rows -> hidden states (or logits, see :meth:`_head`) at those rows``. Right padding
+        leaves every real position's causal context as it is alone."""
         n = max(len(q) for q in seqs)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         x = torch.tensor([q + [pad] * (n - len(q)) for q in seqs], device=self.device)
@@ -144,15 +177,18 @@ class TransformersClient(InProcessClient):
                 [[1] * len(q) + [0] * (n - len(q)) for q in seqs], device=self.device
             )
 
-        def at(mat: torch.Tensor, fn: Any = None) -> Any:
-            return lambda rows: (fn or (lambda h: h))(mat[torch.tensor(rows, device=self.device)])
+        def at(mat: torch.Tensor) -> Any:
+            return lambda rows: mat[torch.tensor(rows, device=self.device)]
 
         if self._split is None:  # full forward: every row's logits
             logits = self.sm.model(**kw).logits
             return [at(logits[b]) for b in range(len(seqs))]
-        body, head = self._split
-        hidden = body(**kw).last_hidden_state
-        return [at(hidden[b], head) for b in range(len(seqs))]
+        hidden = self._split[0](**kw).last_hidden_state
+        return [at(hidden[b]) for b in range(len(seqs))]
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits from what the ``*_fns`` return (hidden states when the head is split off)."""
+        return h if self._split is None else self._split[1](h)
 
     def _split_head(self) -> tuple[Any, Any] | None:
         """(decoder, LM head) when ``head(decoder(x))`` equals the model's logits (checked on a
@@ -189,12 +225,47 @@ class TransformersClient(InProcessClient):
         """Prompt logprobs of several prompts from one padded forward pass."""
         cand_ids = self._candidate_ids(candidates) if candidates else None
         preps = [self._prepare(p, at) for p, at in zip(prompts, only_at, strict=True)]
+        seqs = [ids for ids, *_ in preps]
+        fns: list[Any] = [None] * len(seqs)
         with self.lock, torch.inference_mode():
-            fns = self._logits_fns([ids for ids, *_ in preps])
-            return [
-                self._readout(fn, prep, top_n, candidates, cand_ids)
-                for fn, prep in zip(fns, preps, strict=True)
-            ]
+            for shared, idx in prefix_groups(seqs, MIN_SHARED_PREFIX):
+                group = [seqs[i] for i in idx]
+                if shared:
+                    got = self._shared_prefix_fns(group, shared)
+                else:
+                    got = self._logits_fns(group)
+                for i, fn in zip(idx, got, strict=True):
+                    fns[i] = fn
+            return self._readout(fns, preps, top_n, candidates, cand_ids)
+
+    def _shared_prefix_fns(self, seqs: list[list[int]], shared: int) -> list[Any]:
+        """Like :meth:`_logits_fns` for sequences whose first ``shared`` ids are equal: the
+        prefix is run once, its keys/values repeated over the batch, and only the (right-
+        padded) suffixes are run on top of it."""
+        body, head = self._split if self._split is not None else (self.sm.model, None)
+        pre = body(input_ids=torch.tensor([seqs[0][:shared]], device=self.device), use_cache=True)
+        cache = pre.past_key_values
+        cache.batch_repeat_interleave(len(seqs))
+        sufs = [q[shared:] for q in seqs]
+        n = max(len(q) for q in sufs)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        x = torch.tensor([q + [pad] * (n - len(q)) for q in sufs], device=self.device)
+        mask = torch.tensor(
+            [[1] * (shared + len(q)) + [0] * (n - len(q)) for q in sufs], device=self.device
+        )
+        out = body(input_ids=x, attention_mask=mask, past_key_values=cache, use_cache=False)
+        if head is None:
+            first, rest = pre.logits[0], out.logits
+        else:
+            first, rest = pre.last_hidden_state[0], out.last_hidden_state
+
+        def at(b: int) -> Any:
+            def fn(rows: list[int]) -> torch.Tensor:
+                return torch.stack([first[r] if r < shared else rest[b, r - shared] for r in rows])
+
+            return fn
+
+        return [at(b) for b in range(len(seqs))]
 
     async def _prompt_logprobs_batch(
         self, prompts: list[str], top_logprobs: int, only_at: list[list[int] | None]
@@ -223,31 +294,42 @@ class TransformersClient(InProcessClient):
 
     def _readout(
         self,
-        logits_at: Any,
-        prep: tuple,
+        fns: list[Any],
+        preps: list[tuple],
         top_n: int,
         candidates: list[str] | None,
         cand_ids: list[int] | None,
-    ) -> PromptLogprobs:
-        ids, toks, offs, want = prep
-        nb = len(ids) - len(toks)
-        # prompt token i (after the nb added tokens) is predicted by hidden row nb + i - 1
-        rows = [nb + i - 1 for i in want]
-        top: list[dict[str, float]] = [{} for _ in toks]
-        cands: list[dict[str, float]] | None = [{} for _ in toks] if cand_ids else None
-        own: list[float | None] = [None for _ in toks]
+    ) -> list[PromptLogprobs]:
+        """Log-softmax at the wanted rows of every prompt, the LM head and softmax batched over
+        all prompts' rows together."""
         k = max(0, min(top_n, int(self.sm.model.config.vocab_size)))
-        for s in range(0, len(rows), _CHUNK):
-            lp = torch.log_softmax(logits_at(rows[s : s + _CHUNK]).float(), dim=-1)
+        outs, flat, mats = [], [], []
+        for p, (fn, (ids, toks, _, want)) in enumerate(zip(fns, preps, strict=True)):
+            nb = len(ids) - len(toks)
+            outs.append(
+                (
+                    [{} for _ in toks],
+                    [{} for _ in toks] if cand_ids else None,
+                    [None for _ in toks],
+                )
+            )
+            if want:  # prompt token i (after nb added tokens) is predicted by row nb + i - 1
+                mats.append(fn([nb + i - 1 for i in want]))
+                flat += [(p, i, toks[i]) for i in want]
+        h = torch.cat(mats) if mats else None
+        for s in range(0, len(flat), _CHUNK):
+            assert h is not None
+            lp = torch.log_softmax(self._head(h[s : s + _CHUNK]).float(), dim=-1)
+            part = flat[s : s + _CHUNK]
+            tid = torch.tensor([t for _, _, t in part], device=lp.device)
+            ov = lp.gather(1, tid[:, None])[:, 0].cpu().tolist()
             if k:
                 vals, idx = lp.topk(k, dim=-1)
                 vals, idx = vals.cpu().tolist(), idx.cpu().tolist()
             if cand_ids:
                 cv = lp[:, cand_ids].cpu().tolist()
-            part = want[s : s + _CHUNK]
-            tid = torch.tensor([toks[i] for i in part], device=lp.device)
-            ov = lp.gather(1, tid[:, None])[:, 0].cpu().tolist()
-            for j, i in enumerate(part):
+            for j, (p, i, _) in enumerate(part):
+                top, cands, own = outs[p]
                 own[i] = float(ov[j])
                 if k:
                     top[i] = top_by_text(
@@ -255,17 +337,134 @@ class TransformersClient(InProcessClient):
                     )
                 if cands is not None:
                     cands[i] = dict(zip(candidates or [], map(float, cv[j])))
-        return PromptLogprobs(
-            tokens=[self._piece_text(t) for t in toks],
-            offsets=offs,
-            top=top,
-            usage=Usage(prompt_tokens=len(ids), completion_tokens=0),
-            candidates=cands,
-            exact_candidates=cands is not None,
-            token_logprobs=own,
-        )
+        return [
+            PromptLogprobs(
+                tokens=[self._piece_text(t) for t in toks],
+                offsets=offs,
+                top=top,
+                usage=Usage(prompt_tokens=len(ids), completion_tokens=0),
+                candidates=cands,
+                exact_candidates=cands is not None,
+                token_logprobs=own,
+            )
+            for (ids, toks, offs, _), (top, cands, own) in zip(preps, outs, strict=True)
+        ]
 
     # ------------------------------------------------------------------ chat
+    async def _chat(self, messages: list[Message], **params: Any) -> ChatResponse:
+        """Greedy chats that are in flight together are generated as one left-padded batch
+        (``max_concurrency`` bounds the batch): on a CPU, a batch of 16 costs little more per
+        step than one. Sampled chats and chats asking for logprobs run one at a time."""
+        if params.get("temperature", 0) > 0 or params.get("top_logprobs") is not None:
+            return await super()._chat(messages, **params)
+        st = self._state()
+        queue = getattr(st, "chat_queue", None)
+        if queue is None:
+            queue = st.chat_queue = []  # type: ignore[attr-defined]
+        fut = asyncio.get_running_loop().create_future()
+        queue.append((messages, params, fut))
+        if getattr(st, "chat_worker", None) is None or st.chat_worker.done():
+            st.chat_worker = asyncio.ensure_future(self._drain(queue))  # type: ignore[attr-defined]
+        return await fut
+
+    async def _drain(self, queue: list) -> None:
+        size = max(1, self.cfg.max_concurrency)
+        while queue:
+            for _ in range(25):  # let the callers in flight enqueue (they take a few ticks)
+                seen = len(queue)
+                await asyncio.sleep(0.002)
+                if len(queue) == seen or len(queue) >= size:
+                    break
+            params = queue[0][1]
+            batch = [q for q in queue if q[1] == params][:size]
+            for q in batch:
+                queue.remove(q)
+            try:
+                res = await asyncio.to_thread(
+                    self._chat_batch_sync, [m for m, _, _ in batch], **params
+                )
+            except Exception as e:  # every caller of the batch sees the failure
+                for _, _, f in batch:
+                    if not f.done():
+                        f.set_exception(e)
+                continue
+            for (_, _, f), r in zip(batch, res, strict=True):
+                if not f.done():
+                    f.set_result(r)
+
+    def _chat_batch_sync(
+        self,
+        messages: list[list[Message]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        top_logprobs: int | None,
+        stop: list[str] | None,
+        seed: int | None,
+    ) -> list[ChatResponse]:
+        """Greedy generation of several chats in one left-padded batch."""
+        kw = dict(max_tokens=max_tokens, temperature=temperature, top_logprobs=top_logprobs)
+        if len(messages) == 1:
+            return [self._chat_sync(messages[0], stop=stop, seed=seed, **kw)]
+        seqs = [self._chat_ids(m, max_tokens) for m in messages]
+        n = max(len(q) for q in seqs)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        x = torch.tensor([[pad] * (n - len(q)) + q for q in seqs], device=self.device)
+        mask = torch.tensor([[0] * (n - len(q)) + [1] * len(q) for q in seqs], device=self.device)
+        gen: dict[str, Any] = dict(
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=pad,
+        )
+        if stop:
+            gen["stopping_criteria"] = _stop_on_text(self.tok, n, list(stop))
+        with self.lock, torch.inference_mode():
+            out = self.sm.model.generate(input_ids=x, attention_mask=mask, **gen)
+        return [
+            self._finish(out[b, n:].tolist(), len(q), max_tokens, stop) for b, q in enumerate(seqs)
+        ]
+
+    def _chat_ids(self, messages: list[Message], max_tokens: int) -> list[int]:
+        if not getattr(self.tok, "chat_template", None):
+            raise FatalLLMError(
+                f"{self.model} has no chat template; use a chat model for explainer/scorer roles"
+            )
+        ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):  # a BatchEncoding in transformers 5
+            ids = ids["input_ids"]
+        if len(ids) + max_tokens > self._max_len():
+            raise LLMError(
+                f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceed the model's "
+                f"{self._max_len()} positions"
+            )
+        return [int(t) for t in ids]
+
+    def _finish(
+        self, new: list[int], n_prompt: int, max_tokens: int, stop: list[str] | None
+    ) -> ChatResponse:
+        """The response of one generated row: cut at EOS (or padding) and at a stop string."""
+        eos = self.tok.eos_token_id
+        pad = self.tok.pad_token_id
+        finish = "length" if len(new) >= max_tokens else "stop"
+        for end in (eos, pad):
+            if end is not None and end in new:
+                new = new[: new.index(end)]
+                finish = "stop"
+        text = self.tok.decode(new, skip_special_tokens=True)
+        if stop:
+            hits = [text.find(s) for s in stop if s in text]
+            if hits:
+                text = text[: min(hits)]
+                finish = "stop"
+        return ChatResponse(
+            text=text,
+            usage=Usage(prompt_tokens=n_prompt, completion_tokens=len(new)),
+            finish_reason=finish,
+        )
+
     def _chat_sync(
         self,
         messages: list[Message],
@@ -356,8 +555,10 @@ def _stop_on_text(tok: Any, n_prompt: int, stop: list[str]) -> Any:
 
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> torch.Tensor:
-            text = tok.decode(input_ids[0, n_prompt:], skip_special_tokens=True)
-            hit = any(s in text for s in stop)
-            return torch.full((input_ids.shape[0],), hit, dtype=torch.bool)
+            hits = []
+            for row in input_ids[:, n_prompt:]:
+                text = tok.decode(row, skip_special_tokens=True)
+                hits.append(any(s in text for s in stop))
+            return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([_Stop()])
