@@ -10,7 +10,7 @@ Each (judge, method) scores every feature twice — with its correct explanation
 shuffled one (another feature's, a seeded derangement) — and prints per method:
 mean r correct, mean r shuffled, the gap, and the paired effect size d_z = mean(diff) / sd(diff)
 over features, next to a bootstrap 95% CI of the gap. Explanation sources: ``gold`` (the written
-explanation), ``explained`` (the suite's compact explainer on llama.cpp, end to end) and
+explanation), ``explained`` (the default suite's compact explainer, end to end) and
 ``top_tokens`` (no LLM; scored by ``token_match``, the floor). Prints figures; asserts nothing.
 
     python benchmarks/bench_known_answers.py [--backend transformers] [--no-all-at-once]
@@ -202,6 +202,7 @@ def summary(real: list[float | None], shuf: list[float | None]) -> dict[str, flo
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", default="transformers", help="simulator backend")
+    ap.add_argument("--explainer", default="transformers", help="end-to-end explainer backend")
     ap.add_argument("--windows", type=int, default=3000)
     ap.add_argument("--no-all-at-once", action="store_true")
     ap.add_argument("--no-end-to-end", action="store_true")
@@ -216,18 +217,24 @@ def main() -> None:
         print(f"  {n:15s} {kind:13s} density {r.density:.4f}  top-window hits {fires:3d}  {gold}")
     sources: dict[str, list[str]] = {"gold": [g for _, _, g, _ in FEATURES]}
     if not a.no_end_to_end:
-        expl = make_client(LLMConfig(backend="llamacpp"))
-        got = asyncio.run(
-            asyncio.gather(
+        expl = make_client(LLMConfig(backend=a.explainer, max_concurrency=32))
+
+        async def explain_all():
+            return await asyncio.gather(
                 *(explain_feature(r, expl, style="compact", max_tokens=48) for r in records)
             )
-        )
+
+        got = asyncio.run(explain_all())
         sources["explained"] = [e.text if e.status == "ok" else "" for e in got]
         for (n, *_), e in zip(FEATURES, got, strict=True):
             print(f"  explained {n:15s} [{e.status}] {e.text or e.error}")
-    top = asyncio.run(
-        asyncio.gather(*(explain_feature(r, None, style="top_tokens") for r in records))
-    )
+
+    async def top_all():
+        return await asyncio.gather(
+            *(explain_feature(r, None, style="top_tokens") for r in records)
+        )
+
+    top = asyncio.run(top_all())
     sim = make_client(LLMConfig(backend=a.backend))
     runs = [("pmi", s) for s in sources]
     if not a.no_all_at_once:

@@ -201,3 +201,54 @@ def test_real_smollm2_simulation_agrees_with_llama_cpp():
         preds.append(np.array([v for p in res.pred for v in p]))
     assert np.corrcoef(preds[0], preds[1])[0, 1] > 0.95
     assert np.abs(preds[0] - preds[1]).max() < 1.0
+
+
+def test_prefix_groups_keep_prompts_that_share_only_a_few_words_apart():
+    from autointerp.llm.transformers_backend import prefix_groups
+
+    a = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    seqs = [a + [11, 12], [1, 2, 3, 20, 21, 22], a + [13], a + [11, 14], [1, 2, 3, 20, 21, 23]]
+    groups = {tuple(sorted(idx)): shared for shared, idx in prefix_groups(seqs, 3)}
+    assert groups == {(0, 2, 3): 10, (1, 4): 5}
+    assert prefix_groups([[1, 2]], 1) == [(0, [0])]  # alone: nothing shared
+    # the shared run always leaves each member a suffix token
+    ((shared, idx),) = prefix_groups([[1, 2, 3], [1, 2, 3, 4]], 2)
+    assert shared == 2 and sorted(idx) == [0, 1]
+
+
+def test_shared_prefix_batch_equals_one_prompt_at_a_time(tiny_dir):
+    cl = _client(tiny_dir)
+    head = "The following text is about cats.\n"
+    prompts = [head + w for w in ("the cat sat", "a dog ran off", "cats")] + ["short one"]
+    ats = [list(range(len(head), len(p))) for p in prompts[:3]] + [None]
+    single = [
+        asyncio.run(cl.prompt_logprobs(p, top_logprobs=2, only_at=a, cache=False))
+        for p, a in zip(prompts, ats, strict=True)
+    ]
+    batch = cl._prompt_batch_sync(prompts, 2, None, ats)
+    for a, b in zip(single, batch, strict=True):
+        assert a.offsets == b.offsets
+        for x, y in zip(a.token_logprobs, b.token_logprobs, strict=True):
+            assert (x is None and y is None) or x == pytest.approx(y, abs=1e-4)
+        for x, y in zip(a.top, b.top, strict=True):
+            assert x.keys() == y.keys()
+
+
+def test_concurrent_greedy_chats_are_one_batch_with_the_same_answers(tiny_dir):
+    msgs = [[{"role": "user", "content": t}] for t in ("hi", "a longer question here", "xyz")]
+
+    async def run(cl, n_tokens):
+        return await asyncio.gather(*(cl.chat(m, max_tokens=n_tokens) for m in msgs))
+
+    one = _client(tiny_dir, max_concurrency=1)
+    many = _client(tiny_dir, max_concurrency=8)
+    calls = []
+    orig = many._chat_batch_sync
+    many._chat_batch_sync = lambda m, **kw: calls.append(len(m)) or orig(m, **kw)
+    a = asyncio.run(run(one, 6))
+    b = asyncio.run(run(many, 6))
+    assert calls == [3]  # the three chats in flight were generated together
+    assert [r.text for r in a] == [r.text for r in b]
+    assert [r.finish_reason for r in b] == [r.finish_reason for r in a]
+    assert all(r.usage.completion_tokens <= 6 for r in b)
+    assert {r.finish_reason for r in b} <= {"length", "stop"}

@@ -189,3 +189,12 @@ def test_batched_prompt_logprobs_equal_one_at_a_time(tiny_dir, tmp_path):
     again = asyncio.run(bc.prompt_logprobs_many(prompts, top_logprobs=2, only_at=ats))
     assert [r.token_logprobs for r in again] == [r.token_logprobs for r in many]
     assert all(r.usage.cache_hit for r in again)
+
+
+def test_failed_explanation_is_filed_under_the_method_asked_for():
+    from autointerp.types import Explanation
+
+    rec = FeatureRecord("b", 0, 0.1, 1.0, test_top=[_ex([" a"], [1.0])])
+    e = Explanation("b", 0, "", "compact", status="truncated", error="parse: cut off")
+    s = asyncio.run(score_simulation(rec, e, None, method="pmi"))
+    assert {x.method for x in s.scores} == {"pmi"} and {x.status for x in s.scores} == {"failed"}

@@ -364,3 +364,28 @@ def test_autointerp_cli_entry_point(tmp_path, capsys):
     assert main(["leaderboard", str(tmp_path), "--sort", "bogus"]) == 2
     assert "no such column" in capsys.readouterr().err
     assert main(["leaderboard", str(tmp_path / "nowhere")]) == 2
+
+
+def test_sanity_flag_when_lift_vs_shuffled_is_not_positive_or_crosses_zero(tmp_path):
+    good, flat = "sae", "pca"
+    bases = [(good, "sae", 16), (flat, "pca", 16), ("random", "random", 16)]
+    scores = []
+    for f in range(12):
+        scores += [score(good, f, 0.5 + 0.01 * f), score(good, f, 0.1, null="shuffled")]
+        # pca: real and shuffled alike (lift ~ 0, CI crossing 0)
+        v = 0.2 + (0.05 if f % 2 else -0.05)
+        scores += [score(flat, f, v), score(flat, f, 0.2, null="shuffled")]
+        scores += [score("random", f, 0.1)]
+    scores += [score(flat, 99, None, variant="random"), score(flat, 98, None, null="shuffled")]
+    run = report.load_run(write_run(tmp_path / "r", bases=bases, scores=scores))
+    board = report.leaderboard_table([run])
+    df = board.table
+    assert row(df, good)["flag"] == ""
+    assert row(df, flat)["flag"] == report.FLAG_TEXT
+    assert row(df, flat)["undefined_by_variant"] == (
+        "simulation/random/real undefined: 1; simulation/top_and_random/shuffled undefined: 1"
+    )
+    md = report.render_markdown(board)
+    assert f"- **{flat}** (all_at_once_logprobs): {report.FLAG_TEXT}" in md
+    assert f"**{good}** (" not in md.split("Sanity flags:")[1].split("\n\n")[1]
+    assert "| flag |" in md

@@ -151,7 +151,9 @@ async def score_simulation(
         null=null,
     )  # fmt: skip
 
-    def failed(error: str, method_used: str = "") -> SimulationScoring:
+    def failed(
+        error: str, method_used: str = method if method != "auto" else ""
+    ) -> SimulationScoring:
         scores = [
             Score(**base, variant=v, value=None, method=method_used, status="failed", error=error)
             for v in variants
@@ -165,7 +167,14 @@ async def score_simulation(
         return failed("empty explanation")
     if not examples:
         scores = [
-            Score(**base, variant=v, value=None, status="undefined", error="no test examples")
+            Score(
+                **base,
+                variant=v,
+                value=None,
+                method=method if method != "auto" else "",
+                status="undefined",
+                error="no test examples",
+            )
             for v in variants
         ]
         return SimulationScoring(scores, examples, true_raw, None)
