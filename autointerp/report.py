@@ -88,9 +88,9 @@ SCORER_COLUMNS = {
 
 LEGEND: dict[str, str] = {
     "basis / kind": "the feature basis and its kind (sae, pca, ica, neurons, random, ...)",
-    "method": "how simulation scores were obtained: pmi (explanation-PMI), all_at_once (digit slots), "
-    "token_match (the no-LLM floor: top_tokens explanations), top_logprobs, json; rows never mix "
-    "methods",
+    "method": "how simulation scores were obtained: pmi (explanation-PMI), all_at_once (digit "
+    "slots), token_match (the no-LLM floor: top_tokens explanations), top_logprobs, json; rows "
+    "never mix methods",
     "lift vs random dirs": "sim score minus the mean sim score of the kind=random basis "
     "(random directions) of the same run, unpaired bootstrap CI; p: Mann-Whitney U",
     "lift vs shuffled": "mean over features of (real - shuffled-explanation) sim score on the "

@@ -92,7 +92,8 @@ class Score:
 
     ``value`` is None when undefined (e.g. constant activations -> Pearson undefined) or failed;
     ``status`` says which ("ok", "undefined", "failed") and ``error`` why.
-    ``method`` records how it was obtained (e.g. "pmi", "all_at_once", "token_match", "top_logprobs", "json").
+    ``method`` records how it was obtained (e.g. "pmi", "all_at_once", "token_match",
+    "top_logprobs", "json").
     """
 
     basis: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +305,89 @@ max_retries = 0
     err_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(err_lines) == 1 and "401" in err_lines[0], r.stderr[-3000:]
     assert "Traceback" not in r.stderr and "sk-wrong" not in r.stderr
+
+
+def _tiny_suite(tmp_path: Path, tiny_model, url: str, name: str = "tiny") -> Path:
+    """A whole suite on the tiny model and a local text file, every LLM role on ``url``."""
+    model_dir = tmp_path / "tiny"
+    if not model_dir.exists():
+        tiny_model.model.save_pretrained(model_dir)
+        tiny_model.tokenizer.save_pretrained(model_dir)
+    text = tmp_path / "corpus.txt"
+    text.write_text("The cat sat on the mat. A dog ran to 12 red doors. " * 300)
+    roles = "".join(
+        f'\n[llm.{r}]\nbackend = "openai"\nmodel = "m"\nbase_url = "{url}"\nmax_retries = 0\n'
+        for r in ("explainer", "simulator", "scorer")
+    )
+    suite = tmp_path / f"{name}.toml"
+    suite.write_text(
+        f"""
+name = "{name}"
+[model]
+name = "{model_dir}"
+hookpoint = "blocks.1.hook_resid_post"
+[corpus]
+source = "{text}"
+context = 16
+n_tokens = 2048
+[[bases]]
+kind = "sae"
+name = "sae"
+train = {{ architecture = "topk", expansion = 2, k = 4, epochs = 2, batch_size = 256 }}
+[[bases]]
+kind = "pca"
+[[bases]]
+kind = "neurons"
+[[bases]]
+kind = "random"
+[records]
+n_features = 4
+[metrics]
+n_tokens = 128
+"""
+        + roles
+    )
+    return suite
+
+
+def _run_cli(suite: Path, results: Path, cache: Path, **popen) -> subprocess.Popen:
+    env = {**os.environ, "AUTOINTERP_CACHE_DIR": str(cache)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "autointerp.cli", "run", str(suite), "-q", "--run", "r",
+         "--results", str(results)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+    )  # fmt: skip
+
+
+def _scores(results: Path) -> list[tuple]:
+    import polars as pl
+
+    (f,) = results.glob("*/r/scores.parquet")
+    cols = ["basis", "feature", "scorer", "variant", "null", "method", "status", "value"]
+    df = pl.read_parquet(f).select(cols).sort(cols[:6])
+    return [tuple(r) for r in df.iter_rows()]
+
+
+@pytest.mark.slow
+def test_kill_9_at_any_stage_then_rerun_gives_the_same_results(tmp_path, tiny_model):
+    from autointerp.llm.faultserver import FaultServer
+
+    with FaultServer() as fs:
+        suite = _tiny_suite(tmp_path, tiny_model, fs.url)
+        ref = _run_cli(suite, tmp_path / "ref", tmp_path / "c-ref")
+        out, err = ref.communicate(timeout=600)
+        assert ref.returncode == 0, err[-3000:]
+        assert "stage times" in out and "results in" in out
+        want = _scores(tmp_path / "ref")
+        assert want
+        for delay in (1.0, 3.0, 5.0, 7.0, 9.0):
+            res, cache = tmp_path / f"res-{delay}", tmp_path / f"c-{delay}"
+            p = _run_cli(suite, res, cache)
+            time.sleep(delay)
+            p.kill()  # SIGKILL: no cleanup runs
+            p.communicate()
+            again = _run_cli(suite, res, cache)
+            out, err = again.communicate(timeout=600)
+            assert again.returncode == 0, (delay, err[-3000:])
+            assert _scores(res) == want, delay
+            assert not list(res.rglob("*.tmp")) and not list(cache.rglob("*.partial.npy"))
