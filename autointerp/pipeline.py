@@ -961,6 +961,9 @@ async def _gather_fatal(coros) -> None:
     except FatalLLMError:
         for t in tasks:
             t.cancel()
+        # retrieve every outcome: a sibling that failed too would otherwise be logged at exit
+        # as "Task exception was never retrieved" with its traceback
+        await asyncio.gather(*tasks, return_exceptions=True)
         raise
 
 

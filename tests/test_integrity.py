@@ -291,6 +291,7 @@ model = "m"
 base_url = "{fs.url}"
 api_key_env = "AUTOINTERP_TEST_WRONG_KEY"
 max_retries = 0
+max_concurrency = 8
 """
                 for role in ("explainer", "simulator", "scorer")
             )
