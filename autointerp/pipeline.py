@@ -663,7 +663,9 @@ class SuiteRun:
                 max_parse_retries=self.suite.llm.explainer.max_parse_retries,
                 tag=Tag("explain", r.basis, r.feature),
             )
-            exp_j.append([{"key": [r.basis, r.feature, style], "exp": asdict(e)}])
+            item = {"key": [r.basis, r.feature, style], "exp": asdict(e)}
+            exp_j.append([item])
+            have_exp[(r.basis, r.feature, style)] = item
             flush_ledger()
             bar.update()
 
@@ -672,7 +674,7 @@ class SuiteRun:
         if any(s != "top_tokens" for _, s in todo_exp):
             self.timer.add("explain", time.perf_counter() - t)
 
-        exps = {k: Explanation(**v["exp"]) for k, v in self._latest(exp_j.read()).items()}
+        exps = {k: Explanation(**v["exp"]) for k, v in have_exp.items()}
         t = time.perf_counter()
         jobs = []
         for rs in records.values():

@@ -300,16 +300,10 @@ class LLMClient(ABC):
         out: list[PromptLogprobs | None] = [None] * len(prompts)
 
         def from_cache() -> None:
-            if not (cache and self.cache is not None):
-                return
-            for i, k in enumerate(keys):
-                if out[i] is None and (stored := self.cache.get(k)) is not None:
-                    try:
-                        res = decode_response("prompt_logprobs", stored)
-                    except (KeyError, TypeError, ValueError):
-                        self.cache.forget(k)
-                        continue
-                    out[i] = self._hit(res, k, tag, 0.0)
+            if cache:
+                for i, k in enumerate(keys):
+                    if out[i] is None:
+                        out[i] = self._cached("prompt_logprobs", k, tag)
 
         from_cache()
         async with self._state().sem:
@@ -329,18 +323,8 @@ class LLMClient(ABC):
                 )
                 share = batch.usage.latency_s / len(idx)
                 for i, res in zip(idx, batch.results, strict=True):
-                    res.key = keys[i]
                     res.usage.latency_s = share
-                    res.usage.cost_usd = self.prices.cost(
-                        self.backend, self.model, self._is_local(), res.usage
-                    )
-                    if self.ledger is not None:
-                        self.ledger.record(
-                            tag, res.usage, backend=self.backend, model=self.model,
-                            kind="prompt_logprobs",
-                        )  # fmt: skip
-                    if cache and self.cache is not None:
-                        self.cache.put(keys[i], "prompt_logprobs", encode_response(res))
+                    self._store(res, "prompt_logprobs", keys[i], tag, cache)
                     out[i] = res
         for i, k in enumerate(keys):  # a prompt repeated within the batch
             if out[i] is None:
@@ -413,17 +397,8 @@ class LLMClient(ABC):
 
         tag = tag or Tag()
         key = self.key_for(kind, request)
-        if use_cache and self.cache is not None:
-            t0 = time.perf_counter()
-            stored = self.cache.get(key)
-            if stored is not None:
-                try:
-                    res = decode_response(kind, stored)
-                except (KeyError, TypeError, ValueError):
-                    log.warning("unreadable cache entry %s dropped", key[:12])
-                    self.cache.forget(key)
-                else:
-                    return self._hit(res, key, tag, time.perf_counter() - t0)
+        if use_cache and (hit := self._cached(kind, key, tag)) is not None:
+            return hit
         st = self._state()
         if use_cache:
             pending = st.inflight.get(key)
@@ -438,17 +413,7 @@ class LLMClient(ABC):
         try:
             async with st.sem:
                 res = await self._with_retries(fn, est_tokens, key)
-            res.key = key
-            res.usage.cache_hit = False
-            res.usage.cost_usd = self.prices.cost(
-                self.backend, self.model, self._is_local(), res.usage
-            )
-            if self.ledger is not None:
-                self.ledger.record(
-                    tag, res.usage, backend=self.backend, model=self.model, kind=kind
-                )
-            if use_cache and self.cache is not None:
-                self.cache.put(key, kind, encode_response(res))
+            self._store(res, kind, key, tag, use_cache)
             if use_cache:
                 fut.set_result(res)
             return res
@@ -468,6 +433,36 @@ class LLMClient(ABC):
         finally:
             if use_cache:
                 st.inflight.pop(key, None)
+
+    def _cached(self, kind: str, key: str, tag: Tag) -> Any:
+        """The disk cache's answer for ``key`` (accounted as a hit), or None."""
+        if self.cache is None:
+            return None
+        from autointerp.llm.cache import decode_response
+
+        t0 = time.perf_counter()
+        stored = self.cache.get(key)
+        if stored is None:
+            return None
+        try:
+            res = decode_response(kind, stored)
+        except (KeyError, TypeError, ValueError):
+            log.warning("unreadable cache entry %s dropped", key[:12])
+            self.cache.forget(key)
+            return None
+        return self._hit(res, key, tag, time.perf_counter() - t0)
+
+    def _store(self, res: Any, kind: str, key: str, tag: Tag, use_cache: bool) -> None:
+        """Cost, account and (``use_cache``) cache a freshly computed answer."""
+        from autointerp.llm.cache import encode_response
+
+        res.key = key
+        res.usage.cache_hit = False
+        res.usage.cost_usd = self.prices.cost(self.backend, self.model, self._is_local(), res.usage)
+        if self.ledger is not None:
+            self.ledger.record(tag, res.usage, backend=self.backend, model=self.model, kind=kind)
+        if use_cache and self.cache is not None:
+            self.cache.put(key, kind, encode_response(res))
 
     def _hit(self, res: R, key: str, tag: Tag, latency: float) -> R:
         res.key = key

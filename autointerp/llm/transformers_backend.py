@@ -423,8 +423,10 @@ class TransformersClient(InProcessClient):
             gen["stopping_criteria"] = _stop_on_text(self.tok, n, list(stop))
         with self.lock, torch.inference_mode():
             out = self.sm.model.generate(input_ids=x, attention_mask=mask, **gen)
+        ends = (self.tok.eos_token_id, self.tok.pad_token_id)
         return [
-            self._finish(out[b, n:].tolist(), len(q), max_tokens, stop) for b, q in enumerate(seqs)
+            self._finish(out[b, n:].tolist(), len(q), max_tokens, stop, ends=ends)
+            for b, q in enumerate(seqs)
         ]
 
     def _chat_ids(self, messages: list[Message], max_tokens: int) -> list[int]:
@@ -443,13 +445,18 @@ class TransformersClient(InProcessClient):
         return [int(t) for t in ids]
 
     def _finish(
-        self, new: list[int], n_prompt: int, max_tokens: int, stop: list[str] | None
+        self,
+        new: list[int],
+        n_prompt: int,
+        max_tokens: int,
+        stop: list[str] | None,
+        ends: tuple[int | None, ...] = (),
     ) -> ChatResponse:
-        """The response of one generated row: cut at EOS (or padding) and at a stop string."""
-        eos = self.tok.eos_token_id
-        pad = self.tok.pad_token_id
+        """The response of one generated row: cut at the first of ``ends`` (EOS, and padding in
+        a batch) and at a stop string; ``completion_tokens`` counts the tokens kept before the
+        end token."""
         finish = "length" if len(new) >= max_tokens else "stop"
-        for end in (eos, pad):
+        for end in ends:
             if end is not None and end in new:
                 new = new[: new.index(end)]
                 finish = "stop"
@@ -479,14 +486,7 @@ class TransformersClient(InProcessClient):
             raise FatalLLMError(
                 f"{self.model} has no chat template; use a chat model for explainer/scorer roles"
             )
-        ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if hasattr(ids, "keys"):  # a BatchEncoding in transformers 5
-            ids = ids["input_ids"]
-        if len(ids) + max_tokens > self._max_len():
-            raise LLMError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceed the model's "
-                f"{self._max_len()} positions"
-            )
+        ids = self._chat_ids(messages, max_tokens)
         gen: dict[str, Any] = dict(
             max_new_tokens=max_tokens,
             do_sample=temperature > 0,
@@ -506,17 +506,8 @@ class TransformersClient(InProcessClient):
             x = torch.tensor([ids], device=self.device)
             out = self.sm.model.generate(input_ids=x, attention_mask=torch.ones_like(x), **gen)
         new = out.sequences[0, len(ids) :].tolist()
-        eos = self.tok.eos_token_id
-        finish = "length" if len(new) >= max_tokens else "stop"
-        if eos is not None and eos in new:
-            new = new[: new.index(eos)]
-            finish = "stop"
-        text = self.tok.decode(new, skip_special_tokens=True)
-        if stop:
-            hits = [text.find(s) for s in stop if s in text]
-            if hits:
-                text = text[: min(hits)]
-                finish = "stop"
+        resp = self._finish(new, len(ids), max_tokens, stop, ends=(self.tok.eos_token_id,))
+        new, text = new[: resp.usage.completion_tokens], resp.text
         lps = None
         if top_logprobs is not None:
             lps = []
@@ -541,12 +532,8 @@ class TransformersClient(InProcessClient):
                 acc += t.token
                 keep += 1
             lps = lps[:keep]
-        return ChatResponse(
-            text=text,
-            logprobs=lps,
-            usage=Usage(prompt_tokens=len(ids), completion_tokens=len(new)),
-            finish_reason=finish,
-        )
+        resp.logprobs = lps
+        return resp
 
 
 def _stop_on_text(tok: Any, n_prompt: int, stop: list[str]) -> Any:

@@ -104,11 +104,9 @@ async def simulate_pmi(
 ) -> tuple[list[list[float]], dict[str, int]]:
     """PMI predictions for every token of ``examples`` (see the module docstring); two
     prompt-logprob calls per example (the neutral one shared across explanations)."""
-    if not client.supports_prompt_logprobs:
-        raise AutointerpError(
-            f"simulation method pmi needs prompt-token logprobs, which the {client.backend} "
-            f"backend lacks; use {PMI_BACKENDS}, or method all_at_once/top_logprobs/json"
-        )
+    from autointerp.scoring.simulation import pick_method
+
+    pick_method(client, "pmi")  # one clear error for a backend without prompt logprobs
     pe, p0 = pmi_prefix(explanation), pmi_prefix(NEUTRAL)
     texts = [window_text(ex.tokens) for ex in examples]
     top_n = await _top_n_needed(client)
