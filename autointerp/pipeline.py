@@ -46,7 +46,8 @@ from autointerp.types import Explanation, FeatureRecord, Score
 
 log = logging.getLogger(__name__)
 
-FIT_VERSION = "ica8192x100-pca-all-random32768"  # change when a baseline's fit procedure changes
+# change when a baseline's fit procedure changes
+FIT_VERSION = "ica8192x100f32-pca-all-random32768f32"
 STAGES = ("tokens", "activations", "bases", "metrics", "records", "explain", "score", "report")
 
 
@@ -194,8 +195,9 @@ class SuiteRun:
         meta_path = path.with_suffix(".json")
         if path.exists() and meta_path.exists() and "tokens" not in self.force:
             return np.load(path), h
+        tok = self.sm.tokenizer  # loading the model is timed as model_load, not here
         t = time.perf_counter()
-        arr = tokenize_corpus(c, self.sm.tokenizer)
+        arr = tokenize_corpus(c, tok)
         specials = sorted(self.sm.special_token_ids())
         path.parent.mkdir(parents=True, exist_ok=True)
         _save_npy(path, arr)
@@ -412,7 +414,8 @@ class SuiteRun:
             for x, ex in self._iter_x(acts, mask, rows):
                 x = x[~ex].to(self.device)
                 for s in range(0, len(x), 4096):
-                    counts += (basis.encode(x[s : s + 4096]) > 0).sum(0).double().cpu()
+                    fired = basis.encode(x[s : s + 4096]) > 0
+                    counts += fired.sum(0, dtype=torch.int32).double().cpu()
                 n += len(x)
             d = (counts / max(n, 1)).numpy()
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -679,9 +682,10 @@ class SuiteRun:
         jobs = []
         for rs in records.values():
             perm = _derangement(len(rs), self.suite.seed)
-            for i, r in enumerate(rs):
+            inv = {p: i for i, p in enumerate(perm)}
+            for j, src in enumerate(rs):  # feature j's explanation: on j, then as inv[j]'s null
                 for null in nulls:
-                    src = r if null == "" else rs[perm[i]]
+                    r = src if null == "" else rs[inv[j]]
                     for kind, style in zip(kinds, styles, strict=False):
                         if (r.basis, r.feature, null, kind) in todo_keys:
                             jobs.append((r, exps[(src.basis, src.feature, style)], null, kind))

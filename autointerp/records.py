@@ -156,7 +156,7 @@ def collect_records(
         r1 = min(n_rows, r0 + batch_rows)
         x = torch.from_numpy(np.array(acts[r0:r1])).to(device)
         b = r1 - r0
-        codes = basis.encode(x.reshape(b * T, -1))[:, feats.to(x.device)].float().cpu()
+        codes = basis.encode_features(x.reshape(b * T, -1), feats).float().cpu()
         codes = codes.reshape(b, T, nf).masked_fill(mask_t[r0:r1, :, None], 0.0)
         win = codes[:, offset : offset + n_chunks * W].reshape(b, n_chunks, W, nf).amax(2)
         win = win.reshape(b * n_chunks, nf).T  # [nf, windows in batch]
@@ -202,7 +202,7 @@ def collect_records(
     for s in range(0, len(need), batch_rows):
         rows = np.asarray(need[s : s + batch_rows])
         x = torch.from_numpy(np.array(acts[rows])).to(device)
-        codes = basis.encode(x.reshape(len(rows) * T, -1))[:, feats.to(x.device)]
+        codes = basis.encode_features(x.reshape(len(rows) * T, -1), feats)
         codes = codes.float().cpu().reshape(len(rows), T, nf)
         codes = codes.masked_fill(mask_t[rows][:, :, None], 0.0).numpy()
         for r, c in zip(rows.tolist(), codes):

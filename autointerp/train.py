@@ -146,7 +146,10 @@ class _SparseDecode(torch.autograd.Function):
     def backward(ctx, g):  # type: ignore[override]
         f, idx, W = ctx.saved_tensors
         grad_W = _sparse_t_matmul(idx, f, W.shape[0], g)
-        grad_f = torch.bmm(W[idx], g.unsqueeze(-1)).squeeze(-1)
+        grad_f = torch.empty_like(f)
+        for s in range(0, len(idx), 256):  # W[idx] of a whole batch is [B, k, d]: gather by parts
+            part = slice(s, s + 256)
+            grad_f[part] = torch.bmm(W[idx[part]], g[part].unsqueeze(-1)).squeeze(-1)
         return grad_f, None, grad_W
 
 

@@ -60,6 +60,8 @@ def test_random_directions_match_target_density():
     np.testing.assert_allclose(dens, target, atol=2e-3)
     b2 = fit_random(x, n_features=40, target_density=target, seed=1)
     assert torch.equal(b.R, b2.R)
+    sub = torch.tensor([39, 2, 7])
+    torch.testing.assert_close(b.encode_features(x, sub), b.encode(x)[:, sub])
 
 
 def test_save_load_roundtrip(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from autointerp.errors import AutointerpError, FatalLLMError
+from autointerp.errors import AutointerpError, FatalLLMError, LLMError
 from autointerp.llm import Ledger, LLMConfig, make_client
 from autointerp.scoring.simulation import DIGITS, simulate
 from autointerp.types import Example
@@ -219,13 +219,20 @@ def test_prefix_groups_keep_prompts_that_share_only_a_few_words_apart():
 def test_shared_prefix_batch_equals_one_prompt_at_a_time(tiny_dir):
     cl = _client(tiny_dir)
     head = "The following text is about cats.\n"
+    other = "A much longer instruction, about dogs and their many owners, comes first.\n"
     prompts = [head + w for w in ("the cat sat", "a dog ran off", "cats")] + ["short one"]
+    prompts += [other + w for w in ("dogs bark", "one")]  # a second prefix, in the same pass
     ats = [list(range(len(head), len(p))) for p in prompts[:3]] + [None]
+    ats += [list(range(len(other), len(p))) for p in prompts[4:]]
     single = [
         asyncio.run(cl.prompt_logprobs(p, top_logprobs=2, only_at=a, cache=False))
         for p, a in zip(prompts, ats, strict=True)
     ]
+    passes = []
+    orig = cl._prefixed_fns
+    cl._prefixed_fns = lambda items: passes.append(len(items)) or orig(items)
     batch = cl._prompt_batch_sync(prompts, 2, None, ats)
+    assert passes == [5]  # both prefixes' prompts in one pass; the lone prompt runs alone
     for a, b in zip(single, batch, strict=True):
         assert a.offsets == b.offsets
         for x, y in zip(a.token_logprobs, b.token_logprobs, strict=True):
@@ -252,3 +259,34 @@ def test_concurrent_greedy_chats_are_one_batch_with_the_same_answers(tiny_dir):
     assert [r.finish_reason for r in b] == [r.finish_reason for r in a]
     assert all(r.usage.completion_tokens <= 6 for r in b)
     assert {r.finish_reason for r in b} <= {"length", "stop"}
+
+
+def test_concurrent_prompt_batches_are_merged_with_the_same_values(tiny_dir):
+    head = "The following text is about cats.\n"
+    reqs = [[head + w, "words.\n" + w] for w in ("the cat sat", "a dog ran off", "cats", "x y")]
+
+    async def run(cl, reqs):
+        return await asyncio.gather(
+            *(cl.prompt_logprobs_many(r, top_logprobs=0, cache=False) for r in reqs),
+            return_exceptions=True,
+        )
+
+    one = _client(tiny_dir, max_concurrency=1)
+    many = _client(tiny_dir, max_concurrency=8)
+    passes = []
+    orig = many._prompt_batch_sync
+    many._prompt_batch_sync = lambda p, *a: passes.append(len(p)) or orig(p, *a)
+    a = asyncio.run(run(one, reqs))
+    b = asyncio.run(run(many, reqs))
+    assert sum(passes) == 8 and len(passes) < 4  # later callers joined a pass
+    for ra, rb in zip(a, b, strict=True):
+        for x, y in zip(ra, rb, strict=True):
+            assert x.offsets == y.offsets
+            assert x.token_logprobs == pytest.approx(y.token_logprobs, abs=1e-4)
+    # a prompt longer than the model's positions fails its own caller only
+    passes.clear()
+    bad = [[head + "ok", "words.\nok"], ["word " * 5000, "x y"], [head + "fine", "words.\nfine"]]
+    got = asyncio.run(run(many, bad))
+    assert passes[0] == 6  # tried together first, then each alone
+    assert isinstance(got[1], LLMError) and "positions" in str(got[1])
+    assert not isinstance(got[0], Exception) and not isinstance(got[2], Exception)

@@ -298,6 +298,9 @@ def check(basis, x, f_ref, out_ref):
     assert (f > 0).any(), "reference test is vacuous: nothing fires"
     torch.testing.assert_close(f, f_ref, **TOL)
     torch.testing.assert_close(out, out_ref, **TOL)
+    sub = torch.tensor([f.shape[1] - 1, 0, 3])  # records encode only the features they keep
+    with torch.no_grad():
+        torch.testing.assert_close(basis.encode_features(x, sub), f[:, sub], **TOL)
 
 
 # ----------------------------------------------------------------------------- SAELens

@@ -49,6 +49,11 @@ class Basis(nn.Module, ABC):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes ``[N, n_features]`` -> reconstruction ``[N, d_in]``."""
 
+    def encode_features(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """``encode(x)[:, features]``; bases whose features are computed independently of
+        each other override it to compute only those columns."""
+        return self.encode(x)[:, features.to(x.device)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of ``x``."""
         return self.decode(self.encode(x))

@@ -230,17 +230,21 @@ class SAE(Basis):
         return y * st[1] + st[0]
 
     # ------------------------------------------------------------------ encode / decode
-    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """``pre`` of the module docstring (for gated: ``h = u W_enc``)."""
+    def pre_activations(
+        self, x: torch.Tensor, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``pre`` of the module docstring (for gated: ``h = u W_enc``); only the columns
+        ``features`` when given."""
         self.check_input(x)
         x = x.to(self.W_enc.dtype)
         u = self._norm_in(x)
         if self.apply_b_dec_to_input:
             u = u - self.b_dec
-        pre = u @ self.W_enc
+        W = self.W_enc if features is None else self.W_enc[:, features]
         if self.b_enc is not None and self.architecture != "gated":
-            pre = pre + self.b_enc
-        return pre
+            b = self.b_enc if features is None else self.b_enc[features]
+            return torch.addmm(b, u, W)
+        return u @ W
 
     def _topk(self, pre: torch.Tensor, k: int) -> torch.Tensor:
         k = min(k, pre.shape[-1])
@@ -248,22 +252,40 @@ class SAE(Basis):
         return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.pre_activations(x)
+        return self._activate(self.pre_activations(x), slice(None))
+
+    def encode_features(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        if self._topk_rule():  # a token's top k depends on every feature
+            return super().encode_features(x, features)
+        f = features.to(self.W_enc.device)
+        return self._activate(self.pre_activations(x, f), f)
+
+    def _topk_rule(self) -> bool:
+        return self.architecture == "topk" or (
+            self.architecture == "batchtopk" and not self._has_threshold()
+        )
+
+    def _activate(self, pre: torch.Tensor, f: torch.Tensor | slice) -> torch.Tensor:
+        """Codes from the pre-activations of the features ``f`` (a slice for all)."""
         arch = self.architecture
         if arch == "gated":
-            gate = (pre + self.b_gate) > 0
-            mag = torch.relu(pre * torch.exp(self.r_mag) + self.b_mag)
+            gate = (pre + self.b_gate[f]) > 0
+            mag = torch.relu(pre * torch.exp(self.r_mag[f]) + self.b_mag[f])
             return mag * gate.to(mag.dtype)
         if self.rescale_acts_by_decoder_norm:
-            pre = pre * self.W_dec.norm(dim=-1)
+            pre = pre * self.W_dec[f].norm(dim=-1)
         if arch == "relu":
             return torch.relu(pre)
         if arch == "jumprelu":
-            return torch.relu(pre) * (pre > self.threshold).to(pre.dtype)
+            return torch.relu(pre) * (pre > self._thr(f)).to(pre.dtype)
         if arch == "batchtopk" and self._has_threshold():
             post = torch.relu(pre)
-            return post * (post > self.threshold).to(post.dtype)
+            return post * (post > self._thr(f)).to(post.dtype)
         return self._topk(pre, int(self.k))
+
+    def _thr(self, f: torch.Tensor | slice) -> torch.Tensor:
+        t = self.threshold
+        return t if t.dim() == 0 or t.numel() == 1 else t[f]
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         codes = codes.to(self.W_dec.dtype)

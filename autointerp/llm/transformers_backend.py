@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,25 @@ def load_lm(spec: str, device: torch.device, dtype: str) -> tuple[Any, threading
                 sm = load_model(spec, device=device, dtype=_DTYPES[dtype])
             except AutointerpError as e:
                 raise FatalLLMError(str(e)) from e
+            _contiguous_head_input(sm.model)
             _MODELS[key] = (sm, threading.Lock())
         return _MODELS[key]
 
 
+def _contiguous_head_input(model: Any) -> None:
+    """Make the LM head's input contiguous. ``generate`` feeds the head the last position of
+    the prompt, a strided slice ``h[:, -1:, :]``; for a strided 3-D input torch's matmul
+    expands the [vocab, d] weight over the batch and runs a bmm, copying the weight once per
+    row (32 x 49k x 576 values for a batch of 32: ~5 s of a 9 s generation on 2 cores)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None:
+        head.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
+
+
 MIN_SHARED_PREFIX = 8  # tokens; shorter shared prefixes are not worth a cache
+ROWS_PER_PASS = 64  # prompts per forward pass (larger batches were slower per token on 2 cores)
+MERGED_PROMPTS = 256  # prompts of concurrent callers merged into one batched call
+PREFIX_CACHE = 128  # prefixes whose keys/values are kept (~25 KB per token for SmolLM2-135M)
 
 
 def prefix_groups(seqs: list[list[int]], min_shared: int) -> list[tuple[int, list[int]]]:
@@ -137,6 +152,7 @@ class TransformersClient(InProcessClient):
         self._piece: dict[int, str] = {}
         self._lead = self._leading_special()  # e.g. a BOS the tokenizer prepends
         self._split = self._split_head()
+        self._prefixes: OrderedDict[tuple[int, ...], tuple[list, Any]] = OrderedDict()
 
     def describe(self) -> dict[str, Any]:
         # device is left out: the same weights and dtype give the same answers to rounding
@@ -222,56 +238,156 @@ class TransformersClient(InProcessClient):
         candidates: list[str] | None,
         only_at: list[list[int] | None],
     ) -> list[PromptLogprobs]:
-        """Prompt logprobs of several prompts from one padded forward pass."""
+        """Prompt logprobs of several prompts in batched forward passes: prompts that share
+        a prefix with others (:func:`prefix_groups`) run as suffixes on top of their prefix's
+        keys/values, up to ``ROWS_PER_PASS`` of them (of any prefixes) per pass; a prompt that
+        shares nothing runs alone."""
         cand_ids = self._candidate_ids(candidates) if candidates else None
         preps = [self._prepare(p, at) for p, at in zip(prompts, only_at, strict=True)]
         seqs = [ids for ids, *_ in preps]
         fns: list[Any] = [None] * len(seqs)
         with self.lock, torch.inference_mode():
-            for shared, idx in prefix_groups(seqs, MIN_SHARED_PREFIX):
-                group = [seqs[i] for i in idx]
+            rows: list[tuple[int, int]] = []  # (shared prefix length, prompt index)
+            for shared, members in prefix_groups(seqs, MIN_SHARED_PREFIX):
                 if shared:
-                    got = self._shared_prefix_fns(group, shared)
+                    rows += [(shared, i) for i in members]
                 else:
-                    got = self._logits_fns(group)
-                for i, fn in zip(idx, got, strict=True):
+                    (fns[members[0]],) = self._logits_fns([seqs[members[0]]])
+            for s in range(0, len(rows), ROWS_PER_PASS):
+                part = rows[s : s + ROWS_PER_PASS]
+                got = self._prefixed_fns([(seqs[i][:n], seqs[i][n:]) for n, i in part])
+                for (_, i), fn in zip(part, got, strict=True):
                     fns[i] = fn
             return self._readout(fns, preps, top_n, candidates, cand_ids)
 
-    def _shared_prefix_fns(self, seqs: list[list[int]], shared: int) -> list[Any]:
-        """Like :meth:`_logits_fns` for sequences whose first ``shared`` ids are equal: the
-        prefix is run once, its keys/values repeated over the batch, and only the (right-
-        padded) suffixes are run on top of it."""
-        body, head = self._split if self._split is not None else (self.sm.model, None)
-        pre = body(input_ids=torch.tensor([seqs[0][:shared]], device=self.device), use_cache=True)
-        cache = pre.past_key_values
-        cache.batch_repeat_interleave(len(seqs))
-        sufs = [q[shared:] for q in seqs]
-        n = max(len(q) for q in sufs)
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        x = torch.tensor([q + [pad] * (n - len(q)) for q in sufs], device=self.device)
-        mask = torch.tensor(
-            [[1] * (shared + len(q)) + [0] * (n - len(q)) for q in sufs], device=self.device
-        )
-        out = body(input_ids=x, attention_mask=mask, past_key_values=cache, use_cache=False)
-        if head is None:
-            first, rest = pre.logits[0], out.logits
-        else:
-            first, rest = pre.last_hidden_state[0], out.last_hidden_state
+    def _prefixed_fns(self, items: list[tuple[list[int], list[int]]]) -> list[Any]:
+        """Like :meth:`_logits_fns` for (prefix, suffix) id lists: each distinct prefix is run
+        once (or comes from the LRU), the prefixes' keys/values are left-padded to the longest
+        and gathered per row, and the right-padded suffixes run in one pass with their own
+        position ids, so every token sees exactly its prompt's earlier tokens."""
+        from transformers import DynamicCache
 
-        def at(b: int) -> Any:
+        body, head = self._split if self._split is not None else (self.sm.model, None)
+        slot: dict[tuple[int, ...], int] = {}
+        states = []
+        for pre, _ in items:
+            if tuple(pre) not in slot:
+                slot[tuple(pre)] = len(states)
+                states.append(self._prefix_state(pre))
+        if any(kv is None for kv, _ in states):  # sliding-window layers: each prompt alone
+            return [self._logits_fns([pre + suf])[0] for pre, suf in items]
+        lens = [len(p) for p in slot]
+        lmax = max(lens)
+        which = torch.tensor([slot[tuple(pre)] for pre, _ in items], device=self.device)
+        layers = []
+        for layer in zip(*(kv for kv, _ in states), strict=True):  # one layer, every prefix
+            ks, vs = [], []
+            for (k, v), n in zip(layer, lens, strict=True):  # [1, heads, n, dim]
+                ks.append(torch.nn.functional.pad(k, (0, 0, lmax - n, 0)))
+                vs.append(torch.nn.functional.pad(v, (0, 0, lmax - n, 0)))
+            layers.append((torch.cat(ks)[which], torch.cat(vs)[which]))
+        cache = DynamicCache(ddp_cache_data=layers)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        n = max(len(suf) for _, suf in items)
+        x, mask, pos = [], [], []
+        for pre, suf in items:
+            x.append(suf + [pad] * (n - len(suf)))
+            gap, tail = lmax - len(pre), n - len(suf)
+            mask.append([0] * gap + [1] * (len(pre) + len(suf)) + [0] * tail)
+            pos.append(list(range(len(pre), len(pre) + n)))
+        out = body(
+            input_ids=torch.tensor(x, device=self.device),
+            attention_mask=torch.tensor(mask, device=self.device),
+            position_ids=torch.tensor(pos, device=self.device),
+            past_key_values=cache,
+            use_cache=False,
+        )
+        rest = out.logits if head is None else out.last_hidden_state
+
+        def at(b: int, first: torch.Tensor, shared: int) -> Any:
             def fn(rows: list[int]) -> torch.Tensor:
                 return torch.stack([first[r] if r < shared else rest[b, r - shared] for r in rows])
 
             return fn
 
-        return [at(b) for b in range(len(seqs))]
+        return [at(b, states[slot[tuple(pre)]][1], len(pre)) for b, (pre, _) in enumerate(items)]
+
+    def _prefix_state(self, ids: list[int]) -> tuple[list | None, Any]:
+        """(each layer's keys and values of ``ids``, the rows :meth:`_logits_fns` would give for
+        them); a prefix seen recently is not run again (LRU of ``PREFIX_CACHE`` prefixes: the
+        PMI prompts of an explanation are read once for the feature and once as another
+        feature's shuffled null, and the neutral prefix for every feature)."""
+        key = tuple(ids)
+        hit = self._prefixes.get(key)
+        if hit is None:
+            body, head = self._split if self._split is not None else (self.sm.model, None)
+            pre = body(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+            rows = pre.logits[0] if head is None else pre.last_hidden_state[0]
+            kv: list | None = []
+            for k, v, *sliding in pre.past_key_values:
+                if sliding and sliding[0] is not None:  # windows count cache slots: no padding
+                    kv = None
+                    break
+                kv.append((k, v))
+            hit = self._prefixes[key] = (kv, rows)
+            while len(self._prefixes) > PREFIX_CACHE:
+                self._prefixes.popitem(last=False)
+        self._prefixes.move_to_end(key)
+        return hit
 
     async def _prompt_logprobs_batch(
         self, prompts: list[str], top_logprobs: int, only_at: list[list[int] | None]
     ) -> PromptBatch:
-        res = await asyncio.to_thread(self._prompt_batch_sync, prompts, top_logprobs, None, only_at)
-        return PromptBatch(res)
+        """Batches requested while another is being computed are merged into the next pass
+        (up to ``MERGED_PROMPTS`` prompts; ``max_concurrency`` callers can be waiting), so
+        prompts of several callers that share a prefix (PMI's neutral prompt of every
+        feature) run as one larger batch."""
+        st = self._state()
+        queue = getattr(st, "prompt_queue", None)
+        if queue is None:
+            queue = st.prompt_queue = []  # type: ignore[attr-defined]
+        fut = asyncio.get_running_loop().create_future()
+        queue.append((prompts, top_logprobs, only_at, fut))
+        worker = getattr(st, "prompt_worker", None)
+        if worker is None or worker.done():
+            st.prompt_worker = asyncio.ensure_future(self._drain_prompts(queue))  # type: ignore[attr-defined]
+        return await fut
+
+    async def _drain_prompts(self, queue: list) -> None:
+        while queue:
+            top = queue[0][1]
+            take, n = [], 0
+            for q in [q for q in queue if q[1] == top]:
+                if take and n + len(q[0]) > MERGED_PROMPTS:
+                    break
+                take.append(q)
+                n += len(q[0])
+            for q in take:
+                queue.remove(q)
+            prompts = [p for q in take for p in q[0]]
+            ats = [a for q in take for a in q[2]]
+            try:
+                res = await asyncio.to_thread(self._prompt_batch_sync, prompts, top, None, ats)
+            except Exception as e:
+                if len(take) == 1:
+                    if not take[0][3].done():
+                        take[0][3].set_exception(e)
+                    continue
+                for q in take:  # alone again, so an error reaches only the caller it belongs to
+                    try:
+                        r = await asyncio.to_thread(self._prompt_batch_sync, q[0], top, None, q[2])
+                    except Exception as e1:
+                        if not q[3].done():
+                            q[3].set_exception(e1)
+                    else:
+                        if not q[3].done():
+                            q[3].set_result(PromptBatch(r))
+                continue
+            pos = 0
+            for q in take:
+                if not q[3].done():
+                    q[3].set_result(PromptBatch(res[pos : pos + len(q[0])]))
+                pos += len(q[0])
 
     def _prepare(self, prompt: str, only_at: list[int] | None) -> tuple:
         """(ids incl. leading specials, prompt token ids, offsets, wanted token indices)."""
@@ -319,10 +435,15 @@ class TransformersClient(InProcessClient):
         h = torch.cat(mats) if mats else None
         for s in range(0, len(flat), _CHUNK):
             assert h is not None
-            lp = torch.log_softmax(self._head(h[s : s + _CHUNK]).float(), dim=-1)
+            logits = self._head(h[s : s + _CHUNK]).float()
             part = flat[s : s + _CHUNK]
-            tid = torch.tensor([t for _, _, t in part], device=lp.device)
-            ov = lp.gather(1, tid[:, None])[:, 0].cpu().tolist()
+            tid = torch.tensor([t for _, _, t in part], device=logits.device)
+            if k or cand_ids:
+                lp = torch.log_softmax(logits, dim=-1)
+                ov = lp.gather(1, tid[:, None])[:, 0].cpu().tolist()
+            else:  # own-token logprobs only: no [rows, vocab] log-softmax written
+                own_lp = logits.gather(1, tid[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+                ov = own_lp.cpu().tolist()
             if k:
                 vals, idx = lp.topk(k, dim=-1)
                 vals, idx = vals.cpu().tolist(), idx.cpu().tolist()
