@@ -4,8 +4,12 @@ process, same inputs: 16-token windows of gensim's Wikipedia text, the SmolLM2 w
 1. explanation-PMI prompts of one feature (10 windows x (explanation, neutral)): the shared-
    prefix batch (prefix run once, keys/values repeated) vs the same prompts as one right-padded
    batch, in bfloat16 (where native) and float32;
-2. compact explanations of N features: greedy chats generated together (batches of
-   ``--batch``) vs llama.cpp one at a time (the previous default explainer).
+2. the same PMI prompts of N features with distinct explanations, as the pipeline sends them
+   (``prompt_logprobs_many`` per feature, all in flight): merged into multi-prefix passes
+   (``max_concurrency`` 8) vs one feature per pass (``max_concurrency`` 1);
+3. compact explanations of N features: greedy chats generated together (batches of
+   ``--batch``), with and without the LM-head input made contiguous, vs llama.cpp one at a
+   time (the previous default explainer).
 
 Prints seconds; asserts nothing.
 
@@ -65,6 +69,32 @@ def pmi_batches(n_features: int) -> None:
     tb.MIN_SHARED_PREFIX = 8
 
 
+def pmi_merged(n_features: int) -> None:
+    wins = _windows(10 * n_features)
+    expls = [f"{EXPLANATION}, feature {f}" for f in range(n_features)]  # distinct prefixes
+    print(f"\n== explanation-PMI, {n_features} features in flight, bfloat16 where native ==")
+    for conc in (1, 8):
+        cl = make_client(LLMConfig(backend="transformers", max_concurrency=conc))
+
+        async def one(f: int, client=cl) -> None:
+            prompts, ats = [], []
+            for ex in wins[10 * f : 10 * f + 10]:
+                text, _ = window_text(ex.tokens)
+                for pre in (pmi_prefix(expls[f]), pmi_prefix(NEUTRAL)):
+                    prompts.append(pre + text)
+                    ats.append(list(range(len(pre), len(pre) + len(text))))
+            await client.prompt_logprobs_many(prompts, top_logprobs=0, only_at=ats, cache=False)
+
+        async def run() -> None:
+            await asyncio.gather(*(one(f) for f in range(n_features)))
+
+        t = time.perf_counter()
+        asyncio.run(run())
+        dt = (time.perf_counter() - t) / n_features
+        what = "merged passes (max_concurrency 8)" if conc > 1 else "one feature per pass"
+        print(f"  {what:36s} {dt:6.2f} s/feature")
+
+
 def explanations(n: int, batch: int) -> None:
     wins = _windows(4 * n)
     recs = [FeatureRecord("b", i, 0.01, 1.0, explain=wins[4 * i : 4 * i + 4]) for i in range(n)]
@@ -73,10 +103,15 @@ def explanations(n: int, batch: int) -> None:
         f"transformers, batches of {batch}": LLMConfig(
             backend="transformers", max_concurrency=batch
         ),
+        "the same, LM-head input strided (was)": LLMConfig(
+            backend="transformers", max_concurrency=batch
+        ),
         "llama.cpp one at a time (baseline)": LLMConfig(backend="llamacpp", max_concurrency=1),
     }
     for name, cfg in engines.items():
         cl = make_client(cfg)
+        if "strided" in name:  # same model object: drop the hook for this row only
+            cl.sm.model.autointerp_head_hook.remove()
 
         async def run(client=cl):
             return await asyncio.gather(
@@ -87,7 +122,9 @@ def explanations(n: int, batch: int) -> None:
         res = asyncio.run(run())
         dt = (time.perf_counter() - t) / n
         ok = sum(e.status == "ok" for e in res)
-        print(f"  {name:36s} {dt:6.2f} s/explanation  ({ok}/{n} ok)")
+        print(f"  {name:38s} {dt:6.2f} s/explanation  ({ok}/{n} ok)")
+        if "strided" in name:
+            tb._contiguous_head_input(cl.sm.model)
 
 
 def main() -> None:
@@ -97,6 +134,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     a = ap.parse_args()
     pmi_batches(a.features)
+    pmi_merged(a.features)
     explanations(a.explanations, a.batch)
 
 

@@ -5,8 +5,9 @@ Why it exists next to llama.cpp: on a CPU with bf16 instructions (AVX512-BF16 / 
 a torch forward over a long prompt is several times faster than llama.cpp's prompt evaluation of
 the quantised GGUF (``benchmarks/bench_simulator.py``: 1.0 s vs 4.2 s for a 1,280-token prompt on
 2 cores; llama.cpp stays near 3 s even without logits or with larger batches or flash
-attention), and the all-at-once simulator is one long prompt per feature. Short generations
-(explanations) stay on llama.cpp by default.
+attention), and the all-at-once simulator is one long prompt per feature. Greedy chats in
+flight together are generated as one batch (the default explainer); explanation-PMI prompts
+of concurrent callers are merged into multi-prefix passes (:meth:`_prefixed_fns`).
 
 Prompt logprobs: one forward pass; the hidden state before token ``i`` (row ``i-1``) goes
 through the LM head and a log-softmax over the whole vocabulary, so position ``i`` holds the
@@ -94,7 +95,9 @@ def _contiguous_head_input(model: Any) -> None:
     row (32 x 49k x 576 values for a batch of 32: ~5 s of a 9 s generation on 2 cores)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None:
-        head.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
+        model.autointerp_head_hook = head.register_forward_pre_hook(
+            lambda _m, args: (args[0].contiguous(), *args[1:])
+        )
 
 
 MIN_SHARED_PREFIX = 8  # tokens; shorter shared prefixes are not worth a cache
