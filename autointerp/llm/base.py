@@ -155,6 +155,8 @@ class _LoopState:
         self.sem = asyncio.Semaphore(max(1, max_concurrency))
         self.inflight: dict[str, asyncio.Future] = {}
         self.lock = asyncio.Lock()
+        #: in-process batching: name -> (queued items, the worker task draining them)
+        self.queues: dict[str, tuple[list, Any]] = {}
 
 
 class LLMClient(ABC):

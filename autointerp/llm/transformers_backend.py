@@ -274,21 +274,21 @@ class TransformersClient(InProcessClient):
         slot: dict[tuple[int, ...], int] = {}
         states = []
         for pre, _ in items:
-            if tuple(pre) not in slot:
-                slot[tuple(pre)] = len(states)
+            if slot.setdefault(tuple(pre), len(states)) == len(states):
                 states.append(self._prefix_state(pre))
         if any(kv is None for kv, _ in states):  # sliding-window layers: each prompt alone
             return [self._logits_fns([pre + suf])[0] for pre, suf in items]
         lens = [len(p) for p in slot]
         lmax = max(lens)
-        which = torch.tensor([slot[tuple(pre)] for pre, _ in items], device=self.device)
+        which = [slot[tuple(pre)] for pre, _ in items]
+        per_row = torch.tensor(which, device=self.device)  # prefix slot of each row
         layers = []
         for layer in zip(*(kv for kv, _ in states), strict=True):  # one layer, every prefix
             ks, vs = [], []
             for (k, v), n in zip(layer, lens, strict=True):  # [1, heads, n, dim]
                 ks.append(torch.nn.functional.pad(k, (0, 0, lmax - n, 0)))
                 vs.append(torch.nn.functional.pad(v, (0, 0, lmax - n, 0)))
-            layers.append((torch.cat(ks)[which], torch.cat(vs)[which]))
+            layers.append((torch.cat(ks)[per_row], torch.cat(vs)[per_row]))
         cache = DynamicCache(ddp_cache_data=layers)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         n = max(len(suf) for _, suf in items)
@@ -313,7 +313,7 @@ class TransformersClient(InProcessClient):
 
             return fn
 
-        return [at(b, states[slot[tuple(pre)]][1], len(pre)) for b, (pre, _) in enumerate(items)]
+        return [at(b, states[w][1], lens[w]) for b, w in enumerate(which)]
 
     def _prefix_state(self, ids: list[int]) -> tuple[list | None, Any]:
         """(each layer's keys and values of ``ids``, the rows :meth:`_logits_fns` would give for
@@ -345,15 +345,18 @@ class TransformersClient(InProcessClient):
         (up to ``MERGED_PROMPTS`` prompts; ``max_concurrency`` callers can be waiting), so
         prompts of several callers that share a prefix (PMI's neutral prompt of every
         feature) run as one larger batch."""
+        return await self._submit("prompt", self._drain_prompts, prompts, top_logprobs, only_at)
+
+    async def _submit(self, name: str, drain: Any, *item: Any) -> Any:
+        """Queue ``item`` for this event loop's ``name`` worker (started when idle), which runs
+        queued items in batches (``drain(queue)``) and resolves each item's future."""
         st = self._state()
-        queue = getattr(st, "prompt_queue", None)
-        if queue is None:
-            queue = st.prompt_queue = []  # type: ignore[attr-defined]
+        queue, worker = st.queues.get(name, ([], None))
         fut = asyncio.get_running_loop().create_future()
-        queue.append((prompts, top_logprobs, only_at, fut))
-        worker = getattr(st, "prompt_worker", None)
+        queue.append((*item, fut))
         if worker is None or worker.done():
-            st.prompt_worker = asyncio.ensure_future(self._drain_prompts(queue))  # type: ignore[attr-defined]
+            worker = asyncio.ensure_future(drain(queue))
+        st.queues[name] = (queue, worker)
         return await fut
 
     async def _drain_prompts(self, queue: list) -> None:
@@ -481,15 +484,7 @@ class TransformersClient(InProcessClient):
         step than one. Sampled chats and chats asking for logprobs run one at a time."""
         if params.get("temperature", 0) > 0 or params.get("top_logprobs") is not None:
             return await super()._chat(messages, **params)
-        st = self._state()
-        queue = getattr(st, "chat_queue", None)
-        if queue is None:
-            queue = st.chat_queue = []  # type: ignore[attr-defined]
-        fut = asyncio.get_running_loop().create_future()
-        queue.append((messages, params, fut))
-        if getattr(st, "chat_worker", None) is None or st.chat_worker.done():
-            st.chat_worker = asyncio.ensure_future(self._drain(queue))  # type: ignore[attr-defined]
-        return await fut
+        return await self._submit("chat", self._drain, messages, params)
 
     async def _drain(self, queue: list) -> None:
         size = max(1, self.cfg.max_concurrency)
