@@ -16,6 +16,8 @@ Excluded tokens (BOS / special / padding) are given as boolean masks with ``True
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -26,6 +28,8 @@ import torch.nn.functional as F
 from autointerp.bases.base import Basis
 from autointerp.errors import AutointerpError
 from autointerp.model import Hookpoint, SubjectModel, run_to_hookpoint, splice
+
+log = logging.getLogger(__name__)
 
 RECONSTRUCTION_COLUMNS: tuple[str, ...] = (
     "l0",
@@ -299,9 +303,10 @@ def _accumulate(
     nll = -lp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     sums.ce += float(nll[counted].sum(dtype=torch.float64))
     if lp is not lp_clean:
-        lpc = lp_clean[counted]
-        kl = (lpc.exp() * (lpc - lp[counted])).sum(-1)
-        sums.kl += float(kl.sum(dtype=torch.float64))
+        # exp(lp_clean) * (lp_clean - lp) in one fused pass over [B, T-1, V] (no copies of
+        # the counted rows, no separate exp / difference / product temporaries)
+        kl = F.kl_div(lp, lp_clean, reduction="none", log_target=True).sum(-1)
+        sums.kl += float(kl[counted].sum(dtype=torch.float64))
 
 
 def _check_ids(
@@ -356,6 +361,42 @@ def _ablate_fn(kind: str, mean_act: torch.Tensor | None) -> _Fn:
     return make
 
 
+class _Given(torch.nn.Module):
+    """Stands in for a decoder layer before the hookpoint: the first returns the given
+    residual, the others pass their input on."""
+
+    def __init__(self, value: torch.Tensor | None) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, hidden_states: torch.Tensor, *_a: Any, **_kw: Any) -> torch.Tensor:
+        return hidden_states if self.value is None else self.value
+
+
+def _n_skippable(sm: SubjectModel, hp: Hookpoint) -> int:
+    """How many leading decoder layers a run can skip when the residual at ``hp`` is given
+    (0 when ``hp`` is not a residual-stream hookpoint)."""
+    layers = sm.layers
+    if 0 <= hp.layer < len(layers) and hp.module is layers[hp.layer]:
+        return hp.layer + 1 if hp.io == "output" else hp.layer
+    return 0
+
+
+@contextlib.contextmanager
+def _resume_at(sm: SubjectModel, n: int, h: torch.Tensor) -> Iterator[None]:
+    """Within the context the first ``n`` decoder layers are skipped and the forward goes on
+    from ``h``, the residual stream after layer ``n - 1``."""
+    layers = sm.layers
+    saved = [layers[i] for i in range(n)]
+    try:
+        for i in range(n):
+            layers[i] = _Given(h if i == 0 else None)
+        yield
+    finally:
+        for i, m in enumerate(saved):
+            layers[i] = m
+
+
 @torch.no_grad()
 def downstream_metrics(
     sm: SubjectModel,
@@ -367,6 +408,7 @@ def downstream_metrics(
     mean_act: torch.Tensor | None = None,
     exclude_mask: torch.Tensor | None = None,
     batch_size: int = 8,
+    acts: torch.Tensor | None = None,
 ) -> dict[str, dict[str, float]]:
     """CE loss recovered and KL divergence when each basis's reconstruction replaces the
     activation at ``hp`` (SAEBench core eval, with mean ablation added).
@@ -395,6 +437,12 @@ def downstream_metrics(
     and ablation runs are done once per batch of ``batch_size`` sequences for all bases.
     ``mean_act`` [width] (mean activation over train tokens, see :func:`mean_activation`) is
     required when ``"mean"`` is in ``ablations``.
+
+    ``acts`` [B, T, width], optional: the activations at ``hp`` for ``input_ids`` (e.g. the
+    activation cache). When ``hp`` is in the residual stream, every run then starts from them
+    (spliced as above) and skips the layers before ``hp``; the first batch's clean run is
+    checked against a full forward (log-probs within 1e-3, 5e-2 below float32), else the full
+    forwards are used.
 
     Returns ``{basis.name: {column: value}}`` with the columns of ``DOWNSTREAM_COLUMNS``.
     """
@@ -435,7 +483,25 @@ def downstream_metrics(
 
     def logprobs(ids: torch.Tensor) -> torch.Tensor:
         out = model(input_ids=ids, use_cache=False)
-        return F.log_softmax(out.logits[:, :-1].float(), dim=-1)
+        return F.log_softmax(out.logits.float(), dim=-1)[:, :-1]  # no copy of a strided slice
+
+    skip = _n_skippable(sm, hp) if acts is not None else 0
+    if acts is not None and tuple(acts.shape) != (*input_ids.shape, hp.width):
+        raise AutointerpError(
+            f"acts has shape {tuple(acts.shape)}, expected {(*input_ids.shape, hp.width)} "
+            f"(the activations at {hp.name!r} for input_ids)"
+        )
+    dtype = next(model.parameters()).dtype
+    checked = False
+
+    def run(ids: torch.Tensor, given: torch.Tensor | None, fn: _Fn | None) -> torch.Tensor:
+        if given is not None:  # start at the hookpoint from the given (spliced) activations
+            with _resume_at(sm, skip, given if fn is None else fn(given)):
+                return logprobs(ids)
+        if fn is None:
+            return logprobs(ids)
+        with splice(hp, fn):
+            return logprobs(ids)
 
     for s in range(0, input_ids.shape[0], batch_size):
         ids = input_ids[s : s + batch_size].to(sm.device)
@@ -446,15 +512,27 @@ def downstream_metrics(
             continue
         m_total += m
         targets = ids[:, 1:]
-        lp_clean = logprobs(ids)
+        given = acts[s : s + batch_size].to(sm.device, dtype) if skip else None
+        lp_clean = run(ids, given, None)
+        if given is not None and not checked:
+            full = logprobs(ids)
+            tol = 1e-3 if dtype == torch.float32 else 5e-2
+            if not torch.allclose(lp_clean[counted], full[counted], atol=tol, rtol=0):
+                log.warning(
+                    "downstream metrics: runs started from the given activations differ from "
+                    "the full forward (max |dlogp| %.2g); using full forwards",
+                    float((lp_clean[counted] - full[counted]).abs().max()),
+                )
+                skip, given, lp_clean = 0, None, full
+            checked = True
 
         _accumulate(lp_clean, lp_clean, targets, counted, clean)
         for a in ablations:
-            with splice(hp, _replace(keep, _ablate_fn(a, mean_act))):
-                _accumulate(logprobs(ids), lp_clean, targets, counted, abl[a])
+            lp = run(ids, given, _replace(keep, _ablate_fn(a, mean_act)))
+            _accumulate(lp, lp_clean, targets, counted, abl[a])
         for b in bases:
-            with splice(hp, _replace(keep, _basis_fn(b))):
-                _accumulate(logprobs(ids), lp_clean, targets, counted, rec[b.name])
+            lp = run(ids, given, _replace(keep, _basis_fn(b)))
+            _accumulate(lp, lp_clean, targets, counted, rec[b.name])
         del lp_clean
 
     def mean(x: float) -> float:

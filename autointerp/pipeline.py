@@ -171,6 +171,7 @@ class SuiteRun:
         self.timer = Timer()
         self._sm = None
         self._dens_cache: dict[str, np.ndarray] = {}
+        self._codes: dict[str, tuple[str, Any]] = {}  # basis -> (density key, TokenCodes)
         self.device = resolve_device(suite.model.device)
 
     # ---------------------------------------------------------------- model, tokens, acts
@@ -394,14 +395,31 @@ class SuiteRun:
     # ---------------------------------------------------------------- metrics & density
 
     def _iter_x(self, acts, mask, rows, batch_rows: int = 32) -> Iterator[tuple]:
-        for s in range(0, len(rows), batch_rows):
-            r = rows[s : s + batch_rows]
+        for r in self._iter_rows(rows, batch_rows):
             yield torch.from_numpy(np.array(acts[r])), torch.from_numpy(mask[r])
+
+    @staticmethod
+    def _iter_rows(rows: np.ndarray, batch_rows: int = 32) -> Iterator[np.ndarray]:
+        for s in range(0, len(rows), batch_rows):
+            yield np.asarray(rows[s : s + batch_rows])
+
+    @staticmethod
+    def _token_codes(nz: list[tuple[np.ndarray, ...]], shape: tuple[int, int]):
+        from autointerp.records import TokenCodes
+
+        def cat(i: int, dtype) -> np.ndarray:
+            return np.concatenate([p[i] for p in nz]).astype(dtype) if nz else np.zeros(0, dtype)
+
+        return TokenCodes(shape, cat(0, np.int32), cat(1, np.int32), cat(2, np.float32))
+
+    @staticmethod
+    def _density_key(basis: Basis, rows: np.ndarray) -> str:
+        return f"{basis.name}-{basis.info.get('stage_hash', '')}-{stable_hash(rows.tolist())}"
 
     @torch.no_grad()
     def _density(self, basis: Basis, acts, mask, rows) -> np.ndarray:
         """Per-feature firing fraction over the non-special tokens of ``rows`` (cached)."""
-        key = f"{basis.name}-{basis.info.get('stage_hash', '')}-{stable_hash(rows.tolist())}"
+        key = self._density_key(basis, rows)
         cached = self._dens_cache.get(key)
         if cached is not None:
             return cached
@@ -411,13 +429,26 @@ class SuiteRun:
         else:
             counts = torch.zeros(basis.n_features, dtype=torch.float64)
             n = 0
-            for x, ex in self._iter_x(acts, mask, rows):
+            # Over the whole corpus, a basis that records would encode in full again keeps its
+            # non-zero codes for the records stage (~50 MB for a topk-32 SAE).
+            keep = len(rows) == len(mask) and not basis.separable_features
+            T = mask.shape[1]
+            nz: list[tuple[np.ndarray, ...]] = []
+            for (x, ex), r in zip(self._iter_x(acts, mask, rows), self._iter_rows(rows)):
                 x = x[~ex].to(self.device)
+                tok = (r[:, None] * T + np.arange(T))[~ex.numpy()]
                 for s in range(0, len(x), 4096):
-                    fired = basis.encode(x[s : s + 4096]) > 0
+                    c = basis.encode(x[s : s + 4096])
+                    fired = c > 0
                     counts += fired.sum(0, dtype=torch.int32).double().cpu()
+                    if keep:
+                        i, j = (c != 0).nonzero(as_tuple=True)
+                        v = c[i, j].float().cpu().numpy()
+                        nz.append((tok[s : s + 4096][i.cpu().numpy()], j.cpu().numpy(), v))
                 n += len(x)
             d = (counts / max(n, 1)).numpy()
+            if keep:
+                self._codes[basis.name] = (key, self._token_codes(nz, mask.shape))
             path.parent.mkdir(parents=True, exist_ok=True)
             _save_npy(path, d)
         self._dens_cache[key] = d
@@ -474,6 +505,7 @@ class SuiteRun:
             mean_act=mean_act,
             exclude_mask=ex,
             batch_size=mc.batch_size,
+            acts=torch.from_numpy(np.array(acts[metric_rows])),
         )
         for row in rows_out:
             row.update({k: float(v) for k, v in down[row["basis"]].items()})
@@ -514,6 +546,9 @@ class SuiteRun:
             min_density=rc.min_density,
         )
         offset = 1 if self.suite.corpus.prepend_bos else 0
+        key, codes = self._codes.pop(b.name, (None, None))
+        if key != self._density_key(b, np.arange(len(tokens))):
+            codes = None
         recs = collect_records(
             b,
             acts,
@@ -527,6 +562,7 @@ class SuiteRun:
             offset=offset,
             device=self.device,
             progress=self.progress,
+            codes=codes,
         )
         from autointerp.results import atomic_write_text
 
@@ -810,6 +846,7 @@ class SuiteRun:
         records = {
             b.name: self._records(b, acts, tokens, mask, densities[b.name], tok) for b in bases
         }
+        self._codes.clear()  # the density pass's kept codes served the records
         asyncio.run(self._llm_stages(records))
         t = time.perf_counter()
         self._write_outputs(bases, metrics, densities, records)

@@ -88,6 +88,30 @@ def _quantile_sample(
     return _split_interleaved(picked, cfg.n_explain_quantile, cfg.n_test_quantile)
 
 
+@dataclass
+class TokenCodes:
+    """A basis's non-zero codes over every token of a corpus (kept from the density pass so
+    that bases which need a full encode are not encoded twice): flat token index
+    ``row * T + t``, feature id and value of each non-zero."""
+
+    shape: tuple[int, int]  # (n_rows, T)
+    tok: np.ndarray
+    col: np.ndarray
+    val: np.ndarray
+
+    def columns(self, features: np.ndarray) -> np.ndarray:
+        """Dense codes ``[n_rows, T, len(features)]`` of ``features``."""
+        feats = np.asarray(features, dtype=np.int64)
+        out = np.zeros((self.shape[0] * self.shape[1], len(feats)), dtype=np.float32)
+        if len(feats):
+            order = np.argsort(feats, kind="stable")
+            pos = np.searchsorted(feats[order], self.col)
+            hit = pos < len(feats)
+            hit[hit] = feats[order[pos[hit]]] == self.col[hit]
+            out[self.tok[hit], order[pos[hit]]] = self.val[hit]
+        return out.reshape(*self.shape, len(feats))
+
+
 class _Decoder:
     """Token id -> display string, each id decoded once."""
 
@@ -123,11 +147,13 @@ def collect_records(
     reservoir: int = 256,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    codes: TokenCodes | None = None,
 ) -> list[FeatureRecord]:
     """Build a ``FeatureRecord`` for each feature id in ``features``.
 
     ``acts`` [n_rows, T, d] (memory-mapped), ``tokens`` [n_rows, T], ``mask`` True at special
-    tokens (their activations count as 0), ``density`` per feature (all features).
+    tokens (their activations count as 0), ``density`` per feature (all features). ``codes``
+    (optional): the basis's codes of every token, read instead of encoding ``acts``.
     """
     n_rows, T = tokens.shape
     W = cfg.window
@@ -151,14 +177,24 @@ def collect_records(
     res_i = torch.full((nf, reservoir), -1, dtype=torch.long)
     res_v = torch.zeros((nf, reservoir))
     mask_t = torch.from_numpy(np.asarray(mask))
+    dense = torch.from_numpy(codes.columns(feats.numpy())) if codes is not None else None
+
+    def codes_of(rows: np.ndarray | slice) -> torch.Tensor:
+        """Codes [rows, T, nf] of the selected features, 0 at special tokens."""
+        if dense is not None:
+            c = dense[rows]
+        else:
+            x = torch.from_numpy(np.array(acts[rows])).to(device)
+            c = basis.encode_features(x.reshape(-1, x.shape[-1]), feats).float().cpu()
+            c = c.reshape(len(x), T, nf)
+        return c.masked_fill(mask_t[rows][:, :, None], 0.0)
+
     it = range(0, n_rows, batch_rows)
     for r0 in tqdm(it, desc=f"records {basis.name}", unit="batch", disable=not progress):
         r1 = min(n_rows, r0 + batch_rows)
-        x = torch.from_numpy(np.array(acts[r0:r1])).to(device)
         b = r1 - r0
-        codes = basis.encode_features(x.reshape(b * T, -1), feats).float().cpu()
-        codes = codes.reshape(b, T, nf).masked_fill(mask_t[r0:r1, :, None], 0.0)
-        win = codes[:, offset : offset + n_chunks * W].reshape(b, n_chunks, W, nf).amax(2)
+        codes_b = codes_of(slice(r0, r1))
+        win = codes_b[:, offset : offset + n_chunks * W].reshape(b, n_chunks, W, nf).amax(2)
         win = win.reshape(b * n_chunks, nf).T  # [nf, windows in batch]
         wid = torch.arange(r0 * n_chunks, r1 * n_chunks)
         v = torch.cat([top_v, win], 1)
@@ -201,11 +237,7 @@ def collect_records(
     row_acts: dict[int, np.ndarray] = {}
     for s in range(0, len(need), batch_rows):
         rows = np.asarray(need[s : s + batch_rows])
-        x = torch.from_numpy(np.array(acts[rows])).to(device)
-        codes = basis.encode_features(x.reshape(len(rows) * T, -1), feats)
-        codes = codes.float().cpu().reshape(len(rows), T, nf)
-        codes = codes.masked_fill(mask_t[rows][:, :, None], 0.0).numpy()
-        for r, c in zip(rows.tolist(), codes):
+        for r, c in zip(rows.tolist(), codes_of(rows).numpy()):
             row_acts[r] = c
     dec = _Decoder(tokenizer)
     out = []

@@ -28,6 +28,7 @@ import argparse
 import logging
 import math
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -146,11 +147,28 @@ class _SparseDecode(torch.autograd.Function):
     def backward(ctx, g):  # type: ignore[override]
         f, idx, W = ctx.saved_tensors
         grad_W = _sparse_t_matmul(idx, f, W.shape[0], g)
-        grad_f = torch.empty_like(f)
-        for s in range(0, len(idx), 256):  # W[idx] of a whole batch is [B, k, d]: gather by parts
-            part = slice(s, s + 256)
-            grad_f[part] = torch.bmm(W[idx[part]], g[part].unsqueeze(-1)).squeeze(-1)
-        return grad_f, None, grad_W
+        return _sampled_rows_dot(g, W, idx), None, grad_W
+
+
+def _sampled_rows_dot(g: torch.Tensor, W: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``out[t, j] = g[t] . W[idx[t, j]]``, i.e. ``(g W^T)`` read only at ``idx``. On the CPU
+    one sampled sparse product (SDDMM; 14 vs 122 ms for a topk step of 4096 x 32 on 2 cores);
+    elsewhere the rows ``W[idx]`` gathered in parts of 256 tokens and a batched product."""
+    B, k = idx.shape
+    if g.device.type == "cpu":
+        crow = torch.arange(0, B * k + 1, k, device=g.device)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+            warnings.simplefilter("ignore", UserWarning)
+            pattern = torch.sparse_csr_tensor(
+                crow, idx.reshape(-1), torch.zeros(B * k, dtype=g.dtype), (B, W.shape[0]),
+                check_invariants=False,
+            )  # fmt: skip
+        return torch.sparse.sampled_addmm(pattern, g, W.T, beta=0.0).values().reshape(B, k)
+    out = torch.empty(B, k, dtype=g.dtype, device=g.device)
+    for s in range(0, B, 256):  # W[idx] of a whole batch is [B, k, d]: gather by parts
+        part = slice(s, s + 256)
+        out[part] = torch.bmm(W[idx[part]], g[part].unsqueeze(-1)).squeeze(-1)
+    return out
 
 
 def _check_acts(x: torch.Tensor) -> None:

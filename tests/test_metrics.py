@@ -517,3 +517,37 @@ def test_saebench_nan_metric_written_as_minus_one():
     )
     with pytest.raises(AutointerpError, match="name"):
         saebench_core_dict({}, [0.1], basis_info={}, model="m", hookpoint="h")
+
+
+@pytest.mark.parametrize("name", ["blocks.1.hook_resid_post", "blocks.2.hook_resid_pre"])
+def test_downstream_from_given_activations_equals_full_forwards(tiny_model, name, caplog):
+    """Runs started at a residual hookpoint from its cached activations (layers before it
+    skipped) give the numbers of full spliced forwards; activations that are not the model's
+    are caught by the first batch's check and the full forwards are used."""
+    sm = tiny_model
+    hp = sm.hookpoint(name)
+    ids, ex = _ids(sm)
+    mean_act = mean_activation(sm, hp, ids, exclude_mask=ex)
+    bases = [IdentityBasis(32), NoisyBasis(32)]
+    kw = dict(mean_act=mean_act, exclude_mask=ex, batch_size=2)
+    ref = downstream_metrics(sm, hp, ids, bases, **kw)
+    acts = run_to_hookpoint(sm, hp, ids)
+    calls = []
+    layer0 = sm.layers[0]
+    h = layer0.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        got = downstream_metrics(sm, hp, ids, bases, acts=acts, **kw)
+    finally:
+        h.remove()
+    assert len(calls) == 1  # only the first batch's check ran the skipped layers
+    assert sm.layers[0] is layer0  # the layers are put back
+    for b in ref:
+        for col, v in ref[b].items():
+            assert got[b][col] == pytest.approx(v, rel=1e-5, abs=1e-7), (b, col)
+    with caplog.at_level("WARNING"):
+        wrong = downstream_metrics(sm, hp, ids, bases, acts=acts + 1.0, **kw)
+    assert "using full forwards" in caplog.text
+    for b in ref:
+        assert wrong[b]["ce_recon"] == pytest.approx(ref[b]["ce_recon"], rel=1e-5)
+    with pytest.raises(AutointerpError, match="acts has shape"):
+        downstream_metrics(sm, hp, ids, bases, acts=acts[:, :-1], **kw)

@@ -62,3 +62,30 @@ def test_splice_identity_keeps_logits_and_zero_changes_them(tiny_model):
         torch.testing.assert_close(same, clean)
         assert (zero - clean).abs().max() > 1e-3
     assert torch.equal(sm.model(input_ids=ids).logits, clean)  # hooks removed
+
+
+def test_fast_gguf_parsing_reads_the_same_fields_and_tensors_and_restores():
+    """The in-memory GGUF parse gives the same metadata and tensor bytes as gguf's memmap
+    parse of the bundled file, and both patched names are restored afterwards."""
+    import gguf
+    import gguf.gguf_reader as reader
+    import numpy as np
+
+    from autointerp.model import fast_gguf_parsing, smollm2_gguf_path
+
+    path = smollm2_gguf_path()
+    ref = reader.GGUFReader(path)
+    old_np, old_map = reader.np, gguf.get_tensor_name_map
+    with fast_gguf_parsing():
+        fast = reader.GGUFReader(path)
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 30) is gguf.get_tensor_name_map(arch, 30)
+    assert reader.np is old_np and gguf.get_tensor_name_map is old_map
+    assert list(fast.fields) == list(ref.fields)
+    for name in ("general.architecture", "llama.block_count", "tokenizer.ggml.tokens"):
+        a, b = fast.fields[name], ref.fields[name]
+        parts = [np.asarray(p).tolist() for p in b.parts]
+        assert [np.asarray(p).tolist() for p in a.parts] == parts
+    assert [t.name for t in fast.tensors] == [t.name for t in ref.tensors]
+    for i in (0, len(ref.tensors) // 2, len(ref.tensors) - 1):
+        assert np.array_equal(np.asarray(fast.tensors[i].data), np.asarray(ref.tensors[i].data))

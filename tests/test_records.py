@@ -5,7 +5,7 @@ import pytest
 
 from autointerp.bases.linear import neuron_basis
 from autointerp.config import RecordsConfig
-from autointerp.records import collect_records, select_features
+from autointerp.records import TokenCodes, collect_records, select_features
 from tests.conftest import make_char_tokenizer
 
 
@@ -111,3 +111,31 @@ def test_select_features_only_alive_and_seeded():
     assert set(a) <= {1, 3, 4, 6} and len(a) == 3
     assert np.array_equal(a, select_features(dens, 3, seed=1))
     assert list(select_features(dens, 2, mode="first")) == [1, 3]
+
+
+def test_records_from_kept_codes_equal_records_from_encoding(corpus):
+    """Records built from a basis's kept non-zero codes (the density pass's) equal those
+    built by encoding the activations, for unsorted feature ids too."""
+    import torch
+
+    tokens, acts, mask = corpus
+    basis = neuron_basis(6, k=2)
+    cfg = RecordsConfig(window=8, n_explain_top=3, n_test_top=2, n_test_random=4)
+    c = basis.encode(torch.from_numpy(acts.reshape(-1, 6)))
+    i, j = (c != 0).nonzero(as_tuple=True)
+    kept = TokenCodes(tokens.shape, i.numpy(), j.numpy(), c[i, j].numpy())
+    feats = np.array([7, 1, 4])
+    np.testing.assert_array_equal(
+        kept.columns(feats), c[:, feats].reshape(*tokens.shape, 3).numpy()
+    )
+
+    def records(codes):
+        return [
+            r.to_dict()
+            for r in collect_records(
+                basis, acts, tokens, mask, feats, np.full(12, 0.1), cfg,
+                make_char_tokenizer(), progress=False, codes=codes,
+            )
+        ]  # fmt: skip
+
+    assert records(kept) == records(None)

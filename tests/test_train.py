@@ -164,3 +164,23 @@ def test_cli_train_sae_and_inspect(synthetic, tmp_path, capsys):
     rc = main(["train-sae", "--acts", str(tmp_path / "missing.npy"), "--out", str(out)])
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_sparse_decode_gradients_match_dense_autograd():
+    """The hand-written backward of the gathered decode (sampled product for the codes'
+    gradient, sparse product for the decoder's) equals autograd through a dense decode."""
+    from autointerp.train import _SparseDecode
+
+    g = torch.Generator().manual_seed(0)
+    n, d, B, k = 50, 12, 40, 5
+    W = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    idx = torch.rand(B, n, generator=g).topk(k, dim=1, sorted=False).indices
+    f = torch.randn(B, k, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(B, d, generator=g, dtype=torch.float64)
+    (_SparseDecode.apply(f, idx, W) * up).sum().backward()
+    gf, gW = f.grad.clone(), W.grad.clone()
+    f.grad = W.grad = None
+    dense = torch.zeros(B, n, dtype=torch.float64).scatter(1, idx, f)
+    ((dense @ W) * up).sum().backward()
+    assert torch.allclose(gf, f.grad, atol=1e-10)
+    assert torch.allclose(gW, W.grad, atol=1e-10)

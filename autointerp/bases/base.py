@@ -51,8 +51,14 @@ class Basis(nn.Module, ABC):
 
     def encode_features(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``encode(x)[:, features]``; bases whose features are computed independently of
-        each other override it to compute only those columns."""
+        each other override it to compute only those columns (and set
+        :attr:`separable_features`)."""
         return self.encode(x)[:, features.to(x.device)]
+
+    @property
+    def separable_features(self) -> bool:
+        """True when :meth:`encode_features` costs only the asked columns (no full encode)."""
+        return False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of ``x``."""

@@ -162,6 +162,10 @@ class RandomDirections(Basis):
         self.check_input(x)
         return _shifted_proj(x.float(), self.R, self.mu, self.t).clamp_(min=0)
 
+    @property
+    def separable_features(self) -> bool:
+        return True
+
     def encode_features(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         f = features.to(self.R.device)

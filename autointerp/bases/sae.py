@@ -260,6 +260,10 @@ class SAE(Basis):
         f = features.to(self.W_enc.device)
         return self._activate(self.pre_activations(x, f), f)
 
+    @property
+    def separable_features(self) -> bool:
+        return not self._topk_rule()
+
     def _topk_rule(self) -> bool:
         return self.architecture == "topk" or (
             self.architecture == "batchtopk" and not self._has_threshold()

@@ -272,10 +272,9 @@ class TransformersClient(InProcessClient):
 
         body, head = self._split if self._split is not None else (self.sm.model, None)
         slot: dict[tuple[int, ...], int] = {}
-        states = []
         for pre, _ in items:
-            if slot.setdefault(tuple(pre), len(states)) == len(states):
-                states.append(self._prefix_state(pre))
+            slot.setdefault(tuple(pre), len(slot))
+        states = self._prefix_states([list(p) for p in slot])
         if any(kv is None for kv, _ in states):  # sliding-window layers: each prompt alone
             return [self._logits_fns([pre + suf])[0] for pre, suf in items]
         lens = [len(p) for p in slot]
@@ -315,28 +314,43 @@ class TransformersClient(InProcessClient):
 
         return [at(b, states[w][1], lens[w]) for b, w in enumerate(which)]
 
-    def _prefix_state(self, ids: list[int]) -> tuple[list | None, Any]:
-        """(each layer's keys and values of ``ids``, the rows :meth:`_logits_fns` would give for
-        them); a prefix seen recently is not run again (LRU of ``PREFIX_CACHE`` prefixes: the
+    def _prefix_states(self, prefixes: list[list[int]]) -> list[tuple[list | None, Any]]:
+        """Per prefix: (each layer's keys and values of its ids, the rows :meth:`_logits_fns`
+        would give for them). Prefixes seen recently come from an LRU of ``PREFIX_CACHE`` (the
         PMI prompts of an explanation are read once for the feature and once as another
-        feature's shuffled null, and the neutral prefix for every feature)."""
-        key = tuple(ids)
-        hit = self._prefixes.get(key)
-        if hit is None:
-            body, head = self._split if self._split is not None else (self.sm.model, None)
-            pre = body(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
-            rows = pre.logits[0] if head is None else pre.last_hidden_state[0]
-            kv: list | None = []
-            for k, v, *sliding in pre.past_key_values:
-                if sliding and sliding[0] is not None:  # windows count cache slots: no padding
-                    kv = None
-                    break
-                kv.append((k, v))
-            hit = self._prefixes[key] = (kv, rows)
-            while len(self._prefixes) > PREFIX_CACHE:
-                self._prefixes.popitem(last=False)
-        self._prefixes.move_to_end(key)
-        return hit
+        feature's shuffled null, and the neutral prefix for every feature); the others run
+        together in one right-padded pass (a prefix alone is a slow, small product)."""
+        body, head = self._split if self._split is not None else (self.sm.model, None)
+        new = [p for p in dict.fromkeys(map(tuple, prefixes)) if p not in self._prefixes]
+        if new:
+            pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+            n = max(len(p) for p in new)
+            out = body(
+                input_ids=torch.tensor([list(p) + [pad] * (n - len(p)) for p in new]).to(
+                    self.device
+                ),
+                attention_mask=torch.tensor([[1] * len(p) + [0] * (n - len(p)) for p in new]).to(
+                    self.device
+                ),
+                use_cache=True,
+            )
+            rows = out.logits if head is None else out.last_hidden_state
+            layers = list(out.past_key_values)
+            for b, p in enumerate(new):
+                kv: list | None = []
+                for k, v, *sliding in layers:
+                    if sliding and sliding[0] is not None:  # windows count cache slots
+                        kv = None
+                        break
+                    kv.append((k[b : b + 1, :, : len(p)], v[b : b + 1, :, : len(p)]))
+                self._prefixes[p] = (kv, rows[b, : len(p)])
+        got = []
+        for p in map(tuple, prefixes):
+            self._prefixes.move_to_end(p)
+            got.append(self._prefixes[p])
+        while len(self._prefixes) > max(PREFIX_CACHE, len(prefixes)):
+            self._prefixes.popitem(last=False)
+        return got
 
     async def _prompt_logprobs_batch(
         self, prompts: list[str], top_logprobs: int, only_at: list[list[int] | None]
