@@ -33,7 +33,7 @@ from autointerp import __version__
 from autointerp.activations import cache_activations, special_mask
 from autointerp.bases.base import Basis
 from autointerp.config import BasisConfig, Suite, check_name, load_suite, suite_from_dict
-from autointerp.errors import ConfigError, FatalLLMError
+from autointerp.errors import AutointerpError, ConfigError, FatalLLMError
 from autointerp.journal import Journal, RunLock
 from autointerp.results import (
     atomic_write_json,
@@ -708,6 +708,21 @@ class SuiteRun:
             flush_ledger()
             bar.update()
 
+        # Shortest prompts first: an in-process explainer generates the chats in flight as one
+        # left-padded batch, so batches of similar lengths pad less (prompts run 0-163 tokens).
+        from autointerp.explain import build_messages
+
+        def prompt_chars(job: tuple[FeatureRecord, str]) -> tuple[bool, int]:
+            r, style = job
+            if style == "top_tokens":
+                return (False, 0)
+            try:
+                msgs = build_messages(r, style, ec.max_examples)
+            except AutointerpError:  # explain_feature reports it
+                return (True, 0)
+            return (True, sum(len(m["content"]) for m in msgs))
+
+        todo_exp.sort(key=prompt_chars)
         await _gather_fatal([one_exp(r, s) for r, s in todo_exp])
         bar.close()
         if any(s != "top_tokens" for _, s in todo_exp):
