@@ -7,10 +7,14 @@ process, same inputs: 16-token windows of gensim's Wikipedia text, the SmolLM2 w
 2. the same PMI prompts of N features with distinct explanations, as the pipeline sends them
    (``prompt_logprobs_many`` per feature, all in flight): merged into multi-prefix passes
    (``max_concurrency`` 8) vs one feature per pass (``max_concurrency`` 1);
-3. compact explanations of N features: greedy chats generated together in batches of
-   ``--batch`` (the default suite's) vs batches of 32 (its earlier setting), batches of 32 with
+3. compact explanations of N features (4 example windows each, every 20th feature 12, so
+   prompt lengths have a tail as in the suite): greedy chats generated together in batches of
+   ``--batch`` (the default suite's) by ``llm/greedy.py`` vs the same batches through
+   ``model.generate`` (left-padded prefill, dynamic cache), batches of 32, batches of 32 with
    the LM-head input strided, and llama.cpp one at a time (the first 32 features for the last
-   two).
+   two);
+4. one batch of 154 real-text prompts with a long tail (146 of 54-72 tokens, 8 of 100-157),
+   every row forced to 48 new tokens: ``greedy_generate`` vs ``model.generate``.
 
 Prints seconds; asserts nothing.
 
@@ -97,18 +101,25 @@ def pmi_merged(n_features: int) -> None:
 
 
 def explanations(n: int, batch: int) -> None:
-    wins = _windows(4 * n)
-    recs = [FeatureRecord("b", i, 0.01, 1.0, explain=wins[4 * i : 4 * i + 4]) for i in range(n)]
+    wins = _windows(12 * n)
+    recs = [
+        FeatureRecord("b", i, 0.01, 1.0, explain=wins[12 * i : 12 * i + (4 if i % 20 else 12)])
+        for i in range(n)
+    ]
     print(f"\n== compact explanations of {n} features (max_tokens 48) ==")
     tf = "transformers"
+    big = LLMConfig(backend=tf, max_concurrency=batch)
     engines = [  # (row, config, features used)
-        (f"transformers, batches of {batch}", LLMConfig(backend=tf, max_concurrency=batch), n),
-        ("the same, batches of 32 (was)", LLMConfig(backend=tf, max_concurrency=32), n),
+        (f"transformers, batches of {batch}", big, n),
+        (f"batches of {batch}, model.generate (was)", big, n),
+        ("batches of 32", LLMConfig(backend=tf, max_concurrency=32), n),
         ("batches of 32, LM-head input strided", LLMConfig(backend=tf, max_concurrency=32), 32),
         ("llama.cpp one at a time (baseline)", LLMConfig(backend="llamacpp"), 32),
     ]
     for name, cfg, used in engines:
         cl = make_client(cfg)
+        if hasattr(cl, "_greedy"):
+            cl._greedy = "generate" not in name and tb.supports_greedy_batch(cl.sm.model)
         if "strided" in name:  # same model object: drop the hook for this row only
             cl.sm.model.autointerp_head_hook.remove()
 
@@ -126,6 +137,36 @@ def explanations(n: int, batch: int) -> None:
             tb._contiguous_head_input(cl.sm.model)
 
 
+def long_tail(reps: int = 2) -> None:
+    import torch
+
+    from autointerp.llm.greedy import greedy_generate
+
+    print("\n== 154 prompts (146 of 54-72 tokens, 8 of 100-157), 48 new tokens each ==")
+    tok = load_tokenizer("smollm2-gguf")
+    ids = tokenize_corpus(CorpusConfig(n_tokens=154 * 160, context=160), tok)
+    g = torch.Generator().manual_seed(0)
+    lens = torch.randint(54, 73, (146,), generator=g).tolist()
+    lens += torch.randint(100, 158, (8,), generator=g).tolist()
+    seqs = [[int(t) for t in r[:n]] for r, n in zip(ids, lens, strict=False)]
+    cl = make_client(LLMConfig(backend="transformers"))
+    model, pad, n = cl.sm.model, 0, max(lens)
+    x = torch.tensor([[pad] * (n - len(q)) + q for q in seqs])
+    mask = (torch.arange(n)[None] >= n - torch.tensor(lens)[:, None]).long()
+    for _ in range(reps):
+        t = time.perf_counter()
+        greedy_generate(model, seqs, max_new_tokens=48, ends=set(), pad_id=pad)
+        a = time.perf_counter() - t
+        t = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(
+                input_ids=x, attention_mask=mask, max_new_tokens=48, min_new_tokens=48,
+                do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad,
+            )  # fmt: skip
+        b = time.perf_counter() - t
+        print(f"  greedy_generate {a:6.1f} s   model.generate (was) {b:6.1f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--features", type=int, default=8)
@@ -135,6 +176,7 @@ def main() -> None:
     pmi_batches(a.features)
     pmi_merged(a.features)
     explanations(a.explanations, a.batch)
+    long_tail()
 
 
 if __name__ == "__main__":

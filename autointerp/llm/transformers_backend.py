@@ -44,6 +44,7 @@ from autointerp.llm.base import (
     TokenLogprob,
     Usage,
 )
+from autointerp.llm.greedy import end_ids, greedy_generate, supports_greedy_batch
 from autointerp.llm.inprocess import InProcessClient, top_by_text
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, threading.Lock]] = {}
@@ -156,6 +157,7 @@ class TransformersClient(InProcessClient):
         self._lead = self._leading_special()  # e.g. a BOS the tokenizer prepends
         self._split = self._split_head()
         self._prefixes: OrderedDict[tuple[int, ...], tuple[list, Any]] = OrderedDict()
+        self._greedy = supports_greedy_batch(self.sm.model)
 
     def describe(self) -> dict[str, Any]:
         # device is left out: the same weights and dtype give the same answers to rounding
@@ -535,13 +537,34 @@ class TransformersClient(InProcessClient):
         stop: list[str] | None,
         seed: int | None,
     ) -> list[ChatResponse]:
-        """Greedy generation of several chats in one left-padded batch."""
+        """Greedy generation of several chats at once: :func:`greedy_generate` for the model
+        families it supports, else ``generate`` on one left-padded batch."""
         kw = dict(max_tokens=max_tokens, temperature=temperature, top_logprobs=top_logprobs)
         if len(messages) == 1:
             return [self._chat_sync(messages[0], stop=stop, seed=seed, **kw)]
         seqs = [self._chat_ids(m, max_tokens) for m in messages]
-        n = max(len(q) for q in seqs)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        ends = (self.tok.eos_token_id, self.tok.pad_token_id)
+        if self._greedy:
+            hit = None
+            if stop:
+                hit = lambda new: any(  # noqa: E731
+                    s in self.tok.decode(new, skip_special_tokens=True) for s in stop
+                )
+            with self.lock:
+                outs = greedy_generate(
+                    self.sm.model,
+                    seqs,
+                    max_new_tokens=max_tokens,
+                    ends=end_ids(self.sm.model, self.tok),
+                    pad_id=pad,
+                    stop=hit,
+                )
+            return [
+                self._finish(o, len(q), max_tokens, stop, ends=ends)
+                for o, q in zip(outs, seqs, strict=True)
+            ]
+        n = max(len(q) for q in seqs)
         x = torch.tensor([[pad] * (n - len(q)) + q for q in seqs], device=self.device)
         mask = torch.tensor([[0] * (n - len(q)) + [1] * len(q) for q in seqs], device=self.device)
         gen: dict[str, Any] = dict(
@@ -556,7 +579,6 @@ class TransformersClient(InProcessClient):
             gen["stopping_criteria"] = _stop_on_text(self.tok, n, list(stop))
         with self.lock, torch.inference_mode():
             out = self.sm.model.generate(input_ids=x, attention_mask=mask, **gen)
-        ends = (self.tok.eos_token_id, self.tok.pad_token_id)
         return [
             self._finish(out[b, n:].tolist(), len(q), max_tokens, stop, ends=ends)
             for b, q in enumerate(seqs)
