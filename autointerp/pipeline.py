@@ -708,8 +708,8 @@ class SuiteRun:
             flush_ledger()
             bar.update()
 
-        # Shortest prompts first: an in-process explainer generates the chats in flight as one
-        # left-padded batch, so batches of similar lengths pad less (prompts run 0-163 tokens).
+        # Shortest prompts first: a model that falls back to ``model.generate`` pads each batch
+        # to its longest prompt (0-163 tokens here); llm/greedy.py does not pad its prefill.
         from autointerp.explain import build_messages
 
         def prompt_chars(job: tuple[FeatureRecord, str]) -> tuple[bool, int]:

@@ -10,15 +10,15 @@ process, same inputs: 16-token windows of gensim's Wikipedia text, the SmolLM2 w
 3. compact explanations of N features (4 example windows each, every 20th feature 12, so
    prompt lengths have a tail as in the suite): greedy chats generated together in batches of
    ``--batch`` (the default suite's) by ``llm/greedy.py`` vs the same batches through
-   ``model.generate`` (left-padded prefill, dynamic cache), batches of 32, batches of 32 with
-   the LM-head input strided, and llama.cpp one at a time (the first 32 features for the last
-   two);
+   ``model.generate`` (left-padded prefill, dynamic cache), batches of 160, batches of 32 (the
+   first 160 features), batches of 32 with the LM-head input strided, and llama.cpp one at a
+   time (the first 32 features for the last two);
 4. one batch of 154 real-text prompts with a long tail (146 of 54-72 tokens, 8 of 100-157),
    every row forced to 48 new tokens: ``greedy_generate`` vs ``model.generate``.
 
 Prints seconds; asserts nothing.
 
-    python benchmarks/bench_batching.py [--features 8] [--explanations 160] [--batch 160]
+    python benchmarks/bench_batching.py [--features 8] [--explanations 320] [--batch 320]
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def explanations(n: int, batch: int) -> None:
     engines = [  # (row, config, features used)
         (f"transformers, batches of {batch}", big, n),
         (f"batches of {batch}, model.generate (was)", big, n),
-        ("batches of 32", LLMConfig(backend=tf, max_concurrency=32), n),
+        ("batches of 160", LLMConfig(backend=tf, max_concurrency=160), n),
+        ("batches of 32", LLMConfig(backend=tf, max_concurrency=32), min(n, 160)),
         ("batches of 32, LM-head input strided", LLMConfig(backend=tf, max_concurrency=32), 32),
         ("llama.cpp one at a time (baseline)", LLMConfig(backend="llamacpp"), 32),
     ]
@@ -170,8 +171,8 @@ def long_tail(reps: int = 2) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--features", type=int, default=8)
-    ap.add_argument("--explanations", type=int, default=160)
-    ap.add_argument("--batch", type=int, default=160)
+    ap.add_argument("--explanations", type=int, default=320)
+    ap.add_argument("--batch", type=int, default=320)
     a = ap.parse_args()
     pmi_batches(a.features)
     pmi_merged(a.features)
