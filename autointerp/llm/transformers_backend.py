@@ -6,8 +6,9 @@ a torch forward over a long prompt is several times faster than llama.cpp's prom
 the quantised GGUF (``benchmarks/bench_simulator.py``: 1.0 s vs 4.2 s for a 1,280-token prompt on
 2 cores; llama.cpp stays near 3 s even without logits or with larger batches or flash
 attention), and the all-at-once simulator is one long prompt per feature. Greedy chats in
-flight together are generated as one batch (the default explainer); explanation-PMI prompts
-of concurrent callers are merged into multi-prefix passes (:meth:`_prefixed_fns`).
+flight together are generated as one batch (the default explainer, ``llm/greedy.py``);
+explanation-PMI prompts of concurrent callers are merged into multi-prefix passes
+(:meth:`_prefixed_fns`).
 
 Prompt logprobs: one forward pass; the hidden state before token ``i`` (row ``i-1``) goes
 through the LM head and a log-softmax over the whole vocabulary, so position ``i`` holds the
@@ -495,9 +496,10 @@ class TransformersClient(InProcessClient):
 
     # ------------------------------------------------------------------ chat
     async def _chat(self, messages: list[Message], **params: Any) -> ChatResponse:
-        """Greedy chats that are in flight together are generated as one left-padded batch
-        (``max_concurrency`` bounds the batch): on a CPU, a batch of 16 costs little more per
-        step than one. Sampled chats and chats asking for logprobs run one at a time."""
+        """Greedy chats that are in flight together are generated as one batch
+        (``max_concurrency`` bounds it; see :meth:`_chat_batch_sync`): on a CPU a batch of 16
+        costs little more per step than one. Sampled chats and chats asking for logprobs run
+        one at a time."""
         if params.get("temperature", 0) > 0 or params.get("top_logprobs") is not None:
             return await super()._chat(messages, **params)
         return await self._submit("chat", self._drain, messages, params)
