@@ -171,7 +171,7 @@ class SuiteRun:
         self.timer = Timer()
         self._sm = None
         self._dens_cache: dict[str, np.ndarray] = {}
-        self._codes: dict[str, tuple[str, Any]] = {}  # basis -> (density key, TokenCodes)
+        self._codes: dict[str, Any] = {}  # density key -> TokenCodes (full-corpus passes)
         self.device = resolve_device(suite.model.device)
 
     # ---------------------------------------------------------------- model, tokens, acts
@@ -396,7 +396,11 @@ class SuiteRun:
 
     def _iter_x(self, acts, mask, rows, batch_rows: int = 32) -> Iterator[tuple]:
         for r in self._iter_rows(rows, batch_rows):
-            yield torch.from_numpy(np.array(acts[r])), torch.from_numpy(mask[r])
+            yield self._rows_x(acts, mask, r)
+
+    @staticmethod
+    def _rows_x(acts, mask, r: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(np.array(acts[r])), torch.from_numpy(mask[r])
 
     @staticmethod
     def _iter_rows(rows: np.ndarray, batch_rows: int = 32) -> Iterator[np.ndarray]:
@@ -434,7 +438,8 @@ class SuiteRun:
             keep = len(rows) == len(mask) and not basis.separable_features
             T = mask.shape[1]
             nz: list[tuple[np.ndarray, ...]] = []
-            for (x, ex), r in zip(self._iter_x(acts, mask, rows), self._iter_rows(rows)):
+            for r in self._iter_rows(rows):
+                x, ex = self._rows_x(acts, mask, r)
                 x = x[~ex].to(self.device)
                 tok = (r[:, None] * T + np.arange(T))[~ex.numpy()]
                 for s in range(0, len(x), 4096):
@@ -448,7 +453,7 @@ class SuiteRun:
                 n += len(x)
             d = (counts / max(n, 1)).numpy()
             if keep:
-                self._codes[basis.name] = (key, self._token_codes(nz, mask.shape))
+                self._codes[key] = self._token_codes(nz, mask.shape)
             path.parent.mkdir(parents=True, exist_ok=True)
             _save_npy(path, d)
         self._dens_cache[key] = d
@@ -546,9 +551,7 @@ class SuiteRun:
             min_density=rc.min_density,
         )
         offset = 1 if self.suite.corpus.prepend_bos else 0
-        key, codes = self._codes.pop(b.name, (None, None))
-        if key != self._density_key(b, np.arange(len(tokens))):
-            codes = None
+        codes = self._codes.pop(self._density_key(b, np.arange(len(tokens))), None)
         recs = collect_records(
             b,
             acts,

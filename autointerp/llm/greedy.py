@@ -131,9 +131,8 @@ def greedy_generate(
     ends a row whose new tokens so far meet it (e.g. a stop string in their text)."""
     if not seqs or max_new_tokens < 1:
         return [[] for _ in seqs]
-    dev = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    neg = torch.finfo(dtype).min if dtype.is_floating_point else -1e9
+    dev, dtype = model.device, model.dtype
+    neg = torch.finfo(dtype).min
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     lens = [len(seqs[i]) for i in order]
     b, n = len(seqs), lens[-1]

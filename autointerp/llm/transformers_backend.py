@@ -158,7 +158,9 @@ class TransformersClient(InProcessClient):
         self._lead = self._leading_special()  # e.g. a BOS the tokenizer prepends
         self._split = self._split_head()
         self._prefixes: OrderedDict[tuple[int, ...], tuple[list, Any]] = OrderedDict()
+        self._pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         self._greedy = supports_greedy_batch(self.sm.model)
+        self._ends = end_ids(self.sm.model, self.tok)  # rows of greedy_generate end at these
 
     def describe(self) -> dict[str, Any]:
         # device is left out: the same weights and dtype give the same answers to rounding
@@ -191,7 +193,7 @@ class TransformersClient(InProcessClient):
         ``rows -> hidden states (or logits, see :meth:`_head`) at those rows``. Right padding
         leaves every real position's causal context as it is alone."""
         n = max(len(q) for q in seqs)
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        pad = self._pad
         x = torch.tensor([q + [pad] * (n - len(q)) for q in seqs], device=self.device)
         kw: dict[str, Any] = {"input_ids": x}
         if len(seqs) > 1:
@@ -292,7 +294,7 @@ class TransformersClient(InProcessClient):
                 vs.append(torch.nn.functional.pad(v, (0, 0, lmax - n, 0)))
             layers.append((torch.cat(ks)[per_row], torch.cat(vs)[per_row]))
         cache = DynamicCache(ddp_cache_data=layers)
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        pad = self._pad
         n = max(len(suf) for _, suf in items)
         x, mask, pos = [], [], []
         for pre, suf in items:
@@ -326,7 +328,7 @@ class TransformersClient(InProcessClient):
         body, head = self._split if self._split is not None else (self.sm.model, None)
         new = [p for p in dict.fromkeys(map(tuple, prefixes)) if p not in self._prefixes]
         if new:
-            pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+            pad = self._pad
             n = max(len(p) for p in new)
             out = body(
                 input_ids=torch.tensor([list(p) + [pad] * (n - len(p)) for p in new]).to(
@@ -545,20 +547,16 @@ class TransformersClient(InProcessClient):
         if len(messages) == 1:
             return [self._chat_sync(messages[0], stop=stop, seed=seed, **kw)]
         seqs = [self._chat_ids(m, max_tokens) for m in messages]
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        pad = self._pad
         ends = (self.tok.eos_token_id, self.tok.pad_token_id)
         if self._greedy:
-            hit = None
-            if stop:
-                hit = lambda new: any(  # noqa: E731
-                    s in self.tok.decode(new, skip_special_tokens=True) for s in stop
-                )
+            hit = (lambda new: _meets_stop(self.tok, new, stop)) if stop else None
             with self.lock:
                 outs = greedy_generate(
                     self.sm.model,
                     seqs,
                     max_new_tokens=max_tokens,
-                    ends=end_ids(self.sm.model, self.tok),
+                    ends=self._ends,
                     pad_id=pad,
                     stop=hit,
                 )
@@ -693,16 +691,19 @@ class TransformersClient(InProcessClient):
         return resp
 
 
+def _meets_stop(tok: Any, new: Any, stop: list[str]) -> bool:
+    """True when the decoded completion ``new`` (token ids) contains one of ``stop``."""
+    text = tok.decode(new, skip_special_tokens=True)
+    return any(s in text for s in stop)
+
+
 def _stop_on_text(tok: Any, n_prompt: int, stop: list[str]) -> Any:
     """Stop generating once the decoded completion contains one of ``stop``."""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> torch.Tensor:
-            hits = []
-            for row in input_ids[:, n_prompt:]:
-                text = tok.decode(row, skip_special_tokens=True)
-                hits.append(any(s in text for s in stop))
+            hits = [_meets_stop(tok, row, stop) for row in input_ids[:, n_prompt:]]
             return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([_Stop()])
