@@ -8,8 +8,9 @@ An entry point names either
 
 The entry-point name is the format name (``format="NAME"`` forces it). ``cfg`` holds
 ``{"format": NAME, "device": str | None}``; the plugin reads its own files from ``path``.
-:func:`autointerp.bases.checkpoints.load_checkpoint` tries the built-in formats first, then
-every plugin's ``detect``. Plugins can also be registered in-process with
+:func:`autointerp.bases.checkpoints.load_checkpoint` tries the built-in formats first (the
+``BUILTIN`` table of :mod:`autointerp.bases.formats`; their names and aliases win over a plugin
+of the same name), then every plugin's ``detect``. Plugins can also be registered in-process with
 :func:`register_plugin`.
 """
 

@@ -1,8 +1,10 @@
 """LLM access for autointerp: ``make_client(cfg)`` builds the client for one role.
 
 Backends: ``llamacpp`` (in-process, offline default), ``transformers`` (in-process torch),
-``openai`` (openai SDK, any OpenAI-compatible endpoint) and ``litellm``. All share caching, retries,
-concurrency limits and accounting (see ``autointerp.llm.base``).
+``openai`` (openai SDK, any OpenAI-compatible endpoint) and ``litellm``, plus any registered with
+``register_backend`` or the ``autointerp.llm_backends`` entry-point group (see
+``autointerp.llm.registry``). All share caching, retries, concurrency limits and accounting (see
+``autointerp.llm.base``).
 """
 
 from __future__ import annotations
@@ -11,19 +13,13 @@ import threading
 
 from autointerp.errors import FatalLLMError, LLMError, ParseError
 from autointerp.llm.accounting import Ledger
-from autointerp.llm.base import (
-    ChatResponse,
-    LLMClient,
-    Message,
-    PromptLogprobs,
-    Tag,
-    TokenLogprob,
-    Usage,
-)
+from autointerp.llm.base import LLMClient
 from autointerp.llm.cache import ResponseCache
 from autointerp.llm.config import LLMConfig
 from autointerp.llm.helpers import as_completed_limited, chat_parsed, map_concurrent
 from autointerp.llm.prices import PriceTable
+from autointerp.llm.registry import backend_names, get_backend, register_backend
+from autointerp.llm.types import ChatResponse, Message, PromptLogprobs, Tag, TokenLogprob, Usage
 
 __all__ = [
     "ChatResponse",
@@ -41,10 +37,12 @@ __all__ = [
     "TokenLogprob",
     "Usage",
     "as_completed_limited",
+    "backend_names",
     "chat_parsed",
     "local_client",
     "make_client",
     "map_concurrent",
+    "register_backend",
 ]
 
 
@@ -54,26 +52,9 @@ def make_client(
     cache: ResponseCache | None = None,
     ledger: Ledger | None = None,
 ) -> LLMClient:
-    """The client for one role (explainer, simulator or scorer) as configured."""
-    if cfg.backend == "llamacpp":
-        from autointerp.llm.llamacpp import LlamaCppClient
-
-        return LlamaCppClient(cfg, cache=cache, ledger=ledger)
-    if cfg.backend == "transformers":
-        from autointerp.llm.transformers_backend import TransformersClient
-
-        return TransformersClient(cfg, cache=cache, ledger=ledger)
-    if cfg.backend == "openai":
-        from autointerp.llm.openai_backend import OpenAIClient
-
-        return OpenAIClient(cfg, cache=cache, ledger=ledger)
-    if cfg.backend == "litellm":
-        from autointerp.llm.litellm_backend import LiteLLMClient
-
-        return LiteLLMClient(cfg, cache=cache, ledger=ledger)
-    raise FatalLLMError(
-        f"unknown llm backend {cfg.backend!r}; use llamacpp, transformers, openai or litellm"
-    )
+    """The client for one role (explainer, simulator or scorer) as configured: the factory
+    ``autointerp.llm.registry`` holds for ``cfg.backend``."""
+    return get_backend(cfg.backend)(cfg, cache=cache, ledger=ledger)
 
 
 _LOCAL: LLMClient | None = None

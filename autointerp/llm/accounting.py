@@ -14,7 +14,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autointerp.llm.base import Tag, Usage
+from autointerp.llm.types import Tag, Usage
 
 FIELDS = (
     "calls",

@@ -21,8 +21,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -32,108 +31,42 @@ from tenacity import (
 )
 
 from autointerp.errors import FatalLLMError, LLMError
+from autointerp.llm.accounting import Ledger
+from autointerp.llm.cache import ResponseCache, decode_response, encode_response
+from autointerp.llm.config import LLMConfig
+from autointerp.llm.prices import PriceTable
+from autointerp.llm.ratelimit import RateLimiter
+from autointerp.llm.types import (
+    ChatResponse,
+    Message,
+    PromptBatch,
+    PromptLogprobs,
+    Tag,
+    TokenLogprob,
+    TransientLLMError,
+    Usage,
+)
 
-if TYPE_CHECKING:
-    from autointerp.llm.accounting import Ledger
-    from autointerp.llm.cache import ResponseCache
-    from autointerp.llm.config import LLMConfig
-    from autointerp.llm.prices import PriceTable
+__all__ = [  # the data types are re-exported: other packages import them from here
+    "CACHE_KEY_VERSION",
+    "ChatResponse",
+    "LLMClient",
+    "Message",
+    "PromptBatch",
+    "PromptLogprobs",
+    "Tag",
+    "TokenLogprob",
+    "TransientLLMError",
+    "Usage",
+    "request_key",
+]
 
 log = logging.getLogger("autointerp.llm")
 
-Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 R = TypeVar("R", "ChatResponse", "PromptLogprobs")
 
 CACHE_KEY_VERSION = 1
 MAX_RETRY_AFTER_S = 600.0
-
-
-@dataclass
-class Usage:
-    """What one call cost. ``cache_hit`` is True when served from autointerp's own disk cache
-    (then ``cost_usd`` is 0 and the token fields repeat what the original call used)."""
-
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    cost_usd: float = 0.0
-    cache_hit: bool = False
-
-
-@dataclass
-class TokenLogprob:
-    """One generated (or prompt) token with its logprob and the top alternatives."""
-
-    token: str
-    logprob: float | None
-    top: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class ChatResponse:
-    """``key`` is the cache key of the request (pass it to ``LLMClient.forget``).
-    ``finish_reason``: "stop", "length" (cut at ``max_tokens``) or "" when unknown."""
-
-    text: str
-    logprobs: list[TokenLogprob] | None = None
-    usage: Usage = field(default_factory=Usage)
-    key: str = ""
-    finish_reason: str = ""
-
-
-@dataclass
-class PromptLogprobs:
-    """Per prompt token: its text, its character offset in the prompt and top-N logprobs of
-    what the model predicted *at that position* (i.e. given everything before it).
-
-    Alignment: ``top[i]`` is the distribution of token ``i`` given tokens ``0..i-1`` for every
-    backend (raw llama.cpp echo output is shifted by one; backends undo that). ``top[0]`` is
-    ``{}`` unless the model prepends a BOS token. ``candidates[i]`` (when candidate strings were
-    asked for) maps each candidate to its logprob at position ``i``: exact for every candidate
-    when ``exact_candidates`` (in-process llama.cpp), else only those found in ``top[i]``.
-
-    ``token_logprobs[i]`` is the logprob of the actual prompt token ``i`` given tokens
-    ``0..i-1`` (what the explanation-PMI simulator reads): exact in-process and from servers
-    whose echo is standard-aligned; from a shifted (llama.cpp) server only when the token is in
-    the top-N there, else None. None for positions not asked for (``only_at``) and for ``i=0``
-    without a BOS.
-    """
-
-    tokens: list[str]
-    offsets: list[int]
-    top: list[dict[str, float]]
-    usage: Usage = field(default_factory=Usage)
-    candidates: list[dict[str, float]] | None = None
-    exact_candidates: bool = False
-    key: str = ""
-    token_logprobs: list[float | None] | None = None
-
-
-@dataclass
-class PromptBatch:
-    """What one batched prompt-logprob pass returns (``usage.latency_s``: the whole pass)."""
-
-    results: list[PromptLogprobs]
-    usage: Usage = field(default_factory=Usage)
-
-
-@dataclass
-class Tag:
-    """Who a call is for, so accounting can total per basis and per stage."""
-
-    stage: str = ""
-    basis: str = ""
-    feature: int = -1
-
-
-class TransientLLMError(LLMError):
-    """A failure worth retrying (429, 5xx, timeout, connection error, malformed body)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 def request_key(ident: dict[str, Any], kind: str, request: dict[str, Any]) -> str:
@@ -184,10 +117,6 @@ class LLMClient(ABC):
         ledger: Ledger | None = None,
         prices: PriceTable | None = None,
     ):
-        from autointerp.llm.config import LLMConfig
-        from autointerp.llm.prices import PriceTable
-        from autointerp.llm.ratelimit import RateLimiter
-
         self.cfg = cfg if cfg is not None else LLMConfig()
         self.cache = cache
         self.ledger = ledger
@@ -288,8 +217,6 @@ class LLMClient(ABC):
             )
         if not self.supports_prompt_logprobs:
             raise NotImplementedError(f"{self.backend} backend has no prompt logprobs")
-        from autointerp.llm.cache import decode_response, encode_response
-
         tag = tag or Tag()
         extra = await self._prompt_request_extra()
         ats = [sorted(set(a)) if a is not None else None for a in ats]
@@ -395,8 +322,6 @@ class LLMClient(ABC):
         use_cache: bool,
         est_tokens: int,
     ) -> R:
-        from autointerp.llm.cache import decode_response, encode_response
-
         tag = tag or Tag()
         key = self.key_for(kind, request)
         if use_cache and (hit := self._cached(kind, key, tag)) is not None:
@@ -440,8 +365,6 @@ class LLMClient(ABC):
         """The disk cache's answer for ``key`` (accounted as a hit), or None."""
         if self.cache is None:
             return None
-        from autointerp.llm.cache import decode_response
-
         t0 = time.perf_counter()
         stored = self.cache.get(key)
         if stored is None:
@@ -456,8 +379,6 @@ class LLMClient(ABC):
 
     def _store(self, res: Any, kind: str, key: str, tag: Tag, use_cache: bool) -> None:
         """Cost, account and (``use_cache``) cache a freshly computed answer."""
-        from autointerp.llm.cache import encode_response
-
         res.key = key
         res.usage.cache_hit = False
         res.usage.cost_usd = self.prices.cost(self.backend, self.model, self._is_local(), res.usage)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.errors import AutointerpError
-from autointerp.llm.base import ChatResponse, PromptLogprobs, TokenLogprob, Usage
+from autointerp.llm.types import ChatResponse, PromptLogprobs, TokenLogprob, Usage
 
 
 def encode_response(res: ChatResponse | PromptLogprobs) -> dict[str, Any]:

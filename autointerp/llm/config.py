@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from autointerp.llm.registry import is_known, unknown_backend_message
 
 
 class LLMConfig(BaseModel):
@@ -13,7 +15,8 @@ class LLMConfig(BaseModel):
     backend: ``llamacpp`` (in-process, offline default), ``transformers`` (in-process torch: any HF
     causal LM, a ``.gguf`` file or ``"smollm2-gguf"``; the fast prompt-logprob path on a GPU or a
     bf16-capable CPU; ``device`` / ``dtype`` apply to it alone), ``openai`` (any OpenAI-compatible
-    endpoint via the openai SDK) or ``litellm`` (any provider). ``model`` for llamacpp is a GGUF
+    endpoint via the openai SDK), ``litellm`` (any provider) or a backend registered in
+    ``autointerp.llm.registry`` (in-process or by an entry point). ``model`` for llamacpp is a GGUF
     path or ``"smollm2-gguf"``; for litellm a provider-prefixed name (``openai/<name>`` for an
     OpenAI-compatible ``base_url``). API keys are read from the environment variable named by
     ``api_key_env`` (default ``OPENAI_API_KEY`` for ``openai``; a local ``base_url`` needs none) and
@@ -31,7 +34,8 @@ class LLMConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["llamacpp", "transformers", "openai", "litellm"] = "llamacpp"
+    #: a name in ``autointerp.llm.registry`` (the four built-ins, or a registered plugin)
+    backend: str = "llamacpp"
     model: str = "smollm2-gguf"
     base_url: str | None = None
     api_key_env: str | None = None
@@ -53,3 +57,10 @@ class LLMConfig(BaseModel):
     prompt_logprobs: bool | None = None
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if not is_known(v):
+            raise ValueError(unknown_backend_message(v))
+        return v

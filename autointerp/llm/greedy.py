@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from autointerp.llm.hf_compat import cache_kwarg
+
 # decoder-only families whose layers attend with one causal mask over a plain key/value cache
 _FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}
 # generation-config fields that add logits processors greedy argmax would skip
@@ -137,6 +139,7 @@ def greedy_generate(
     lens = [len(seqs[i]) for i in order]
     b, n = len(seqs), lens[-1]
     cache = _SlotCache(b, n + max_new_tokens)
+    kv = {cache_kwarg(model): cache}  # ``cache`` (transformers 5) or ``past_key_values``
     first = torch.empty(b, dtype=torch.long, device=dev)
     for ch in _chunks(lens, prefill_tokens):
         rows = [seqs[i] for i in order[ch]]
@@ -152,7 +155,7 @@ def greedy_generate(
             input_ids=x,
             position_ids=pos,
             attention_mask=mask[:, None],
-            past_key_values=cache,
+            **kv,
             use_cache=True,
             logits_to_keep=1,
         )
@@ -183,7 +186,7 @@ def greedy_generate(
             input_ids=tok[:, None],
             position_ids=(pos + t - 1)[:, None],
             attention_mask=mask[..., : n + t],
-            past_key_values=cache,
+            **kv,
             use_cache=True,
         )
         nxt = out.logits[:, -1].argmax(-1)

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from autointerp.errors import FatalLLMError, ParseError
-from autointerp.llm.base import ChatResponse, LLMClient, Message, Tag
+from autointerp.llm.base import LLMClient
+from autointerp.llm.types import ChatResponse, Message, Tag
 
 T = TypeVar("T")
 X = TypeVar("X")

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from autointerp.errors import AutointerpError
-from autointerp.llm.base import ChatResponse, LLMClient, Message, PromptLogprobs
+from autointerp.llm.base import LLMClient
+from autointerp.llm.types import ChatResponse, Message, PromptLogprobs
 
 
 def top_by_text(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:

@@ -13,8 +13,9 @@ from typing import Any
 
 from autointerp.errors import LLMError
 from autointerp.llm import openai_format as fmt
-from autointerp.llm.base import TransientLLMError
+from autointerp.llm.registry import register_backend
 from autointerp.llm.remote import LOCAL_KEY, RemoteClient
+from autointerp.llm.types import TransientLLMError
 
 
 def _litellm():
@@ -26,6 +27,7 @@ def _litellm():
     return litellm
 
 
+@register_backend("litellm")
 class LiteLLMClient(RemoteClient):
     backend = "litellm"
 

@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 
 from autointerp.errors import FatalLLMError, LLMError
-from autointerp.llm.base import (
+from autointerp.llm.inprocess import InProcessClient, top_by_text
+from autointerp.llm.registry import register_backend
+from autointerp.llm.types import (
     ChatResponse,
     Message,
     PromptLogprobs,
     TokenLogprob,
     Usage,
 )
-from autointerp.llm.inprocess import InProcessClient, top_by_text
 
 _MODELS: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -96,6 +97,7 @@ def _log_softmax_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sh, logz
 
 
+@register_backend("llamacpp")
 class LlamaCppClient(InProcessClient):
     backend = "llamacpp"
 

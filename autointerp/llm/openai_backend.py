@@ -14,8 +14,9 @@ from typing import Any
 
 from autointerp.errors import FatalLLMError
 from autointerp.llm import openai_format as fmt
-from autointerp.llm.base import TransientLLMError
+from autointerp.llm.registry import register_backend
 from autointerp.llm.remote import LOCAL_KEY, RemoteClient
+from autointerp.llm.types import TransientLLMError
 
 
 def resolve_api_key(env: str | None, base_url: str | None, default_env: str) -> str:
@@ -32,6 +33,7 @@ def resolve_api_key(env: str | None, base_url: str | None, default_env: str) -> 
     )
 
 
+@register_backend("openai")
 class OpenAIClient(RemoteClient):
     backend = "openai"
 

@@ -7,7 +7,13 @@ import time
 from typing import Any
 
 from autointerp.errors import FatalLLMError, LLMError
-from autointerp.llm.base import ChatResponse, PromptLogprobs, TokenLogprob, TransientLLMError, Usage
+from autointerp.llm.types import (
+    ChatResponse,
+    PromptLogprobs,
+    TokenLogprob,
+    TransientLLMError,
+    Usage,
+)
 
 #: A repeated 5-word cycle: after the first cycle any model (even a 135M one, by induction)
 #: predicts each word from the ones before it, and never predicts a word to repeat itself.

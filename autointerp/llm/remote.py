@@ -11,7 +11,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from autointerp.llm import openai_format as fmt
-from autointerp.llm.base import ChatResponse, LLMClient, Message, PromptLogprobs
+from autointerp.llm.base import LLMClient
+from autointerp.llm.types import ChatResponse, Message, PromptLogprobs
 
 LOCAL_KEY = "sk-local-no-key"
 
