@@ -21,8 +21,40 @@ COMMAND_MODULES = [
 ]
 
 
+DESCRIPTION = """\
+Does a feature of a language model mean something? autointerp collects the text where each
+feature of a basis fires (SAE latents, PCA / ICA directions, raw neurons, and random directions
+as a null), has an LLM explain each feature, has an LLM predict the feature's activations from
+that explanation alone, and scores the match. Reconstruction, sparsity and CE-loss / KL metrics
+and the scores of null rows go into the same table. Runs offline on a CPU with the bundled
+model; point the explainer / simulator at any OpenAI-compatible endpoint for stronger judges."""
+
+EPILOG = """\
+examples:
+  autointerp run evals/default.toml           the default suite (about 10 min on a 2-core CPU)
+  autointerp run evals/default.toml --set records.n_features=8 --run quick
+  autointerp score hf://owner/repo/layer_6 --baselines
+                                              one SAE checkpoint vs PCA, ICA, neurons, random
+  autointerp inspect path/to/sae              what a checkpoint holds
+  autointerp leaderboard results --format html --out board.html
+
+results: each run writes results/<suite>/<run>/ (change the root with --results): the
+leaderboard (leaderboard.md, leaderboard.html), manifest.json, and the scores, metrics and
+per-feature explanations as parquet files. A rerun resumes where the last one stopped; a
+finished run reruns with no LLM calls. Heavy artifacts (activations, trained SAEs) are cached
+in $AUTOINTERP_CACHE_DIR (default: the user cache dir).
+
+Run 'autointerp COMMAND --help' for the options of a command. Definitions of every score and
+metric: the docs/ folder of the source tree."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="autointerp", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="autointerp",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     for mod in COMMAND_MODULES:

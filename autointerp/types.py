@@ -55,7 +55,7 @@ class FeatureRecord:
     test_random: list[Example] = field(default_factory=list)
 
     def test_examples(self, variant: str) -> list[Example]:
-        """``"top_and_random"``, ``"top"`` or ``"random"`` (PROTOCOLS §2)."""
+        """``"top_and_random"``, ``"top"`` or ``"random"`` (docs/simulation.md)."""
         if variant == "top_and_random":
             return self.test_top + self.test_random
         if variant == "top":

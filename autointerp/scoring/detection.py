@@ -1,4 +1,4 @@
-"""Detection scoring (PROTOCOLS §3): does the explanation tell activating windows from others?
+"""Detection scoring (docs/classification.md): can the explanation tell activating windows?
 
 The judge sees unmarked windows — activating ones (``test_quantile`` and/or ``test_top``) and
 non-activating ones (``test_random`` windows where the feature does not fire; every window is

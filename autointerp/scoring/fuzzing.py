@@ -1,4 +1,4 @@
-"""Fuzzing scoring (PROTOCOLS §3): does the explanation tell correct highlighting from random?
+"""Fuzzing scoring (docs/classification.md): can the explanation tell correct highlighting?
 
 Same windows as detection, but tokens are highlighted ``<<tok>>``: on activating windows the
 tokens where the feature fires (correct; label 1), on non-activating windows as many random

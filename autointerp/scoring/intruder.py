@@ -1,4 +1,4 @@
-"""Intruder scoring (PROTOCOLS §3): can a judge spot the one window that does not belong?
+"""Intruder scoring (docs/classification.md): can a judge spot the window that does not belong?
 
 Each prompt shows ``k`` activating windows and one non-activating window (labels by
 ``max_act > 0``), in a seeded random order, unmarked and without any explanation; the judge
