@@ -6,7 +6,14 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from autointerp.errors import ConfigError
 from autointerp.llm.config import LLMConfig
@@ -89,11 +96,27 @@ class BasisConfig(_Strict):
     train: SAETrainConfig | None = None
     l0: int | None = Field(None, gt=0)
     allow_mismatch: bool = False
+    #: random only: directions drawn in the whitened space (default) or raw activation space
+    space: Literal["whitened", "raw"] | None = None
+    #: random only: firing densities matched to every other basis (a mixture; default) or to
+    #: the first SAE alone
+    match: Literal["bases", "sae"] | None = None
 
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str | None) -> str | None:
         return _safe(v)
+
+    @model_validator(mode="after")
+    def _random_only(self) -> BasisConfig:
+        if self.kind != "random":
+            for f in ("space", "match"):
+                if getattr(self, f) is not None:
+                    raise ValueError(f"`{f}` applies to kind = \"random\" only")
+        else:
+            self.space = self.space or "whitened"
+            self.match = self.match or "bases"
+        return self
 
     @property
     def label(self) -> str:

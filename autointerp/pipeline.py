@@ -42,6 +42,7 @@ from autointerp.results import (
     stable_hash,
     write_parquet,
 )
+from autointerp.scoring.shuffled import assign_donors
 from autointerp.types import Explanation, FeatureRecord, Score
 
 log = logging.getLogger(__name__)
@@ -102,15 +103,10 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write_with(path, write)
 
 
-def _derangement(n: int, seed: int) -> list[int]:
-    """A seeded permutation with no fixed point (for shuffled-explanation nulls)."""
-    if n < 2:
-        return list(range(n))
-    rng = np.random.default_rng([seed, 104729])
-    while True:
-        p = rng.permutation(n)
-        if not np.any(p == np.arange(n)):
-            return p.tolist()
+def held_out_rows(n_rows: int, n: int) -> np.ndarray:
+    """``n`` rows spread evenly over the whole corpus (strided, first and last included): the
+    held-out metric tokens come from every part of it, not one contiguous slice."""
+    return np.unique(np.linspace(0, n_rows - 1, n).round().astype(np.int64))
 
 
 @dataclass
@@ -253,7 +249,6 @@ class SuiteRun:
             fit_random,
             load_linear,
             neuron_basis,
-            random_target_density,
             save_linear,
         )
 
@@ -272,7 +267,8 @@ class SuiteRun:
 
         bases: list[Basis] = []
         first_sae: Basis | None = None
-        for bc in sorted(cfgs, key=lambda b: b.kind != "sae"):  # SAEs first: they set the L0
+        # SAEs first (they set the L0), the random null last (its densities match the others)
+        for bc in sorted(cfgs, key=lambda b: (b.kind != "sae", b.kind == "random")):
             t = time.perf_counter()
             if bc.kind == "sae":
                 b = self._load_sae(bc, fit_x, acts_hash, width)
@@ -291,6 +287,9 @@ class SuiteRun:
                         "fit": FIT_VERSION,
                         "sae": first_sae.info.get("config_hash", first_sae.name)
                         if (bc.kind == "random" and first_sae)
+                        else None,
+                        "matched": [b.info.get("stage_hash", b.name) for b in bases]
+                        if (bc.kind == "random" and bc.match == "bases")
                         else None,
                         "seed": self.suite.seed,
                     }
@@ -312,19 +311,16 @@ class SuiteRun:
                     elif bc.kind == "neurons":
                         b = neuron_basis(width, k=k, name=bc.label)
                     else:
-                        if first_sae is not None:
-                            n_f = first_sae.n_features
-                            dens = self._density(first_sae, acts, mask, np.arange(len(mask)))
-                            target = random_target_density(dens, n_f, seed)
-                        else:
-                            n_f, target = 8 * width, None
+                        n_f, target = self._random_target(bc, first_sae, bases, acts, mask, width)
                         b = fit_random(
                             self._fit_tokens(acts, mask, fit_rows, 32768),
                             n_features=n_f,
                             target_density=target,
                             seed=seed,
                             name=bc.label,
+                            space=bc.space or "whitened",
                         )
+                        b.info["match"] = bc.match
                     save_linear(b, d)
                 b.info["stage_hash"] = h
             b.to(self.device)
@@ -332,6 +328,25 @@ class SuiteRun:
             bases.append(b)
         order = {n: i for i, n in enumerate(names)}
         return sorted(bases, key=lambda b: order[b.name])
+
+    def _random_target(
+        self, bc: BasisConfig, first_sae: Basis | None, built: list[Basis], acts, mask, width: int
+    ) -> tuple[int, np.ndarray | None]:
+        """(count, per-feature target densities) of a random null: the first SAE's count (else
+        8x the width); densities the SAE's (``match = "sae"``) or an equal mixture of every
+        other basis's (``match = "bases"``, ``docs/nulls.md``)."""
+        from autointerp.bases.linear import mixture_target_density, random_target_density
+
+        rows = np.arange(len(mask))
+        n_f = first_sae.n_features if first_sae is not None else 8 * width
+        others = [b for b in built if b.kind != "random"]
+        if bc.match == "bases" and others:
+            dens = [self._density(b, acts, mask, rows) for b in others]
+            return n_f, mixture_target_density(dens, n_f, self.suite.seed)
+        if first_sae is not None:
+            dens = self._density(first_sae, acts, mask, rows)
+            return n_f, random_target_density(dens, n_f, self.suite.seed)
+        return n_f, None
 
     def _load_sae(self, bc: BasisConfig, fit_x, acts_hash: str, width: int) -> Basis:
         m = self.suite.model
@@ -574,6 +589,29 @@ class SuiteRun:
         self.timer.add("records", time.perf_counter() - t)
         return recs
 
+    def _diagnostics(self, bases, records, acts, mask) -> list[dict[str, Any]]:
+        """Redundancy and top-token mode of each basis's scored features
+        (``autointerp.diagnostics``), on 512 rows spread over the corpus; cached by records."""
+        from autointerp.diagnostics import basis_diagnostics
+
+        rows = held_out_rows(len(mask), min(512, len(mask)))
+        h = stable_hash({"records": [self._rec_hashes.get(b.name) for b in bases], "v": 1})
+        path = self.paths.stages / f"diagnostics-{h}.json"
+        if path.exists() and "records" not in self.force:
+            out = json.loads(path.read_text())
+        else:
+            t = time.perf_counter()
+            out = [
+                basis_diagnostics(
+                    b, records[b.name], acts, mask, rows, device=self.device
+                ).to_dict()
+                for b in bases
+            ]
+            atomic_write_json(path, out)
+            self.timer.add("diagnostics", time.perf_counter() - t)
+        atomic_write_json(self.paths.run_dir / "diagnostics.json", out)
+        return out
+
     # ---------------------------------------------------------------- LLM stages
 
     def _clients(self):
@@ -660,20 +698,41 @@ class SuiteRun:
         ]
         nulls = [""] + (["shuffled"] if sc.shuffled_null and "simulation" in sc.scorers else [])
         kinds = ["llm"] + (["floor"] if sc.floor and "simulation" in sc.scorers else [])
-        score_keys = [
-            (r.basis, r.feature, null, kind)
-            for rs in records.values()
-            for r in rs
-            for null in nulls
-            for kind in kinds
-            if (kind == "llm" or len(styles) > 1)
-        ]
-        todo_keys = {k for k in score_keys if k not in have_score}
-        if not todo_exp and not todo_keys:
-            return
-        needs_llm = any(s != "top_tokens" for _, s in todo_exp) or any(
-            k[3] == "llm" for k in todo_keys
-        )
+        kind_style = dict(zip(kinds, styles, strict=False))  # llm -> explain style, floor -> top
+
+        def plan_scores() -> list[tuple]:
+            """(record, explanation, null, kind, donor feature) still to score; a shuffled
+            null whose journaled donor differs from today's assignment is scored again."""
+            exps = {k: Explanation(**v["exp"]) for k, v in have_exp.items()}
+            jobs = []
+            for rs in records.values():
+                for kind, style in kind_style.items():
+                    own = [exps[(r.basis, r.feature, style)] for r in rs]
+                    texts = [e.text if e.status == "ok" else None for e in own]
+                    donors = assign_donors(texts, self.suite.seed) if "shuffled" in nulls else []
+                    for j, r in enumerate(rs):
+                        for null in nulls:
+                            d = None if not null else donors[j]
+                            if null and d is None:
+                                e, donor = own[j], None  # no valid null: an undefined row
+                            else:
+                                e = own[j] if not null else own[d]
+                                donor = None if not null else rs[d].feature
+                            got = have_score.get((r.basis, r.feature, null, kind))
+                            if got is None or got.get("donor") != donor:
+                                jobs.append((r, e, null, kind, donor))
+            return jobs
+
+        def llm_job(j: tuple) -> bool:
+            return j[3] == "llm" and not (j[2] and j[4] is None)
+
+        if not todo_exp:
+            jobs = plan_scores()
+            if not jobs:
+                return
+            needs_llm = any(map(llm_job, jobs))
+        else:
+            needs_llm = any(s != "top_tokens" for _, s in todo_exp) or "llm" in kinds
         clients, ledger = self._clients() if needs_llm else ({}, None)
         if "simulator" in clients and "simulation" in sc.scorers:
             from autointerp.scoring.simulation import pick_method
@@ -731,33 +790,51 @@ class SuiteRun:
         if any(s != "top_tokens" for _, s in todo_exp):
             self.timer.add("explain", time.perf_counter() - t)
 
-        exps = {k: Explanation(**v["exp"]) for k, v in have_exp.items()}
         t = time.perf_counter()
-        jobs = []
-        for rs in records.values():
-            perm = _derangement(len(rs), self.suite.seed)
-            inv = {p: i for i, p in enumerate(perm)}
-            for j, src in enumerate(rs):  # feature j's explanation: on j, then as inv[j]'s null
-                for null in nulls:
-                    r = src if null == "" else rs[inv[j]]
-                    for kind, style in zip(kinds, styles, strict=False):
-                        if (r.basis, r.feature, null, kind) in todo_keys:
-                            jobs.append((r, exps[(src.basis, src.feature, style)], null, kind))
+        jobs = plan_scores()
         bar = tqdm(total=len(jobs), desc="score", disable=not self.progress)
 
-        async def one_score(r: FeatureRecord, e: Explanation, null: str, kind: str) -> None:
-            rows, sims = await self._score_feature(r, e, null, kind, clients)
+        async def one_score(
+            r: FeatureRecord, e: Explanation, null: str, kind: str, donor: int | None
+        ) -> None:
+            if null and donor is None:
+                rows, sims = self._no_null_rows(r, kind, clients), []
+            else:
+                rows, sims = await self._score_feature(r, e, null, kind, clients)
+            for row in rows:
+                if null:
+                    row["extra"] = json.dumps({**json.loads(row["extra"]), "donor": donor})
             key = [r.basis, r.feature, null, kind]
-            score_j.append([{"key": key, "rows": rows, "sims": sims}])
+            score_j.append([{"key": key, "rows": rows, "sims": sims, "donor": donor}])
             flush_ledger()
             bar.update()
 
         await _gather_fatal([one_score(*j) for j in jobs])
         bar.close()
-        if any(j[3] == "llm" for j in jobs):
+        if any(map(llm_job, jobs)):
             self.timer.add("score", time.perf_counter() - t)
         for c in {id(c): c for c in clients.values()}.values():
             await c.aclose()
+
+    def _no_null_rows(self, r: FeatureRecord, kind: str, clients) -> list[dict[str, Any]]:
+        """Undefined shuffled-null rows of a feature no other explanation can serve (the
+        basis has one usable explanation, or every other one has the same text)."""
+        sc = self.suite.scoring
+        method = "token_match" if kind == "floor" else sc.simulation_method
+        if method == "auto" and "simulator" in clients:
+            from autointerp.scoring.simulation import pick_method
+
+            method = pick_method(clients["simulator"], "auto")
+        why = "no shuffled null: no other feature's explanation is usable and differs in text"
+        rows = []
+        for v in sc.variants:
+            s = Score(r.basis, r.feature, "simulation", v, None, method=method,
+                      protocol_id=self.protocol_id, status="undefined", error=why,
+                      null="shuffled")  # fmt: skip
+            d = asdict(s)
+            d["extra"] = json.dumps(d["extra"])
+            rows.append(d)
+        return rows
 
     async def _score_feature(self, r, e: Explanation, null: str, kind: str, clients):
         from autointerp.llm.base import Tag
@@ -852,8 +929,8 @@ class SuiteRun:
         n_metric = min(
             max(1, -(-self.suite.metrics.n_tokens // self.suite.corpus.context)), n_rows // 4
         )
-        metric_rows = np.arange(n_rows - n_metric, n_rows)
-        fit_rows = np.arange(0, n_rows - n_metric)
+        metric_rows = held_out_rows(n_rows, n_metric)
+        fit_rows = np.setdiff1d(np.arange(n_rows), metric_rows)
         all_rows = np.arange(n_rows)
         bases = self._build_bases(acts, mask, fit_rows, metric_rows, acts_hash, width)
         metrics = self._metrics(bases, acts, mask, tokens, metric_rows, fit_rows)
@@ -865,6 +942,7 @@ class SuiteRun:
             b.name: self._records(b, acts, tokens, mask, densities[b.name], tok) for b in bases
         }
         self._codes.clear()  # the density pass's kept codes served the records
+        self._diagnostics(bases, records, acts, mask)
         asyncio.run(self._llm_stages(records))
         t = time.perf_counter()
         self._write_outputs(bases, metrics, densities, records)
@@ -881,6 +959,8 @@ class SuiteRun:
 
     def _write_outputs(self, bases, metrics, densities, records) -> None:
         rd = self.paths.run_dir
+        for row in metrics:  # L0 over the whole corpus, next to the held-out tokens' L0
+            row["l0_corpus"] = float(densities[row["basis"]].sum())
         write_parquet(pl.DataFrame(metrics), rd / "metrics.parquet")
         from autointerp.saebench import write_saebench_json
 

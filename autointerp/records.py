@@ -7,8 +7,9 @@ examples never overlap. One streaming pass over the activations keeps, per selec
     the ``reservoir`` smallest keys among firing windows are kept), later cut into
     ``n_quantiles`` equal-count activation bins for quantile sampling;
 so memory is O(features x (n_top + reservoir)) whatever the number of tokens. Random windows are
-drawn uniformly over ALL windows (not conditioned on firing). Explain (train) and test sets are
-disjoint; every choice is seeded.
+drawn uniformly over all windows except the explain windows and the top test windows (not
+conditioned on firing; they may coincide with a quantile test window). Explain (train) and test
+sets are disjoint; every choice is seeded.
 """
 
 from __future__ import annotations
@@ -221,7 +222,10 @@ def collect_records(
             if kv < np.inf and int(w) not in chosen
         ]
         ex_q, te_q = _quantile_sample(pool, rng, cfg)
-        chosen |= {w for w, _ in ex_q} | {w for w, _ in te_q}
+        # random windows avoid the explain windows and the top test windows they are pooled
+        # with, nothing else: excluding the quantile test windows too would condition them
+        # against firing (for a rare feature those are most of its firing windows)
+        chosen |= {w for w, _ in ex_q}
         rand = []
         while len(rand) < cfg.n_test_random and len(chosen) < n_windows:
             w = int(rng.integers(n_windows))

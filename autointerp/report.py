@@ -54,6 +54,7 @@ _LIFTS = [
 #: columns left out of md/html when they are empty in every row
 OPTIONAL_COLUMNS = {
     *"detection_bal_acc fuzzing_bal_acc intruder_acc detection_auroc fuzzing_auroc".split(),
+    *"n_const_pred distinct_features mode_share".split(),
     *OTHER_METRICS,
 }
 _STR, _F, _I = pl.Utf8, pl.Float64, pl.Int64
@@ -67,9 +68,19 @@ def _cols(names: str, dtype: Any) -> dict[str, Any]:
 BASE_SCHEMA: dict[str, Any] = {
     **_cols("basis kind model hookpoint method flag", _STR),
     **dict.fromkeys(_LIFTS, _F),
+    **_cols("lift_vs_random_dirs_n lift_vs_random_dirs_n_null", _I),
+    **_cols("lift_vs_random_dirs_n_unsupported lift_vs_shuffled_n", _I),
     **_cols("n_features features_scored", _I),
     **_cols("sim_score sim_ci_low sim_ci_high sim_top sim_random", _F),
-    **_cols("n_undefined n_failed", _I),
+    **_cols("sim_top_n sim_random_n", _I),
+    **_cols("n_undefined n_failed n_const_pred", _I),
+    **_cols("distinct_features diag_features", _I),
+    **_cols("mean_abs_r mode_share", _F),
+    **_cols("mode_token", _STR),
+    **_cols("pmi_tokens pmi_missing pmi_unaligned", _I),
+    **dict.fromkeys(
+        [f"lift_vs_random_dirs_unmatched{s}" for s in ("", "_ci_low", "_ci_high", "_p")], _F
+    ),
     **_cols("undefined_by_variant", _STR),
     **_cols("detection_bal_acc fuzzing_bal_acc intruder_acc detection_auroc fuzzing_auroc", _F),
     **dict.fromkeys(HEAD_METRICS + OTHER_METRICS, _F),
@@ -91,16 +102,31 @@ LEGEND: dict[str, str] = {
     "method": "how simulation scores were obtained: pmi (explanation-PMI), all_at_once (digit "
     "slots), token_match (the no-LLM floor: top_tokens explanations), top_logprobs, json; rows "
     "never mix methods",
-    "lift vs random dirs": "sim score minus the mean sim score of the kind=random basis "
-    "(random directions) of the same run, unpaired bootstrap CI; p: Mann-Whitney U",
+    "lift vs random dirs (density-matched)": "sim score minus the mean sim score of the "
+    "kind=random basis (random directions) re-weighted to this basis's firing densities: per "
+    "density decade, the null's mean weighted by this basis's share of features there; features "
+    "in decades where the null has no score are left out (lift_vs_random_dirs_n_unsupported in "
+    "csv/json); stratified bootstrap CI; p: stratified permutation test; n = this basis's "
+    "features vs the null's. The plain difference of means is lift_vs_random_dirs_unmatched "
+    "(csv/json/html)",
     "lift vs shuffled": "mean over features of (real - shuffled-explanation) sim score on the "
-    "same features, paired bootstrap CI; p: Wilcoxon signed-rank",
+    "same features, paired bootstrap CI; p: Wilcoxon signed-rank; n = complete pairs (a "
+    "feature whose own or shuffled score is undefined or failed is not a pair)",
     "sim score": "mean simulation correlation (top_and_random test set) over features whose "
     "score is ok, with its CI",
-    "sim top / sim random": "the same mean on top-only / random-only test examples",
     "scored / features": "features with an ok sim score / features in the basis",
-    "undef / failed": "scores (all scorers, real and null) whose status is undefined (e.g. "
-    "constant activations) / failed; both are left out of every mean",
+    "undef / failed": "scores (all scorers, real and null) whose status is undefined (the true "
+    "activations are constant: nothing to predict; or no valid shuffled null) / failed "
+    "(explanation or LLM answer unusable); both are left out of every mean",
+    "const pred (0)": "real top_and_random scores whose prediction was constant against "
+    "varying truth: the explanation predicted nothing, scored r = 0 and kept in every mean",
+    "distinct": "groups of near-duplicate features among the scored ones (activations "
+    "correlated at r >= 0.5 on 512 rows spread over the corpus, chained) of the features examined",
+    "top-token mode share": "share of scored features whose most common max-activating token "
+    "(over their top windows) is the basis's most common one; flagged at >= 25%",
+    "l0 corpus": "L0 over the whole corpus (from firing densities), next to l0 on the held-out "
+    "metric tokens",
+    "sim top / sim random": "the same mean on top-only / random-only test examples, n features",
     "detection / fuzzing / intruder": "mean balanced accuracy (detection, fuzzing) and "
     "accuracy (intruder) over features",
     "l0 ... dead_frac": "SAEBench reconstruction / sparsity / downstream metrics; the others "
@@ -141,6 +167,7 @@ class Run:
     features: pl.DataFrame | None = None
     density: pl.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def suite(self) -> str:
@@ -257,7 +284,10 @@ def load_run(run_dir: str | Path) -> Run:
         )
     features = _read_parquet(path / "features.parquet")
     density = _read_parquet(path / "density.parquet")
-    return Run(path, manifest, metrics, scores, features, density, notes)
+    diag = {}
+    if (path / "diagnostics.json").is_file():
+        diag = {d["basis"]: d for d in json.loads((path / "diagnostics.json").read_text())}
+    return Run(path, manifest, metrics, scores, features, density, notes, diag)
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -370,10 +400,15 @@ class _BasisScores:
         self.values: dict[tuple[str, str, str], dict[int, float | None]] = {}
         self.status = Counter()
         self.by_variant: Counter = Counter()  # (scorer, variant, null, status) -> count
-        for feat, scorer, variant, value, status, null in rows:
+        self.counts: Counter = Counter()  # EXTRA_COUNTS summed over real top_and_random rows
+        for feat, scorer, variant, value, status, null, extra in rows:
             self.status[status] += 1
             if status != "ok":
                 self.by_variant[(scorer, variant, null or "real", status)] += 1
+            elif extra.get("constant_prediction"):
+                self.by_variant[(scorer, variant, null or "real", "constant prediction (0)")] += 1
+            if scorer == "simulation" and variant == SIM_VARIANT and not null:
+                self.counts.update(extra)
             v = None if status != "ok" or value is None else float(value)
             self.values.setdefault((scorer, variant, null or ""), {})[int(feat)] = v
 
@@ -386,23 +421,38 @@ def _split_by_method(rows: list[tuple]) -> list[tuple[str, list[tuple]]]:
     else one entry per method holding only that method's rows."""
     by_scorer: dict[str, set[str]] = {}
     for r in rows:
-        by_scorer.setdefault(r[1], set()).add(r[6])
+        by_scorer.setdefault(r[1], set()).add(r[7])
     if all(len(m) <= 1 for m in by_scorer.values()):
         sim = by_scorer.get("simulation", set())
-        return [(next(iter(sim)) if sim else "", [r[:6] for r in rows])]
-    methods = sorted({r[6] for r in rows})
-    return [(m, [r[:6] for r in rows if r[6] == m]) for m in methods]
+        return [(next(iter(sim)) if sim else "", [r[:7] for r in rows])]
+    methods = sorted({r[7] for r in rows})
+    return [(m, [r[:7] for r in rows if r[7] == m]) for m in methods]
 
 
 def _score_rows(run: Run) -> dict[str, list[tuple]]:
+    """Per basis: (feature, scorer, variant, value, status, null, extra, method) tuples, where
+    ``extra`` keeps only the counts the table shows (:data:`EXTRA_COUNTS`)."""
     s = run.scores
     cols = [s[c].to_list() for c in ("basis", "feature", "scorer", "variant", "value", "status")]
     cols.append(s["null"].fill_null("").to_list())
+    extras = s["extra"].to_list() if "extra" in s.columns else [None] * len(s)
+    cols.append([_extra_counts(x) for x in extras])
     cols.append(s["method"].fill_null("").to_list())
     out: dict[str, list[tuple]] = {}
     for b, *rest in zip(*cols):
         out.setdefault(b, []).append(tuple(rest))
     return out
+
+
+#: per-score ``extra`` fields summed into the table (real top_and_random simulation scores)
+EXTRA_COUNTS = ("constant_prediction", "n_missing", "n_unaligned", "n_tokens")
+
+
+def _extra_counts(extra: str | None) -> dict[str, int]:
+    if not extra or not any(k in extra for k in EXTRA_COUNTS):
+        return {}
+    d = json.loads(extra)
+    return {k: int(d[k]) for k in EXTRA_COUNTS if isinstance(d.get(k), (int, float, bool))}
 
 
 def _mean(values: dict[int, float | None]) -> float | None:
@@ -445,9 +495,12 @@ def _run_rows(
             )
     split = {b: _split_by_method(score_rows.get(b, [])) for b, _ in run.bases}
     random_sim: dict[str, dict[int, float | None]] = {}
+    random_dens: dict[int, float] = {}
     if random_bases:
+        random_dens = _feature_density(run, random_bases[0])
         for method, rows in split[random_bases[0]]:
             random_sim[method] = _BasisScores(rows).get("simulation", SIM_VARIANT)
+    base_info = {str(b["name"]): b.get("info") or {} for b in run.manifest.get("bases") or []}
     ci_kw = {"n_boot": n_boot, "level": level, "seed": seed}
     out, dens_rows = [], []
     for basis, kind in run.bases:
@@ -477,7 +530,12 @@ def _run_rows(
                 "sim_ci_low": _nan_to_none(sim.low),
                 "sim_ci_high": _nan_to_none(sim.high),
                 "sim_top": _mean(sc.get("simulation", "top")),
+                "sim_top_n": _count(sc.get("simulation", "top")),
                 "sim_random": _mean(sc.get("simulation", "random")),
+                "sim_random_n": _count(sc.get("simulation", "random")),
+                "n_const_pred": sc.by_variant.get(
+                    ("simulation", SIM_VARIANT, "real", "constant prediction (0)"), 0
+                ),
                 "n_undefined": sc.status.get("undefined", 0),
                 "n_failed": sc.status.get("failed", 0),
                 "undefined_by_variant": "; ".join(
@@ -495,21 +553,38 @@ def _run_rows(
             for k, v in m.items():
                 if k not in ("basis", "kind", "n_features"):
                     row[k] = v
+            dens = _feature_density(run, basis)
             ref = random_sim.get(method)
             if kinds.get(basis) != "random" and ref is not None and real:
-                lf = stats.lift(list(real.values()), list(ref.values()), paired=False, **ci_kw)
-                t = stats.compare_bases(real.values(), ref.values())
-                row.update(_lift_cols("lift_vs_random_dirs", lf, t))
+                row.update(_random_lifts(real, dens, ref, random_dens, ci_kw))
+                if not dens or not random_dens:
+                    notes.append(
+                        f"{run.label}: {basis} ({method}): lift vs random dirs undefined: no "
+                        "firing densities in the run to match the null to (see "
+                        "lift_vs_random_dirs_unmatched)"
+                    )
             shuf = sc.get("simulation", SIM_VARIANT, "shuffled")
             if real and shuf:
                 a, b = stats.align_pairs(real, shuf)
+                row["lift_vs_shuffled_n"] = sum(
+                    x is not None and y is not None for x, y in zip(a, b, strict=True)
+                )
                 if a:
                     lf = stats.lift(a, b, paired=True, **ci_kw)
                     t = stats.paired_test(a, b)
                     row.update(_lift_cols("lift_vs_shuffled", lf, t))
-            row["flag"] = sanity_flag(row)
+            row.update(_pmi_counts(method, sc.counts))
+            row.update(_diagnostic_cols(run.diagnostics.get(basis)))
+            row["flag"] = "; ".join(
+                f
+                for f in (
+                    sanity_flag(row),
+                    _fit_flag(kind, base_info.get(basis, {})),
+                    _mode_flag(run.diagnostics.get(basis)),
+                )
+                if f
+            )
             out.append(row)
-            dens = _feature_density(run, basis)
             if real and dens:
                 feats = sorted(real)
                 for db in stats.density_bins(
@@ -544,6 +619,82 @@ def sanity_flag(row: dict[str, Any]) -> str:
     if d is None or lo is None or hi is None:
         return FLAG_TEXT + " (no shuffled null)"
     return FLAG_TEXT if d <= 0 or lo <= 0 <= hi else ""
+
+
+def _count(values: dict[int, float | None]) -> int:
+    return sum(v is not None and not math.isnan(v) for v in values.values())
+
+
+def _random_lifts(
+    real: dict[int, float | None],
+    dens: dict[int, float],
+    ref: dict[int, float | None],
+    ref_dens: dict[int, float],
+    ci_kw: dict[str, Any],
+) -> dict[str, float | int | None]:
+    """``lift_vs_random_dirs``: density-stratified (the null re-weighted to this basis's
+    firing densities); ``lift_vs_random_dirs_unmatched``: the plain difference of means."""
+    fa, fr = sorted(real), sorted(ref)
+    st = stats.stratified_lift(
+        [real[f] for f in fa],
+        [dens.get(f) for f in fa],
+        [ref[f] for f in fr],
+        [ref_dens.get(f) for f in fr],
+        **ci_kw,
+    )
+    out: dict[str, float | int | None] = {
+        "lift_vs_random_dirs": _nan_to_none(st.diff),
+        "lift_vs_random_dirs_ci_low": _nan_to_none(st.low),
+        "lift_vs_random_dirs_ci_high": _nan_to_none(st.high),
+        "lift_vs_random_dirs_p": _nan_to_none(st.pvalue),
+        "lift_vs_random_dirs_n": st.n_a,
+        "lift_vs_random_dirs_n_null": st.n_null,
+        "lift_vs_random_dirs_n_unsupported": st.n_unsupported,
+    }
+    lf = stats.lift(list(real.values()), list(ref.values()), paired=False, **ci_kw)
+    t = stats.compare_bases(real.values(), ref.values())
+    out.update(_lift_cols("lift_vs_random_dirs_unmatched", lf, t))
+    return out
+
+
+def _pmi_counts(method: str, counts: Counter) -> dict[str, int | None]:
+    if method != "pmi" or not counts.get("n_tokens"):
+        return {}
+    return {
+        "pmi_tokens": counts["n_tokens"],
+        "pmi_missing": counts.get("n_missing", 0),
+        "pmi_unaligned": counts.get("n_unaligned", 0),
+    }
+
+
+def _diagnostic_cols(d: dict[str, Any] | None) -> dict[str, Any]:
+    if not d:
+        return {}
+    return {
+        "distinct_features": d.get("distinct"),
+        "diag_features": d.get("n_features"),
+        "mean_abs_r": d.get("mean_abs_r"),
+        "mode_share": d.get("mode_share"),
+        "mode_token": d.get("mode_token"),
+    }
+
+
+def _fit_flag(kind: str, info: dict[str, Any]) -> str:
+    if kind == "ica" and info.get("converged") is False:
+        return f"ICA did not converge ({info.get('n_iter', '?')} iterations)"
+    return ""
+
+
+def _mode_flag(d: dict[str, Any] | None) -> str:
+    if not d:
+        return ""
+    from autointerp.diagnostics import BasisDiagnostics
+
+    keep = {k: d[k] for k in BasisDiagnostics.__dataclass_fields__ if k in d}
+    try:
+        return BasisDiagnostics(**keep).flag()
+    except TypeError:  # an older diagnostics file
+        return ""
 
 
 def _lift_cols(name: str, lf: stats.LiftCI, t: stats.TestResult) -> dict[str, float | None]:
@@ -679,7 +830,7 @@ DISPLAY: list[tuple[str, str, str | None, str | None]] = [
     ("method", "method", None, None),
     ("flag", "flag", None, None),
     (
-        "lift vs random dirs",
+        "lift vs random dirs (density-matched)",
         "lift_vs_random_dirs",
         "lift_vs_random_dirs_ci_low",
         "lift_vs_random_dirs_ci_high",
@@ -692,12 +843,17 @@ DISPLAY: list[tuple[str, str, str | None, str | None]] = [
     ("features", "n_features", None, None),
     ("undef", "n_undefined", None, None),
     ("failed", "n_failed", None, None),
+    ("const pred (0)", "n_const_pred", None, None),
+    ("distinct", "distinct_features", None, None),
+    ("top-token mode share", "mode_share", None, None),
     ("detection", "detection_bal_acc", None, None),
     ("fuzzing", "fuzzing_bal_acc", None, None),
     ("intruder", "intruder_acc", None, None),
     ("detection auroc", "detection_auroc", None, None),
     ("fuzzing auroc", "fuzzing_auroc", None, None),
-    *[(m, m, None, None) for m in HEAD_METRICS],
+    *[(m, m, None, None) for m in HEAD_METRICS[:1]],
+    ("l0 corpus", "l0_corpus", None, None),
+    *[(m, m, None, None) for m in HEAD_METRICS[1:]],
     ("llm calls", "llm_calls", None, None),
     ("prompt tok", "prompt_tokens", None, None),
     ("compl tok", "completion_tokens", None, None),
@@ -720,10 +876,27 @@ def fmt_value(v: Any, col: str = "") -> str:
     return str(v)
 
 
+#: column -> (its n, the null's n): shown after the value as ``n=A`` or ``n=A vs B``
+N_COLUMNS: dict[str, tuple[str, str | None]] = {
+    "lift_vs_random_dirs": ("lift_vs_random_dirs_n", "lift_vs_random_dirs_n_null"),
+    "lift_vs_shuffled": ("lift_vs_shuffled_n", None),
+    "sim_top": ("sim_top_n", None),
+    "sim_random": ("sim_random_n", None),
+    "distinct_features": ("diag_features", None),
+}
+
+
 def fmt_ci(row: dict[str, Any], col: str, lo: str | None, hi: str | None) -> str:
     s = fmt_value(row.get(col), col)
     if s and lo and hi and row.get(lo) is not None and row.get(hi) is not None:
         s += f" [{fmt_value(row[lo], lo)}, {fmt_value(row[hi], hi)}]"
+    n_col, null_col = N_COLUMNS.get(col, (None, None))
+    if s and n_col and row.get(n_col) is not None:
+        if col == "distinct_features":
+            return f"{s} of {row[n_col]}"
+        s += f" n={row[n_col]}"
+        if null_col and row.get(null_col) is not None:
+            s += f" vs {row[null_col]}"
     return s
 
 
@@ -835,9 +1008,11 @@ def render_markdown(board: Leaderboard) -> str:
     )
     out.append(f"- CIs: {board.ci_method}; shown as `value [low, high]`.")
     out.append(
-        "- random = null row: the kind=random basis is random directions, the baseline every "
-        "lift vs random dirs is measured against (its own lift is empty)."
+        "- random = null row: the kind=random basis is random directions (drawn in the whitened "
+        "space unless its info says raw; firing densities matched to the other bases), the "
+        "baseline every lift vs random dirs is measured against (its own lift is empty)."
     )
+    out.append("- n after a value: the features behind it (lifts: this basis vs the null).")
     out.append(
         "- shuffled = null scores: each feature's examples simulated with another feature's "
         "explanation."

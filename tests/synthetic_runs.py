@@ -88,6 +88,8 @@ def write_run(
     density: list[dict[str, Any]] | None = None,
     simulations: list[dict[str, Any]] | None = None,
     records: dict[str, list[dict[str, Any]]] | None = None,
+    infos: dict[str, dict[str, Any]] | None = None,
+    diagnostics: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write manifest.json, metrics/scores parquet and the optional files given."""
     run_dir = Path(run_dir)
@@ -106,9 +108,14 @@ def write_run(
         "timings": {"records": 1.0, "explain": 5.0},
         "wall_time_s": wall_time_s,
         "llm_usage": {"total": usage(), "by_basis": by_basis_usage, "by_stage": {}},
-        "bases": [{"name": b, "kind": k, "n_features": n, "info": {}} for b, k, n in bases],
+        "bases": [
+            {"name": b, "kind": k, "n_features": n, "info": (infos or {}).get(b, {})}
+            for b, k, n in bases
+        ],
     }
     atomic_write_json(run_dir / "manifest.json", manifest)
+    if diagnostics is not None:
+        atomic_write_json(run_dir / "diagnostics.json", diagnostics)
     if metrics is None:
         metrics = [
             {

@@ -28,10 +28,32 @@ def test_pooled_correlation_differs_from_mean_of_per_example():
     assert per_example == [pytest.approx(-1.0), pytest.approx(-1.0)]
 
 
-def test_constant_side_is_undefined():
+def test_constant_truth_is_undefined_constant_prediction_scores_zero():
     assert correlation_score([[0.0, 0.0], [0.0]], [[1.0, 2.0], [3.0]]) is None
-    assert correlation_score([[0.0, 1.0], [2.0]], [[4.0, 4.0], [4.0]]) is None
     assert correlation_score([[1.0]], [[2.0]]) is None
+    # defect: a constant prediction against varying truth was "undefined" and dropped from
+    # every mean; the explanation predicted nothing, which is a score of 0
+    assert correlation_score([[0.0, 1.0], [2.0]], [[4.0, 4.0], [4.0]]) == 0.0
+
+
+def test_constant_prediction_is_an_ok_zero_and_marked():
+    rec = _record()  # the floor predicts 1 only on "zebra": nowhere in these windows
+    res = asyncio.run(score_simulation(rec, 'tokens: "zebra"', client=None, method="token_match"))
+    tr = {s.variant: s for s in res.scores}["top_and_random"]
+    assert tr.status == "ok" and tr.value == 0.0 and tr.extra["constant_prediction"] is True
+
+
+def test_auto_failures_are_filed_under_the_method_used(tmp_path):
+    """Defect: with simulation_method = "auto" a failed score carried method "" and landed in
+    a table row of its own."""
+    from tests.test_llm_transformers import _client, _save_tiny
+
+    _save_tiny(tmp_path)
+    cl = _client(tmp_path)
+    failed = Explanation("b", 7, "", "compact", status="failed", error="truncated")
+    res = asyncio.run(score_simulation(_record(), failed, client=cl, method="auto"))
+    assert {s.method for s in res.scores} == {"all_at_once"}
+    assert all(s.status == "failed" for s in res.scores)
 
 
 def test_rsquared_and_absolute_deviation_by_hand():

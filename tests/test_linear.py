@@ -71,3 +71,21 @@ def test_save_load_roundtrip(tmp_path):
         c = load_linear(tmp_path / b.name)
         assert (c.name, c.kind, c.n_features) == (b.name, b.kind, b.n_features)
         torch.testing.assert_close(c.decode(c.encode(x)), b.decode(b.encode(x)))
+
+
+def test_mixture_target_density_covers_every_basis():
+    from autointerp.bases.linear import mixture_target_density
+
+    a, b = np.full(100, 1e-3), np.full(40, 0.2)
+    t = mixture_target_density([a, b], 10, seed=0)
+    assert len(t) == 10 and sorted(t.tolist()) == [1e-3] * 5 + [0.2] * 5
+    assert np.array_equal(t, mixture_target_density([a, b], 10, seed=0))
+
+
+def test_held_out_metric_rows_span_the_corpus():
+    """Defect: the metric tokens were the last 32 rows (one or two articles)."""
+    from autointerp.pipeline import held_out_rows
+
+    rows = held_out_rows(3200, 32)
+    assert len(rows) == 32 == len(set(rows.tolist()))
+    assert rows[0] == 0 and rows[-1] == 3199 and np.all(np.diff(rows) >= 100)

@@ -38,12 +38,26 @@ def _ex(tokens: list[str], acts: list[float] | None = None, kind: str = "top") -
 
 def test_pmi_values_by_hand():
     spans = [(0, 3), (3, 7), (7, 8)]
-    with_expl = {0: -1.0, 3: -2.0, 5: -0.5, 7: None}
-    neutral = {0: -1.5, 3: -1.0, 5: -1.0, 7: -3.0}
-    vals, missing = pmi_values(spans, with_expl, neutral)
+    with_expl = {(0, 3): -1.0, (3, 5): -2.0, (5, 7): -0.5, (7, 8): None}
+    neutral = {(0, 3): -1.5, (3, 5): -1.0, (5, 7): -1.0, (7, 8): -3.0}
+    vals, misses = pmi_values(spans, with_expl, neutral)
     # token 0: -1.0 - -1.5 = 0.5; token 1: (-2 + 1) + (-0.5 + 1) = -0.5 -> clipped to 0;
     # token 2: its only simulator token has no logprob with the explanation -> 0, counted
-    assert vals == [pytest.approx(0.5), 0.0, 0.0] and missing == 1
+    assert vals == [pytest.approx(0.5), 0.0, 0.0]
+    assert misses == {"n_missing": 1, "n_unaligned": 0}
+
+
+def test_pmi_merged_simulator_tokens_count_for_every_subject_token_they_overlap():
+    # subject tokens "\n", "\n", "x"; the simulator merged the two newlines into one token, and
+    # a token that began 1 character before the window ran into its first subject token
+    spans = [(0, 1), (1, 2), (2, 3), (3, 3)]
+    with_expl = {(-1, 2): -1.0, (2, 3): -2.0}
+    neutral = {(-1, 2): -3.0, (2, 3): -2.5}
+    vals, misses = pmi_values(spans, with_expl, neutral)
+    # the merged token's pmi 2.0 goes to both newlines; "x" gets 0.5; the empty 4th token has
+    # no simulator token: 0, counted as unaligned (before: the first two predicted 0 silently)
+    assert vals == [pytest.approx(2.0), pytest.approx(2.0), pytest.approx(0.5), 0.0]
+    assert misses == {"n_missing": 0, "n_unaligned": 1}
 
 
 def test_window_text_spans():

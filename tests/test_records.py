@@ -139,3 +139,23 @@ def test_records_from_kept_codes_equal_records_from_encoding(corpus):
         ]  # fmt: skip
 
     assert records(kept) == records(None)
+
+
+def test_random_windows_may_be_quantile_test_windows(corpus):
+    """Defect: random windows also avoided the quantile *test* windows, conditioning them
+    against firing (for a rare feature those are most of its firing windows). Now only the
+    explain windows and the top test windows (pooled with them in top_and_random) are avoided."""
+    tokens, acts, mask = corpus
+    n_windows = len(tokens) * (32 // 8)
+    cfg = RecordsConfig(
+        window=8, n_explain_top=2, n_test_top=2, n_explain_quantile=2, n_test_quantile=2,
+        n_quantiles=2, n_test_random=n_windows - 6,
+    )  # fmt: skip
+    r = collect_records(
+        neuron_basis(6, k=None), acts, tokens, mask, np.array([2]), np.full(12, 0.1), cfg,
+        make_char_tokenizer(), progress=False,
+    )[0]  # fmt: skip
+    loc = lambda es: {(e.seq, e.start) for e in es}  # noqa: E731
+    assert len(r.test_quantile) == 2
+    assert loc(r.test_quantile) <= loc(r.test_random)  # every other window is random now
+    assert not loc(r.test_random) & (loc(r.explain) | loc(r.test_top))

@@ -39,6 +39,10 @@ def tiny_run(path, **kw):
         score("random", 2, 0.2),
     ]
     kw.setdefault("by_basis_usage", {"sae": usage(7, 700, 70, 0.01), "random": usage(3)})
+    kw.setdefault(  # one density decade for every feature: stratified == plain lift
+        "density",
+        [{"basis": b, "feature": f, "density": 0.01} for b in ("sae", "random") for f in range(6)],
+    )
     return write_run(path, bases=BASES, scores=scores, **kw)
 
 
@@ -65,11 +69,15 @@ def test_tiny_run_values(tmp_path):
     assert sae["sim_ci_low"] < 0.6 < sae["sim_ci_high"]
     assert sae["sim_top"] == pytest.approx(0.3)
     assert sae["sim_random"] is None
-    # lift vs random dirs: 0.6 - mean(0.1, 0.2); unpaired bootstrap
+    # lift vs random dirs: 0.6 - mean(0.1, 0.2); one density bin, so the stratified bootstrap
+    # draws exactly what the unpaired one does
     assert sae["lift_vs_random_dirs"] == pytest.approx(0.45)
+    assert sae["lift_vs_random_dirs_unmatched"] == pytest.approx(0.45)
     lf = stats.lift([0.5, 0.6, 0.7], [0.1, 0.2], paired=False, n_boot=300, seed=5)
     assert sae["lift_vs_random_dirs_ci_low"] == pytest.approx(lf.low)
     assert sae["lift_vs_random_dirs_ci_high"] == pytest.approx(lf.high)
+    assert (sae["lift_vs_random_dirs_n"], sae["lift_vs_random_dirs_n_null"]) == (3, 2)
+    assert sae["lift_vs_shuffled_n"] == 3 and sae["sim_top_n"] == 2
     # lift vs shuffled: paired on features 1..3 -> mean(0.4, 0.5, 0.5)
     assert sae["lift_vs_shuffled"] == pytest.approx(1.4 / 3)
     assert sae["lift_vs_shuffled_ci_low"] >= 0.4 - 1e-12
@@ -177,7 +185,7 @@ def test_same_protocol_merges_rows_per_model_hookpoint_basis(tmp_path):
         )
         sae = s.filter(pl.col("basis") == "sae")["value"].mean()
         rnd = s.filter(pl.col("basis") == "random")["value"].mean()
-        got = row(df, "sae", hookpoint=run.hookpoint)["lift_vs_random_dirs"]
+        got = row(df, "sae", hookpoint=run.hookpoint)["lift_vs_random_dirs_unmatched"]
         assert got == pytest.approx(sae - rnd)
 
 
@@ -210,9 +218,12 @@ def test_methods_are_never_mixed(tmp_path):
     j = row(df, "sae", method="json")
     assert a["sim_score"] == pytest.approx(0.5) and a["features_scored"] == 3
     assert j["sim_score"] == pytest.approx(0.2) and j["features_scored"] == 3
-    # lift against the random basis scored with the same method
-    assert a["lift_vs_random_dirs"] == pytest.approx(0.4)
-    assert j["lift_vs_random_dirs"] == pytest.approx(0.2)
+    # lift against the random basis scored with the same method; without firing densities
+    # the density-matched lift is undefined (and said so), the plain one is not
+    assert a["lift_vs_random_dirs_unmatched"] == pytest.approx(0.4)
+    assert j["lift_vs_random_dirs_unmatched"] == pytest.approx(0.2)
+    assert a["lift_vs_random_dirs"] is None
+    assert any("no firing densities" in n for n in board.notes)
     assert any("several methods" in n and "sae" in n for n in board.notes)
 
 
@@ -389,3 +400,73 @@ def test_sanity_flag_when_lift_vs_shuffled_is_not_positive_or_crosses_zero(tmp_p
     assert f"- **{flat}** (all_at_once_logprobs): {report.FLAG_TEXT}" in md
     assert f"**{good}** (" not in md.split("Sanity flags:")[1].split("\n\n")[1]
     assert "| flag |" in md
+
+
+def test_lift_vs_random_dirs_is_density_stratified(tmp_path):
+    """Defect: the random null was compared as one pool, whatever a basis's densities. Here
+    the basis's features are rare (bin 1e-4..1e-3) and common (>= 0.1) 1:3, the null's 3:1;
+    the null scores 0.1 on rare and 0.5 on common features, the basis 0.2 / 0.6."""
+    rare, common = 5e-4, 0.2
+    scores = [score("sae", 0, 0.2)] + [score("sae", f, 0.6) for f in (1, 2, 3)]
+    scores += [score("random", f, 0.1) for f in (0, 1, 2)] + [score("random", 3, 0.5)]
+    dens = [{"basis": "sae", "feature": f, "density": rare if f == 0 else common} for f in range(4)]
+    dens += [
+        {"basis": "random", "feature": f, "density": common if f == 3 else rare} for f in range(4)
+    ]
+    run = report.load_run(write_run(tmp_path / "r", bases=BASES, scores=scores, density=dens))
+    sae = row(report.leaderboard_table([run], n_boot=200).table, "sae")
+    # by hand: mean(sae) = 0.5; null re-weighted to the sae's 1/4 rare, 3/4 common:
+    # 0.25 * 0.1 + 0.75 * 0.5 = 0.4 -> lift 0.1 (the plain means give 0.5 - 0.2 = 0.3)
+    assert sae["lift_vs_random_dirs"] == pytest.approx(0.1)
+    assert sae["lift_vs_random_dirs_unmatched"] == pytest.approx(0.3)
+    assert sae["lift_vs_random_dirs_n_unsupported"] == 0
+
+
+def test_stratified_lift_leaves_out_bins_the_null_lacks():
+    st = stats.stratified_lift([0.9, 0.5], [1e-5, 0.05], [0.1, 0.3], [0.05, 0.05], n_boot=100)
+    # the 1e-5 feature has no null in its decade: left out and counted
+    assert st.n_a == 1 and st.n_unsupported == 1 and st.diff == pytest.approx(0.5 - 0.2)
+    assert 0 < st.pvalue <= 1
+
+
+def test_constant_prediction_counts_and_n_in_markdown(tmp_path):
+    scores = [score("sae", f, 0.5) for f in range(3)]
+    scores[0]["extra"] = json.dumps({"constant_prediction": True})
+    scores[0]["value"] = 0.0
+    scores += [score("random", f, 0.1 * f) for f in range(3)]
+    scores += [score("sae", f, 0.1, null="shuffled") for f in range(2)]
+    dens = [
+        {"basis": b, "feature": f, "density": 0.01} for b in ("sae", "random") for f in range(3)
+    ]
+    run = report.load_run(write_run(tmp_path / "r", bases=BASES, scores=scores, density=dens))
+    board = report.leaderboard_table([run], n_boot=100)
+    sae = row(board.table, "sae")
+    assert sae["n_const_pred"] == 1 and sae["features_scored"] == 3
+    md = report.render_markdown(board)
+    assert "n=3 vs 3" in md and "n=2" in md  # features behind the random and shuffled lifts
+
+
+def test_ica_non_convergence_and_shared_top_token_are_table_flags(tmp_path):
+    """Defect: ICA non-convergence was only in the manifest; a basis whose scored features
+    share one top token was not flagged at all."""
+    bases = [("ica", "ica", 16), ("random", "random", 16)]
+    scores = [score("ica", f, 0.3) for f in range(4)] + [score("random", f, 0.1) for f in range(4)]
+    scores += [score("ica", f, 0.1, null="shuffled") for f in range(4)]
+    scores[0]["value"] = 0.5  # a lift CI that excludes 0 -> no judge flag
+    diag = [
+        {"basis": "random", "n_features": 64, "distinct": 20, "mean_abs_r": 0.4,
+         "mode_token": " Lincoln", "mode_count": 24, "n_tokens": 1000, "mode_share": 0.375},
+        {"basis": "ica", "n_features": 64, "distinct": 64, "mean_abs_r": 0.01,
+         "mode_token": " the", "mode_count": 3, "n_tokens": 1000, "mode_share": 0.05},
+    ]  # fmt: skip
+    path = write_run(
+        tmp_path / "r", bases=bases, scores=scores, diagnostics=diag,
+        infos={"ica": {"converged": False, "n_iter": 100}},
+    )  # fmt: skip
+    df = report.leaderboard_table([report.load_run(path)], n_boot=100).table
+    ica, rnd = row(df, "ica"), row(df, "random")
+    assert "ICA did not converge (100 iterations)" in ica["flag"]
+    assert "24 of 64 scored features share the top token ' Lincoln'" in rnd["flag"]
+    assert ica["distinct_features"] == 64 and rnd["distinct_features"] == 20
+    md = report.render_markdown(report.leaderboard_table([report.load_run(path)], n_boot=100))
+    assert "20 of 64" in md

@@ -7,9 +7,14 @@ direction ``j`` positive, ``j >= m`` direction ``j - m`` negative), then keep th
 per token (top-k sparsification to a chosen L0, so baselines are compared at the SAE's sparsity).
 ``k = None`` keeps all codes (exact reconstruction for PCA/ICA/neurons).
 
-The random-directions null (``RandomDirections``) is different: ``n_features`` random unit
-directions with per-feature thresholds chosen so each feature's firing density matches a target
-density (e.g. the SAE's, feature by feature in sorted order); codes are ``relu(z - t)``.
+The random-directions null (``RandomDirections``) is different: ``n_features`` random directions
+with per-feature thresholds chosen so each feature's firing density matches a target density
+(feature by feature in sorted order); codes are ``relu((x - mu) @ r - t)``. ``space="raw"`` draws
+unit directions in activation space, where one principal component can hold most of the variance
+and every random projection is then mostly that component (the null collapses onto one
+feature); ``space="whitened"`` (default) draws them isotropically in the whitened space,
+``r = Σ^{-1/2} u`` with ``u`` a random unit vector, so every principal direction contributes
+equally, and decodes along ``Σ^{1/2} u`` (``docs/nulls.md``).
 """
 
 from __future__ import annotations
@@ -143,11 +148,14 @@ class RandomDirections(Basis):
         mean: torch.Tensor,
         scale: float,
         info: dict[str, Any] | None = None,
+        decoder: torch.Tensor | None = None,
     ) -> None:
         super().__init__(name, "random", info)
-        self.register_buffer("R", directions.float().contiguous())  # [d, F]
+        self.register_buffer("R", directions.float().contiguous())  # [d, F] encoder
         self.register_buffer("t", thresholds.float().contiguous())  # [F]
         self.register_buffer("mu", mean.float().contiguous())
+        dec = directions if decoder is None else decoder
+        self.register_buffer("Dr", dec.float().contiguous())  # [d, F] decoder directions
         self.scale = float(scale)
 
     @property
@@ -172,10 +180,13 @@ class RandomDirections(Basis):
         return _shifted_proj(x.float(), self.R[:, f], self.mu, self.t[f]).clamp_(min=0)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.scale * (codes @ self.R.T) + self.mu
+        return self.scale * (codes @ self.Dr.T) + self.mu
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"R": self.R, "t": self.t, "mu": self.mu, "scale": torch.tensor(self.scale)}
+        st = {"R": self.R, "t": self.t, "mu": self.mu, "scale": torch.tensor(self.scale)}
+        if not torch.equal(self.Dr, self.R):
+            st["Dr"] = self.Dr
+        return st
 
 
 def _shifted_proj(
@@ -185,6 +196,16 @@ def _shifted_proj(
     return torch.addmm(-(mu @ R) - t, x, R)
 
 
+def _whitening(x: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ^{-1/2}, Σ^{1/2})`` of ``x``'s covariance (float64; eigenvalues floored at 1e-6 of
+    the largest, so near-null directions do not blow up)."""
+    xc = x.double() - mu.double()
+    cov = xc.T @ xc / max(1, len(x) - 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    lam = evals.clamp(min=float(evals.max()) * 1e-6)
+    return (evecs * lam.rsqrt()) @ evecs.T, (evecs * lam.sqrt()) @ evecs.T
+
+
 def fit_random(
     x: torch.Tensor,
     *,
@@ -192,14 +213,24 @@ def fit_random(
     target_density: np.ndarray | None = None,
     seed: int = 0,
     name: str = "random",
+    space: str = "raw",
 ) -> RandomDirections:
-    """Random unit directions; thresholds put feature i's firing density on ``x`` at
-    ``target_density[i]`` (default 1%); decoder scale fitted by least squares on ``x``."""
+    """Random directions (``space`` "raw": unit vectors in activation space; "whitened":
+    ``Σ^{-1/2} u`` for random unit ``u``, decoded along ``Σ^{1/2} u``); thresholds put feature
+    i's firing density on ``x`` at ``target_density[i]`` (default 1%); decoder scale fitted by
+    least squares on ``x``."""
+    if space not in ("raw", "whitened"):
+        raise AutointerpError(f"random basis space {space!r}: use 'raw' or 'whitened'")
     g = torch.Generator().manual_seed(seed)
     d = x.shape[1]
-    R = torch.randn(d, n_features, generator=g, dtype=torch.float64)
-    R = (R / R.norm(dim=0, keepdim=True)).float()
+    U = torch.randn(d, n_features, generator=g, dtype=torch.float64)
+    U = U / U.norm(dim=0, keepdim=True)
     mu = x.double().mean(0).float()
+    if space == "whitened":
+        w_inv, w = _whitening(x, mu)
+        R, Dr = (w_inv @ U).float(), (w @ U).float()
+    else:
+        R = Dr = U.float()
     if target_density is None:
         target_density = np.full(n_features, 0.01)
     td = np.asarray(target_density, dtype=np.float64)
@@ -225,12 +256,12 @@ def fit_random(
         dead = torch.from_numpy(td[f.numpy()] <= 0)
         tj = torch.where(dead, top[0] + 1.0, tj)  # dead targets stay dead
         t[f] = tj
-        xr += (z - tj).clamp(min=0) @ R[:, f].T
+        xr += (z - tj).clamp(min=0) @ Dr[:, f].T
     num = float((xc.double() * xr.double()).sum())
     denom = float(xr.double().pow(2).sum())
     scale = num / denom if denom > 0 else 0.0
-    info = {"seed": seed, "matched_density": target_density is not None}
-    return RandomDirections(name, R, t, mu, scale, info)
+    info = {"seed": seed, "matched_density": target_density is not None, "space": space}
+    return RandomDirections(name, R, t, mu, scale, info, decoder=None if space == "raw" else Dr)
 
 
 def random_target_density(sae_density: np.ndarray, n_features: int, seed: int) -> np.ndarray:
@@ -240,6 +271,22 @@ def random_target_density(sae_density: np.ndarray, n_features: int, seed: int) -
     if len(d) != n_features:
         d = rng.choice(d, size=n_features, replace=True)
     return rng.permutation(d)
+
+
+def mixture_target_density(densities: list[np.ndarray], n_features: int, seed: int) -> np.ndarray:
+    """Densities for a null matched to several bases at once: an equal share of the
+    ``n_features`` drawn (seeded, with replacement) from each basis's per-feature densities,
+    so every basis's density range is covered by null features (``docs/nulls.md``)."""
+    if not densities:
+        raise AutointerpError("a density mixture needs at least one basis's densities")
+    rng = np.random.default_rng([seed, 6151])
+    shares = np.full(len(densities), n_features // len(densities))
+    shares[: n_features - int(shares.sum())] += 1
+    parts = [
+        rng.choice(np.asarray(d, dtype=np.float64), size=int(k), replace=True)
+        for d, k in zip(densities, shares, strict=True)
+    ]
+    return rng.permutation(np.concatenate(parts))
 
 
 def save_linear(basis: SignedLinearBasis | RandomDirections, directory: str | Path) -> None:
@@ -267,7 +314,7 @@ def load_linear(directory: str | Path) -> SignedLinearBasis | RandomDirections:
     t = load_file(str(d / "weights.safetensors"))
     if meta["kind"] == "random":
         return RandomDirections(
-            meta["name"], t["R"], t["t"], t["mu"], float(t["scale"]), meta["info"]
+            meta["name"], t["R"], t["t"], t["mu"], float(t["scale"]), meta["info"], t.get("Dr")
         )
     return SignedLinearBasis(
         meta["name"], meta["kind"], t["E"], t["D"], t["mu"], meta.get("k"), meta["info"]

@@ -1,4 +1,4 @@
-"""Shared machinery of the classification scorers (detection, fuzzing, intruder; PROTOCOLS §3).
+"""Shared machinery of the detection, fuzzing and intruder scorers (docs/classification.md).
 
 A scorer turns a :class:`~autointerp.types.FeatureRecord` into :class:`Prompt` s: a few text
 windows, each with a hidden 0/1 truth label. A :class:`Judge` answers a prompt with one 0/1
@@ -15,11 +15,9 @@ Metrics (written out so they can be checked by hand):
 * ``auroc`` = ``sklearn.metrics.roc_auc_score(labels, p1)``, where ``p1 = P(1) / (P(0) + P(1))``
   is read from the top logprobs of each generated "0"/"1" token. Undefined (None) with one class.
 
-Judges: :class:`LLMJudge` (an :class:`~autointerp.llm.base.LLMClient` behind a prompt template,
-strict parsing with bounded retries that feed the parse error back) and three deterministic
-judges that are NOT language models: :class:`OracleJudge` (answers the truth),
-:class:`ConstantJudge` (always the same answer) and :class:`KeywordJudge` (1 iff the window
-contains a given word). They exist to test the scoring arithmetic and as reference baselines.
+Judges: :class:`LLMJudge` (an LLM client behind a prompt template, strict parsing with bounded
+retries fed the parse error) and deterministic non-LLM judges for tests and reference baselines:
+:class:`OracleJudge` (the truth), :class:`ConstantJudge`, :class:`KeywordJudge` (a given word).
 """
 
 from __future__ import annotations
@@ -353,7 +351,9 @@ def split_examples(
     if bad:
         raise AutointerpError(f"unknown activating source {bad[0]!r}; use 'quantile' and/or 'top'")
     windows = [e for s in sources for e in pools[s]] + list(record.test_random)
-    return [e for e in windows if e.fires], [e for e in windows if not e.fires]
+    # a random window may be a quantile window too: show it once (unlocated ones all kept)
+    at = {(e.seq, e.start) if e.seq >= 0 else i: e for i, e in enumerate(windows)}.values()
+    return [e for e in at if e.fires], [e for e in at if not e.fires]
 
 
 def sample(pool: list[Example], n: int | None, rng: random.Random) -> list[Example]:

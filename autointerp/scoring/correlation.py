@@ -1,10 +1,12 @@
-"""Simulation scoring (Bills et al. 2023; PROTOCOLS §2).
+"""Simulation scoring (Bills et al. 2023; ``docs/simulation.md``).
 
 For true activations ``t`` and predictions ``p`` pooled over ALL tokens of ALL test examples
 (never a mean of per-example scores):
 
-- ``correlation_score`` = Pearson r(t, p) (OpenAI's ``ev_correlation_score``); None (undefined)
-  when either side is constant or fewer than 2 tokens.
+- ``correlation_score`` = Pearson r(t, p) (OpenAI's ``ev_correlation_score``). Undefined (None)
+  only when the *truth* is constant or there are fewer than 2 tokens: there is nothing to
+  predict. A constant *prediction* against varying truth is a failed explanation, scored 0
+  (``constant_prediction`` in the score's ``extra``), never dropped (``docs/nulls.md``).
 - ``rsquared_score`` = ``1 - mean((t - p)^2) / mean(t^2)``; None when ``mean(t^2) == 0``.
 - ``absolute_dev_explained`` = ``1 - mean(|t - p|) / mean(|t|)``; None when ``mean(|t|) == 0``.
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from autointerp.errors import AutointerpError, FatalLLMError, LLMError, ParseError
 from autointerp.llm.base import LLMClient, Tag
+from autointerp.scoring.methods import pick_method
 from autointerp.scoring.simulation import simulate
 from autointerp.types import Example, Explanation, FeatureRecord, Score
 
@@ -44,10 +47,13 @@ def _pool(true: Sequence[Sequence[float]], pred: Sequence[Sequence[float]]):
 def correlation_score(
     true: Sequence[Sequence[float]], pred: Sequence[Sequence[float]]
 ) -> float | None:
-    """Pearson correlation over all tokens pooled; None when undefined (constant side)."""
+    """Pearson correlation over all tokens pooled. None (undefined) when the true values are
+    constant or fewer than 2; 0.0 when only the prediction is constant."""
     t, p = _pool(true, pred)
-    if t.size < 2 or np.ptp(t) == 0 or np.ptp(p) == 0:
+    if t.size < 2 or np.ptp(t) == 0:
         return None
+    if np.ptp(p) == 0:
+        return 0.0
     tc, pc = t - t.mean(), p - p.mean()
     return float((tc @ pc) / np.sqrt((tc @ tc) * (pc @ pc)))
 
@@ -151,9 +157,10 @@ async def score_simulation(
         null=null,
     )  # fmt: skip
 
-    def failed(
-        error: str, method_used: str = method if method != "auto" else ""
-    ) -> SimulationScoring:
+    if method == "auto" and client is not None:
+        method = pick_method(client, "auto")  # failures are filed under the method used
+
+    def failed(error: str, method_used: str = method) -> SimulationScoring:
         scores = [
             Score(**base, variant=v, value=None, method=method_used, status="failed", error=error)
             for v in variants
@@ -171,7 +178,7 @@ async def score_simulation(
                 **base,
                 variant=v,
                 value=None,
-                method=method if method != "auto" else "",
+                method=method,
                 status="undefined",
                 error="no test examples",
             )
@@ -201,10 +208,13 @@ async def score_simulation(
             **sim.extra,
         }
         r = correlation_score(t, p) if idx else None
-        err = "" if r is not None else ("no test examples" if not idx else "constant activations")
-        if r is None and idx:
-            side = "true" if len({x for row in t for x in row}) <= 1 else "predicted"
-            err = f"{side} activations are constant: correlation undefined"
+        err = ""
+        if r is None:
+            err = "true activations are constant: nothing to predict"
+            err = "no test examples" if not idx else err
+        elif len({x for row in p for x in row}) <= 1:
+            extra["constant_prediction"] = True
+            err = "the prediction is constant: scored 0"
         scores.append(
             Score(
                 **base,

@@ -9,12 +9,15 @@ pass each, no answer slots and no digits:
 
 For every simulator token ``u`` of ``w``: ``pmi(u) = log p(u | P_e before u) − log p(u | P_0
 before u)`` (natural log). A subject token's prediction is the sum of ``pmi`` over the simulator
-tokens that start inside its character span, clipped at 0: ``pred_j = max(0, Σ_u∈span(j) pmi(u))``.
+tokens that overlap its character span, clipped at 0: ``pred_j = max(0, Σ_u∩span(j) pmi(u))``;
+a simulator token spanning two subject tokens (a merged "\\n\\n", or the prefix's last
+characters merged with the window's first) counts for each of them.
 It asks how much the explanation makes the token more expected; the correlation score is
 invariant to its scale (nats, not 0-10). The neutral prompt does not depend on the explanation,
 so real and shuffled-explanation scorings share it (one cached call). Simulator tokens with no
 logprob (a shifted server's token outside its top-N) contribute 0 and are counted in
-``extra["n_missing"]``.
+``extra["n_missing"]``; subject tokens no simulator token overlaps (an empty token text)
+predict 0 and are counted in ``extra["n_unaligned"]`` (``docs/simulation.md``).
 
 ``token_match`` (no LLM; paired with the ``top_tokens`` explainer): the explanation
 ``tokens: "a", "b"`` lists tokens; ``pred_j = 1`` when token ``j`` (as :func:`display_token`
@@ -29,14 +32,12 @@ from collections.abc import Sequence
 
 from autointerp.errors import AutointerpError, LLMError
 from autointerp.llm.base import LLMClient, PromptLogprobs, Tag
+from autointerp.scoring.methods import PMI_BACKENDS, pick_method
 from autointerp.templates import display_token, render
 from autointerp.types import Example
 
 NEUTRAL = "words"
 SHIFTED_TOP_N = 20
-PMI_BACKENDS = (
-    "transformers, llamacpp, or an openai/litellm endpoint whose completions echo logprobs"
-)
 
 
 def _one_line(text: str) -> str:
@@ -56,40 +57,58 @@ def window_text(tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
     return "".join(tokens), spans
 
 
-def _own_by_offset(pl: PromptLogprobs, start: int) -> dict[int, float | None]:
-    """{offset relative to ``start``: logprob of the token there} for tokens from ``start`` on."""
+#: characters before the window start whose tokens are read too: a simulator token that
+#: merges the prefix's last characters with the window's first ("\n\n") overlaps the window
+LOOKBACK = 4
+
+Span = tuple[int, int]
+
+
+def _own_tokens(pl: PromptLogprobs, start: int, length: int) -> dict[Span, float | None]:
+    """{(start, end) relative to ``start``: logprob} of every simulator token that overlaps the
+    window ``[start, length)`` (a token that begins in the prefix and runs into it included)."""
     if pl.token_logprobs is None:
         raise LLMError(
             "the backend returned no logprobs of the prompt tokens; the pmi simulator needs "
             f"them ({PMI_BACKENDS})"
         )
-    return {
-        off - start: lp
-        for off, lp in zip(pl.offsets, pl.token_logprobs, strict=True)
-        if off >= start
-    }
+    out: dict[Span, float | None] = {}
+    offs = pl.offsets
+    for i, (off, lp) in enumerate(zip(offs, pl.token_logprobs, strict=True)):
+        end = offs[i + 1] if i + 1 < len(offs) else length
+        if end > start and end > off:
+            out[(off - start, end - start)] = lp
+    return out
 
 
 def pmi_values(
-    spans: Sequence[tuple[int, int]],
-    with_expl: dict[int, float | None],
-    neutral: dict[int, float | None],
-) -> tuple[list[float], int]:
-    """Per subject token ``max(0, Σ pmi)`` over the simulator tokens starting in its span;
-    returns (values, number of simulator tokens without a logprob on either side)."""
-    out, missing = [], 0
-    offs = sorted(set(with_expl) | set(neutral))
+    spans: Sequence[Span],
+    with_expl: dict[Span, float | None],
+    neutral: dict[Span, float | None],
+) -> tuple[list[float], dict[str, int]]:
+    """Per subject token ``max(0, Σ pmi)`` over the simulator tokens that overlap its span (a
+    simulator token spanning two subject tokens, e.g. a merged "\n\n", counts for both).
+
+    Returns the values and the misses: ``n_missing`` simulator tokens without a logprob on
+    either side (or tokenised differently under the two prefixes), ``n_unaligned`` subject
+    tokens that no simulator token overlaps (an empty token text); both predict 0."""
+    out, missing, unaligned = [], 0, 0
+    toks = sorted(set(with_expl) | set(neutral))
     for a, b in spans:
-        s = 0.0
-        for o in offs:
-            if a <= o < b:
-                le, ln = with_expl.get(o), neutral.get(o)
+        s, hit = 0.0, False
+        for o, e in toks:
+            if o >= b:
+                break
+            if e > a:
+                hit = True
+                le, ln = with_expl.get((o, e)), neutral.get((o, e))
                 if le is None or ln is None:
                     missing += 1
                     continue
                 s += le - ln
+        unaligned += not hit
         out.append(max(0.0, s))
-    return out, missing
+    return out, {"n_missing": missing, "n_unaligned": unaligned}
 
 
 async def _top_n_needed(client: LLMClient) -> int:
@@ -104,8 +123,6 @@ async def simulate_pmi(
 ) -> tuple[list[list[float]], dict[str, int]]:
     """PMI predictions for every token of ``examples`` (see the module docstring); two
     prompt-logprob calls per example (the neutral one shared across explanations)."""
-    from autointerp.scoring.simulation import pick_method
-
     pick_method(client, "pmi")  # one clear error for a backend without prompt logprobs
     pe, p0 = pmi_prefix(explanation), pmi_prefix(NEUTRAL)
     texts = [window_text(ex.tokens) for ex in examples]
@@ -119,15 +136,18 @@ async def simulate_pmi(
         prompts,
         top_logprobs=top_n,
         tag=tag,
-        only_at=[list(range(s, len(p))) for p, s in zip(prompts, starts, strict=True)],
+        only_at=[
+            list(range(max(0, s - LOOKBACK), len(p))) for p, s in zip(prompts, starts, strict=True)
+        ],
     )
-    got = [_own_by_offset(pl, s) for pl, s in zip(pls, starts, strict=True)]
-    pred, missing = [], 0
+    got = [_own_tokens(pl, s, len(p)) for pl, s, p in zip(pls, starts, prompts, strict=True)]
+    pred, misses = [], {"n_missing": 0, "n_unaligned": 0}
     for i, (_, spans) in enumerate(texts):
         row, m = pmi_values(spans, got[2 * i], got[2 * i + 1])
         pred.append(row)
-        missing += m
-    return pred, {"n_calls": len(prompts), "n_missing": missing}
+        for k, v in m.items():
+            misses[k] += v
+    return pred, {"n_calls": len(prompts), **misses}
 
 
 # ----------------------------------------------------------------------------- token match

@@ -39,10 +39,10 @@ from typing import Any
 
 from autointerp.errors import AutointerpError, LLMError, ParseError
 from autointerp.llm.base import ChatResponse, LLMClient, Message, PromptLogprobs, Tag
+from autointerp.scoring.methods import pick_method
 from autointerp.templates import display_token, render, render_messages
 from autointerp.types import Example
 
-METHODS = ("all_at_once", "pmi", "top_logprobs", "json", "token_match")
 SCALE_MAX = 9  # the simulator answers 0..SCALE_MAX
 TO_0_10 = 10.0 / SCALE_MAX
 DIGITS = [str(d) for d in range(SCALE_MAX + 1)]
@@ -57,37 +57,6 @@ class SimulationResult:
     method: str
     n_calls: int
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def pick_method(client: LLMClient | None, method: str = "auto") -> str:
-    """The simulation method to use with ``client`` (``auto``: best available)."""
-    if method == "token_match":
-        return method
-    if client is None:
-        raise AutointerpError(f"simulation method {method!r} needs an LLM client")
-    if method == "auto":
-        if client.supports_prompt_logprobs:
-            return "all_at_once"
-        return "top_logprobs" if client.supports_top_logprobs else "json"
-    if method not in METHODS:
-        raise AutointerpError(f"unknown simulation method {method!r}; use auto or one of {METHODS}")
-    if method == "pmi" and not client.supports_prompt_logprobs:
-        from autointerp.scoring.pmi import PMI_BACKENDS
-
-        raise AutointerpError(
-            f"simulation method pmi needs prompt-token logprobs, which the {client.backend} "
-            f"backend lacks; use {PMI_BACKENDS}, or method all_at_once, top_logprobs or json"
-        )
-    if method == "all_at_once" and not client.supports_prompt_logprobs:
-        raise AutointerpError(
-            f"simulation method all_at_once needs prompt logprobs, which the {client.backend} "
-            "backend lacks; use method auto, top_logprobs or json"
-        )
-    if method == "top_logprobs" and not client.supports_top_logprobs:
-        raise AutointerpError(
-            f"the {client.backend} backend returns no top logprobs; use method auto or json"
-        )
-    return method
 
 
 def _one_line(text: str) -> str:
