@@ -1,15 +1,23 @@
-"""``autointerp inspect CKPT``: what a checkpoint is, without running anything."""
+"""``autointerp inspect CKPT``: what a checkpoint is, without running anything; with
+``--check``, the sanity gate (:mod:`autointerp.gate`) on a reference batch of the default
+corpus at the hookpoint."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from autointerp.bases.checkpoints import load_checkpoint
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from autointerp.gate import GateReport
+    from autointerp.model import SubjectModel
 
 
 def _stats(t: torch.Tensor) -> dict[str, float]:
@@ -58,7 +66,70 @@ def _fmt(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def reference_tokens(
+    sm: SubjectModel, n_tokens: int, source: str = "gensim-wiki"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows ``[rows, BOS + 64]`` of ``source`` (tokenised as the suite runner does)
+    holding ``n_tokens`` non-BOS tokens, and their special-token mask."""
+    from autointerp.activations import special_mask
+    from autointerp.config import CorpusConfig
+    from autointerp.corpus import tokenize_corpus
+
+    tokens = tokenize_corpus(CorpusConfig(source=source, n_tokens=n_tokens), sm.tokenizer)
+    return tokens, special_mask(tokens, sm.special_token_ids())
+
+
+def check_checkpoint(
+    source: str | Path,
+    format: str | None = None,
+    *,
+    model: str | None = None,
+    hookpoint: str | None = None,
+    corpus: str = "gensim-wiki",
+    n_tokens: int = 2048,
+    sm: SubjectModel | None = None,
+) -> GateReport:
+    """Load a checkpoint and the subject model (unless ``sm`` is given) and run the sanity
+    gate at ``hookpoint`` (default: the one the checkpoint records) on ``n_tokens`` tokens of
+    ``corpus``. Returns the :class:`~autointerp.gate.GateReport`."""
+    from autointerp.errors import ConfigError
+    from autointerp.gate import check_basis
+    from autointerp.model import DEFAULT_MODEL, load_model
+
+    if n_tokens < 64:
+        raise ConfigError(f"--n-tokens must be at least 64, got {n_tokens}")
+    basis = load_checkpoint(source, format, device="cpu")
+    hookpoint = hookpoint or basis.info.get("hookpoint")
+    if not hookpoint:
+        raise ConfigError(
+            f"{source} records no hookpoint: pass --hookpoint, e.g. --hookpoint "
+            "blocks.6.hook_resid_post"
+        )
+    if sm is None:
+        sm = load_model(model or DEFAULT_MODEL, device="cpu")
+    tokens, mask = reference_tokens(sm, n_tokens, corpus)
+    return check_basis(sm, basis, tokens, mask, hookpoint, n_tokens=n_tokens)
+
+
 def _cmd(args: argparse.Namespace) -> int:
+    if not args.check and (args.model or args.hookpoint):
+        from autointerp.errors import ConfigError
+
+        raise ConfigError("--model and --hookpoint go with --check (the sanity gate)")
+    if args.check:
+        from autointerp.gate import GateError
+
+        report = check_checkpoint(
+            args.checkpoint,
+            args.format,
+            model=args.model,
+            hookpoint=args.hookpoint,
+            n_tokens=args.n_tokens,
+        )
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+        if not report.passed:
+            raise GateError(report.error_message())
+        return 0
     d = inspect_checkpoint(args.checkpoint, args.format)
     print(json.dumps(d, indent=2, default=str) if args.json else _fmt(d))
     return 0
@@ -74,4 +145,17 @@ def register(subparsers: Any) -> None:
         "--format", default=None, help="saelens | dictionary_learning | sparsify | native | plugin"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="run the sanity gate (FVU, L0, norm ratio, CE recovered; wrong hookpoint or "
+        "scaling diagnosed) on the default corpus; exit 2 when it fails",
+    )
+    p.add_argument("--model", default=None, help="subject model for --check (default: bundled)")
+    p.add_argument(
+        "--hookpoint", default=None, help="hookpoint for --check (default: the checkpoint's)"
+    )
+    p.add_argument(
+        "--n-tokens", type=int, default=2048, help="reference tokens for --check (default 2048)"
+    )
     p.set_defaults(func=_cmd)

@@ -1,0 +1,340 @@
+"""The alternatives the gate tries: candidate hookpoints read in one forward pass, input
+scalings and a unit-norm decoder, and the diagnosis (likely cause and fix) they give."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from typing import Any
+
+import numpy as np
+import torch
+
+from autointerp.bases.base import Basis
+from autointerp.bases.checkpoints import canonical_hookpoint
+from autointerp.bases.sae import SAE, sae_from_tensors
+from autointerp.errors import ConfigError, HookpointError
+from autointerp.gate.report import (
+    _NAN,
+    ALT_ABS,
+    ALT_REL,
+    Alternative,
+    GateReport,
+    _finite,
+)
+from autointerp.metrics import reconstruction_metrics
+from autointerp.model import Hookpoint, SubjectModel, splice
+
+_TL = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out", "hook_attn_out", "mlp.hook_post")
+
+
+class _Rescaled(Basis):
+    """``basis`` reading ``x * scale`` and giving back ``x_hat / scale``."""
+
+    def __init__(self, inner: Basis, scale: float) -> None:
+        super().__init__(inner.name, inner.kind, inner.info)
+        self.inner = inner
+        self.scale = float(scale)
+
+    @property
+    def d_in(self) -> int:
+        return self.inner.d_in
+
+    @property
+    def n_features(self) -> int:
+        return self.inner.n_features
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.encode(x * self.scale)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.inner.decode(codes) / self.scale
+
+
+class _Stop(Exception):
+    pass
+
+
+def _residual_alias(name: str) -> str:
+    """``= blocks.{L+1}.hook_resid_pre = hidden_states[L+1]`` for a resid_post name."""
+    m = _TL.match(name)
+    if not m:
+        return ""
+    L, kind = int(m.group(1)), m.group(2)
+    if kind == "hook_resid_post":
+        return f"(= blocks.{L + 1}.hook_resid_pre = hidden_states[{L + 1}])"
+    if kind == "hook_resid_pre":
+        return f"(= hidden_states[{L}])"
+    return ""
+
+
+def resolve_name(sm: SubjectModel, hookpoint: str) -> str:
+    """``hookpoint`` when the model resolves it, else its canonical TransformerLens name
+    (e.g. sparsify's folder name ``layers.6`` -> ``blocks.6.hook_resid_post``)."""
+    try:
+        sm.hookpoint(hookpoint)
+        return hookpoint
+    except HookpointError:
+        alt = canonical_hookpoint(hookpoint)
+        if not alt or alt == hookpoint:
+            raise
+        sm.hookpoint(alt)
+        return alt
+
+
+def _hidden_index(name: str) -> int | None:
+    """``hidden_states`` index of a residual-stream name (resid_pre L -> L, post L -> L+1)."""
+    m = _TL.match(name)
+    if not m or m.group(2) not in ("hook_resid_pre", "hook_resid_post"):
+        return None
+    return int(m.group(1)) + (m.group(2) == "hook_resid_post")
+
+
+def candidate_hookpoints(sm: SubjectModel, hookpoint: str, width: int) -> list[str]:
+    """``hookpoint`` first, then the distinct plausible alternatives of activation width
+    ``width`` (canonical TransformerLens names; resid_pre of L > 0 is named resid_post of
+    L-1): the residual stream one ``hidden_states`` index either side (resid_pre / resid_post
+    of layers L-1..L+1, less resid_pre of L-1, which is two indices below resid_post of L: an
+    SAE reads earlier layers almost as well as its own, so it would only raise false
+    alarms), mlp_out / attn_out / MLP neurons of layer L, and the hookpoint's own kind at
+    layers L-1 and L+1."""
+    canon = canonical_hookpoint(hookpoint) or hookpoint
+    m = _TL.match(canon)
+    if not m:
+        return [hookpoint]
+    L, own = int(m.group(1)), m.group(2)
+    h0 = _hidden_index(canon)
+    names = []
+    for layer in (L - 1, L, L + 1):
+        if 0 <= layer < sm.n_layers:
+            names += [f"blocks.{layer}.{kind}" for kind in _KINDS]
+    seen = {canon}
+    out = [hookpoint]
+    for raw in names:
+        name = canonical_hookpoint(raw) or raw
+        h = _hidden_index(name)
+        mr = _TL.match(raw)
+        layer, kind = int(mr.group(1)), mr.group(2)
+        if h is not None:
+            keep = abs(h - h0) <= 1 if h0 is not None else layer == L
+        else:
+            keep = layer == L or kind == own
+        if keep and name not in seen:
+            seen.add(name)
+            if sm.hookpoint(name).width == width:
+                out.append(name)
+    return out
+
+
+@torch.no_grad()
+def capture(
+    sm: SubjectModel, hookpoints: list[Hookpoint], input_ids: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Activations ``[B, T, width]`` at every hookpoint from ONE forward pass, which stops
+    after the last decoder layer any of them needs."""
+    got: dict[str, torch.Tensor] = {}
+
+    def grab(name: str):
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            got[name] = x.detach().float().cpu()
+            return x
+
+        return fn
+
+    def stop(x: torch.Tensor) -> torch.Tensor:
+        raise _Stop
+
+    last = max((hp.layer for hp in hookpoints), default=-1)
+    all_in_layers = all(hp.layer >= 0 for hp in hookpoints)
+    with contextlib.ExitStack() as stack:
+        for hp in hookpoints:
+            stack.enter_context(splice(hp, grab(hp.name)))
+        if all_in_layers and last >= 0:
+            stack.enter_context(splice(sm.hookpoint(f"blocks.{last}.hook_resid_post"), stop))
+        with contextlib.suppress(_Stop):
+            sm.model(input_ids=input_ids.to(sm.device), use_cache=False)
+    missing = [hp.name for hp in hookpoints if hp.name not in got]
+    if missing:
+        raise ConfigError(f"hookpoints {missing} were never reached in the forward pass")
+    return got
+
+
+def _select_rows(mask: np.ndarray, n_tokens: int) -> int:
+    """How many leading rows hold ``n_tokens`` non-excluded tokens (at least 1)."""
+    kept = np.cumsum((~mask).sum(1))
+    return int(min(len(mask), np.searchsorted(kept, n_tokens) + 1))
+
+
+def _recon(x: torch.Tensor, ex: torch.Tensor, basis: Basis) -> dict[str, Any]:
+    r = reconstruction_metrics([(x, ex)], basis, batch_size=4096)
+    r.pop("density", None)
+    return r
+
+
+def _variants(basis: Basis) -> list[tuple[str, Basis | None, float]]:
+    """``(label, basis or None for the per-hookpoint estimated scale, scale)`` beyond as-loaded."""
+    out: list[tuple[str, Basis | None, float]] = []
+    norm = getattr(basis, "normalisation", "none")
+    factor = getattr(basis, "scaling_factor", None)
+    if norm == "expected_average_only_in" and factor:
+        out.append((f"without its scaling factor {factor:.4g}", None, 1 / factor))
+        out.append((f"scaling factor inverted (1/{factor:.4g})", None, 1 / factor**2))
+    if norm in ("none", "expected_average_only_in"):
+        out.append(("estimated", None, _NAN))  # scaled by sqrt(d)/E||x|| at each hookpoint
+    if isinstance(basis, SAE):
+        norms = basis.W_dec.detach().norm(dim=-1)
+        mean = float(norms.mean())
+        if abs(mean - 1) > 0.1 and mean > 0:
+            t = basis.tensors()
+            t["W_dec"] = t["W_dec"] / norms.clamp_min(1e-12)[:, None]
+            unit = sae_from_tensors(t, basis.config(), name=basis.name, info=basis.info)
+            out.append((f"decoder rows unit-norm (mean row norm {mean:.3g})", unit, 1.0))
+    return out
+
+
+def _estimated_scale(x: torch.Tensor, ex: torch.Tensor, basis: Basis) -> float:
+    """SAELens' ``sqrt(d) / E||x||`` on this batch, relative to the basis's own factor."""
+    n = float(x[~ex].norm(dim=-1).mean())
+    s = math.sqrt(x.shape[-1]) / max(n, 1e-12)
+    factor = getattr(basis, "scaling_factor", None)
+    if getattr(basis, "normalisation", "none") == "expected_average_only_in" and factor:
+        s = s / factor
+    return s
+
+
+def _evaluate(
+    basis: Basis,
+    variants: list[tuple[str, Basis | None, float]],
+    hookpoint: str,
+    x: torch.Tensor,
+    ex: torch.Tensor,
+    with_variants: bool,
+) -> list[Alternative]:
+    alias = _residual_alias(hookpoint)
+    todo: list[tuple[str, Basis, float]] = [("as loaded", basis, 1.0)]
+    if with_variants:
+        for label, b, s in variants:
+            if label == "estimated":
+                s = _estimated_scale(x, ex, basis)
+                if abs(math.log(s)) < math.log(1.25):
+                    continue  # indistinguishable from as loaded
+                base_label = "scaled by sqrt(d)/E||x||"
+                if getattr(basis, "normalisation", "none") == "expected_average_only_in":
+                    base_label = "its scaling factor replaced by sqrt(d)/E||x||"
+                label = f"{base_label} (x {s:.4g})"
+            todo.append((label, b if b is not None else basis, s))
+    out = []
+    for label, b, s in todo:
+        use = b if s == 1.0 else _Rescaled(b, s)
+        r = _recon(x, ex, use)
+        out.append(Alternative(hookpoint, label, r["fvu"], r["l0"], r["l2_ratio"], s, alias))
+    return out
+
+
+def _sort_key(a: Alternative) -> tuple[bool, float]:
+    return (not _finite(a.fvu), a.fvu if _finite(a.fvu) else 0.0)
+
+
+def _clearly_better(a: Alternative, b: Alternative) -> bool:
+    """``a`` reconstructs clearly better than ``b`` (the ``alternatives`` check's rule)."""
+    if not _finite(b.fvu):
+        return _finite(a.fvu)
+    return a.fvu < ALT_REL * b.fvu and b.fvu - a.fvu >= ALT_ABS
+
+
+def _likely(others: list[Alternative], current: Alternative) -> Alternative | None:
+    """The simplest sane alternative (fewest changes: hookpoint, variant) that no other
+    beats clearly; so an SAE that also reads an earlier layer about as well is not sent
+    there when only its scaling is off."""
+
+    def changes(a: Alternative) -> int:
+        return int(a.hookpoint != current.hookpoint) + int(a.variant != "as loaded")
+
+    for a in sorted(others, key=lambda a: (changes(a), *_sort_key(a))):
+        if not any(_clearly_better(b, a) for b in others):
+            return a
+    return None
+
+
+def _diagnose(
+    report: GateReport, basis: Basis, best: Alternative, current_fvu: float
+) -> tuple[str, str]:
+    """(cause, fix) for the best alternative that differs from the current reading."""
+    here = canonical_hookpoint(report.hookpoint) or report.hookpoint
+    causes, fixes = [], []
+    if best.hookpoint != here:
+        c = f"the checkpoint was trained at {best.hookpoint}, not {report.hookpoint}"
+        m, mh = _TL.match(best.hookpoint), _TL.match(here)
+        if m and mh and "resid" in m.group(2) and "resid" in mh.group(2):
+            c += (
+                " (a hidden_states index read as a layer index? hidden_states[i] is "
+                "blocks.i.hook_resid_pre = blocks.{i-1}.hook_resid_post)"
+            )
+        causes.append(c)
+        fixes.append(
+            f'rerun with --hookpoint {best.hookpoint} (suite: model.hookpoint = "{best.hookpoint}")'
+        )
+    v = best.variant
+    if v.startswith("without its scaling factor"):
+        causes.append("the checkpoint reads raw activations but its scaling factor was applied")
+        fixes.append("drop normalize_activations / the scaling factor from its config")
+    elif v.startswith("scaling factor inverted"):
+        causes.append(
+            "its scaling factor is inverted (SAELens multiplies by it, dictionary_learning's "
+            "norm_factor divides)"
+        )
+        fixes.append(f"record the factor as {best.scale * basis_factor(basis):.4g}")
+    elif v.startswith("its scaling factor replaced"):
+        s = best.scale * basis_factor(basis)
+        causes.append(
+            f"its scaling factor {basis_factor(basis):.4g} does not fit these activations "
+            f"(sqrt(d)/E||x|| here: {s:.4g})"
+        )
+        fixes.append(f"record the scaling factor the checkpoint was trained with (~{s:.4g})")
+    elif "sqrt(d)/E||x||" in v:
+        s = best.scale * basis_factor(basis)
+        causes.append(
+            "the activations miss the dataset-wide scaling factor the checkpoint was trained "
+            "with (SAELens normalize_activations = expected_average_only_in)"
+        )
+        fixes.append(
+            f"give the checkpoint its scaling factor (~{s:.4g}: SAELens cfg.json "
+            f'"normalize_activations": "expected_average_only_in" with "norm_scaling_factor": '
+            f"{s:.4g}; native autointerp.json the same as normalisation / scaling_factor; "
+            f"dictionary_learning norm_factor {1 / s:.4g})"
+        )
+    elif v.startswith("decoder rows unit-norm"):
+        causes.append(f"the decoder rows are not unit-norm {v[len('decoder rows unit-norm ') :]}")
+        fixes.append(
+            "divide W_dec's rows by their norms (or drop a decoder scaling folded in by mistake)"
+        )
+    cause = "; ".join(causes)
+    fix = " and ".join(fixes)
+    return f"{cause} (FVU {best.fvu:.3g} there vs {current_fvu:.3g} as read now)", fix
+
+
+def basis_factor(basis: Basis) -> float:
+    """The basis's own input scaling factor (1 when it has none)."""
+    f = getattr(basis, "scaling_factor", None)
+    if getattr(basis, "normalisation", "none") == "expected_average_only_in" and f:
+        return float(f)
+    return 1.0
+
+
+def _alternatives(
+    basis: Basis, names: list[str], acts: dict[str, torch.Tensor], ex: torch.Tensor
+) -> list[Alternative]:
+    """Every candidate hookpoint as loaded, plus the scaling / decoder variants at the current
+    hookpoint and at the best other one (on the same tokens as the gate's figures)."""
+    variants = _variants(basis)
+    canon = [canonical_hookpoint(n) or n for n in names]
+    res: dict[str, list[Alternative]] = {}
+    for i, (name, c) in enumerate(zip(names, canon)):
+        res[c] = _evaluate(basis, variants, c, acts[name], ex, with_variants=i == 0)
+    ranked = sorted((v[0] for k, v in res.items() if k != canon[0]), key=_sort_key)
+    for a in ranked[:1]:
+        i = canon.index(a.hookpoint)
+        res[a.hookpoint] = _evaluate(basis, variants, a.hookpoint, acts[names[i]], ex, True)
+    return sorted((a for v in res.values() for a in v), key=_sort_key)
