@@ -17,7 +17,7 @@ COMMAND_MODULES = [
     "autointerp.pipeline",  # run, score
     "autointerp.train",  # train-sae
     "autointerp.bases.inspect",  # inspect
-    "autointerp.report",  # leaderboard
+    "autointerp.report.command",  # leaderboard
 ]
 
 

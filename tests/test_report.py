@@ -117,6 +117,56 @@ def test_all_failed_basis_has_empty_mean_and_counts(tmp_path):
     assert "nan" not in md.lower()
 
 
+def test_plugin_scorer_gets_a_mean_column(tmp_path):
+    """A scorer the table does not know ("toy", variant "accuracy") gets the column toy_accuracy:
+    the mean of its real ok scores; shown in md/html when not empty, always in csv/json."""
+    scores = [score("sae", f, 0.5) for f in range(3)] + [score("random", 0, 0.1)]
+    scores += [score("sae", f, 0.1, null="shuffled") for f in range(3)]
+    toy = {"scorer": "toy", "variant": "accuracy", "method": "toy"}
+    scores += [score("sae", f, v, **toy) for f, v in enumerate((0.6, 0.8, 1.0))]
+    scores += [score("sae", 3, None, status="failed", **toy)]  # left out of the mean
+    scores += [score("sae", 0, 0.0, null="shuffled", **toy)]  # a null: not in the mean
+    scores += [score("random", 0, None, status="failed", scorer="bad", variant="only")]
+    run = report.load_run(write_run(tmp_path / "r", bases=BASES, scores=scores))
+    board = report.leaderboard_table([run], n_boot=20)
+    df = board.table
+    assert df.schema["toy_accuracy"] == pl.Float64 and df.schema["bad_only"] == pl.Float64
+    assert row(df, "sae")["toy_accuracy"] == pytest.approx(0.8)
+    assert row(df, "random")["toy_accuracy"] is None
+    assert df["bad_only"].null_count() == len(df)  # no ok score: an empty column
+    assert board.scorer_columns == {
+        "bad_only": ("bad", "only"),
+        "toy_accuracy": ("toy", "accuracy"),
+    }
+    assert "detection_bal_acc" in df.columns and "toy_detection" not in df.columns
+    md = report.render_markdown(board)
+    header = next(line for line in md.splitlines() if line.startswith("| basis |"))
+    heads = [h.strip() for h in header.strip("|").split("|")]
+    assert "toy accuracy" in heads and "bad only" not in heads
+    assert heads.index("toy accuracy") < heads.index("l0")
+    sae_line = next(line for line in md.splitlines() if line.startswith("| sae |"))
+    assert sae_line.strip("|").split("|")[heads.index("toy accuracy")].strip() == "0.800"
+    assert "- **toy accuracy**: mean of scorer toy, variant accuracy" in md
+    html = report.render_html(board, [run], plots=False)
+    assert 'data-key="toy_accuracy"' in html and 'data-key="bad_only"' not in html
+    rows = list(csv.DictReader(io.StringIO(report.render_csv(board))))
+    assert {"toy_accuracy", "bad_only"} <= set(rows[0])
+    js = json.loads(report.render_json(board))
+    js_rows = js["groups"]["p1"]["rows"]
+    assert all("bad_only" in r for r in js_rows)
+    assert next(r for r in js_rows if r["basis"] == "sae")["toy_accuracy"] == pytest.approx(0.8)
+
+
+def test_plugin_scorer_name_taken_is_noted(tmp_path):
+    scores = [score("sae", 0, 0.5), score("random", 0, 0.1)]
+    scores += [score("sae", 0, 0.9, scorer="sim", variant="score")]  # would be sim_score
+    run = report.load_run(write_run(tmp_path / "r", bases=BASES, scores=scores))
+    board = report.leaderboard_table([run], n_boot=20)
+    assert row(board.table, "sae")["sim_score"] == pytest.approx(0.5)
+    assert not board.scorer_columns
+    assert any("sim/score have no column" in n for n in board.notes)
+
+
 def test_different_protocols_are_set_apart_with_reason(tmp_path):
     proto_b = json.loads(json.dumps(PROTOCOL))
     proto_b["records"]["window"] = 64
