@@ -14,7 +14,7 @@ from autointerp.errors import AutointerpError, FatalLLMError
 
 # module -> registers one or more subcommands (each sets ``func`` via set_defaults)
 COMMAND_MODULES = [
-    "autointerp.pipeline",  # run, score
+    "autointerp.commands",  # run, score
     "autointerp.train",  # train-sae
     "autointerp.bases.inspect",  # inspect
     "autointerp.report.command",  # leaderboard

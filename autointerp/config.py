@@ -44,6 +44,14 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def _known(registry: Any, name: str) -> str:
+    """``name`` if ``registry`` (an :class:`autointerp.registry.Registry`) knows it, else a
+    ValueError naming the allowed names."""
+    if not registry.is_known(name):
+        raise ValueError(registry.unknown_message(name))
+    return name
+
+
 def _safe(value: str | None) -> str | None:
     import re
 
@@ -86,10 +94,10 @@ class SAETrainConfig(_Strict):
 
 class BasisConfig(_Strict):
     """One row of the leaderboard. kind: sae (``path`` to a checkpoint, or ``train``),
-    pca, ica, neurons, random. ``l0`` for linear bases: top-k per token (None = the first
-    SAE's measured L0, rounded)."""
+    pca, ica, neurons, random, or a registered plug-in kind (:mod:`autointerp.bases.kinds`).
+    ``l0`` for linear bases: top-k per token (None = the first SAE's measured L0, rounded)."""
 
-    kind: Literal["sae", "pca", "ica", "neurons", "random"]
+    kind: str
     name: str | None = None
     path: str | None = None
     format: str | None = None
@@ -107,12 +115,19 @@ class BasisConfig(_Strict):
     def _name_ok(cls, v: str | None) -> str | None:
         return _safe(v)
 
+    @field_validator("kind")
+    @classmethod
+    def _kind_known(cls, v: str) -> str:
+        from autointerp.bases.kinds import BASIS_KINDS
+
+        return _known(BASIS_KINDS, v)
+
     @model_validator(mode="after")
     def _random_only(self) -> BasisConfig:
         if self.kind != "random":
             for f in ("space", "match"):
                 if getattr(self, f) is not None:
-                    raise ValueError(f"`{f}` applies to kind = \"random\" only")
+                    raise ValueError(f'`{f}` applies to kind = "random" only')
         else:
             self.space = self.space or "whitened"
             self.match = self.match or "bases"
@@ -137,13 +152,24 @@ class RecordsConfig(_Strict):
 
 
 class ExplainConfig(_Strict):
-    style: Literal["openai", "highlight", "compact", "top_tokens"] = "compact"
+    #: openai, highlight, compact, top_tokens, or a registered plug-in style
+    #: (:mod:`autointerp.explain_styles`)
+    style: str = "compact"
     max_examples: int = Field(10, gt=0)
     max_tokens: int = Field(48, gt=0)
 
+    @field_validator("style")
+    @classmethod
+    def _style_known(cls, v: str) -> str:
+        from autointerp.explain_styles import EXPLAIN_STYLES
+
+        return _known(EXPLAIN_STYLES, v)
+
 
 class ScoringConfig(_Strict):
-    scorers: list[Literal["simulation", "detection", "fuzzing", "intruder"]] = ["simulation"]
+    #: simulation, detection, fuzzing, intruder, or registered plug-in scorers
+    #: (:mod:`autointerp.scoring.registry`)
+    scorers: list[str] = ["simulation"]
     variants: list[Literal["top_and_random", "top", "random"]] = [
         "top_and_random",
         "top",
@@ -157,6 +183,13 @@ class ScoringConfig(_Strict):
     shuffled_null: bool = True
     examples_per_prompt: int = Field(5, gt=0)
     n_bootstrap: int = Field(1000, gt=0)
+
+    @field_validator("scorers")
+    @classmethod
+    def _scorers_known(cls, v: list[str]) -> list[str]:
+        from autointerp.scoring.registry import SCORERS
+
+        return [_known(SCORERS, s) for s in v]
 
 
 class MetricsConfig(_Strict):

@@ -1,6 +1,7 @@
 """Explainer: a feature's train examples -> one short natural-language explanation.
 
-Styles (the prompt text lives in ``prompts/explain_<style>.txt``):
+Styles are registered by name (:mod:`autointerp.explain_styles`; the built-ins at the end of
+this module). The built-in ones (the prompt text lives in ``prompts/explain_<style>.txt``):
 
 - ``openai`` (Bills et al. 2023): activations normalised per feature to
   ``v = min(10, floor(10 * relu(a) / max_a))`` with ``max_a`` the maximum over the examples shown;
@@ -36,12 +37,18 @@ from collections import Counter
 from collections.abc import Sequence
 
 from autointerp.errors import AutointerpError, FatalLLMError, LLMError, ParseError
+from autointerp.explain_styles import (
+    EXPLAIN_STYLES,
+    ExplainStyle,
+    get_explain_style,
+    register_explain_style,
+)
 from autointerp.llm.base import ChatResponse, LLMClient, Message, Tag
 from autointerp.llm.helpers import chat_parsed_response
 from autointerp.templates import display_token, render_messages
 from autointerp.types import Example, Explanation, FeatureRecord
 
-STYLES = ("openai", "highlight", "compact", "top_tokens")
+STYLES = ("openai", "highlight", "compact", "top_tokens")  # the built-in styles
 COMPACT_WORDS = 8
 OPENAI_PREFIX = "the main thing this feature does is find"
 EXPLANATION_MARKER = "[EXPLANATION]:"
@@ -122,11 +129,12 @@ def format_compact_examples(examples: Sequence[Example]) -> str:
     return ", ".join(json.dumps(w, ensure_ascii=False) for w in words[:COMPACT_WORDS])
 
 
-def select_examples(record: FeatureRecord, n: int, style: str) -> list[Example]:
-    """Firing explain examples: the ``n`` strongest (openai, top_tokens) or ``n`` spread evenly
-    over the list sorted by maximum activation (highlight)."""
+def select_examples(record: FeatureRecord, n: int, style: str | ExplainStyle) -> list[Example]:
+    """Firing explain examples: the ``n`` strongest (openai, compact, top_tokens) or ``n``
+    spread evenly over the list sorted by maximum activation (highlight: ``select="spread"``)."""
+    st = style if isinstance(style, ExplainStyle) else get_explain_style(style)
     firing = sorted((e for e in record.explain if e.fires), key=lambda e: -e.max_act)
-    if style != "highlight" or len(firing) <= n:
+    if st.select != "spread" or len(firing) <= n:
         return firing[:n]
     step = len(firing) / n
     return [firing[int(i * step)] for i in range(n)]
@@ -228,15 +236,12 @@ def parse_highlight_answer(text: str) -> str:
 
 
 def build_messages(record: FeatureRecord, style: str, max_examples: int) -> list[Message]:
-    """The chat messages the explainer sees for ``record`` (openai or highlight style)."""
-    examples = select_examples(record, max_examples, style)
-    if style == "openai":
-        return render_messages("explain_openai", examples=format_openai_examples(examples))
-    if style == "highlight":
-        return render_messages("explain_highlight", examples=format_highlight_examples(examples))
-    if style == "compact":
-        return render_messages("explain_compact", examples=format_compact_examples(examples))
-    raise AutointerpError(f"explain style {style!r} has no prompt; use openai, highlight, compact")
+    """The chat messages the explainer sees for ``record`` (a style that uses an LLM)."""
+    st = get_explain_style(style)
+    if st.messages is None:
+        llm = [n for n in EXPLAIN_STYLES.names() if get_explain_style(n).uses_llm]
+        raise AutointerpError(f"explain style {style!r} has no prompt; use {', '.join(llm)}")
+    return st.messages(select_examples(record, max_examples, st))
 
 
 async def explain_feature(
@@ -253,26 +258,21 @@ async def explain_feature(
     firing explain example or the LLM's answers never parse, ``status="truncated"`` when the
     last answer was cut at ``max_tokens`` mid-sentence; ``attempts`` counts LLM calls
     (0 for ``top_tokens``). ``client`` may be None for ``top_tokens``."""
-    if style not in STYLES:
-        raise AutointerpError(f"unknown explain style {style!r}; use one of {', '.join(STYLES)}")
+    st = get_explain_style(style)  # one clear error for an unknown style
     if max_examples < 1:
         raise AutointerpError(f"max_examples must be >= 1, got {max_examples}")
     base = {"basis": record.basis, "feature": record.feature, "style": style}
-    examples = select_examples(record, max_examples, style)
+    examples = select_examples(record, max_examples, st)
     if not examples:
         return Explanation(
             **base, text="", status="failed", attempts=0, error="no firing explain example"
         )
-    if style == "top_tokens":
-        return Explanation(**base, text=top_tokens_text(examples), attempts=0)
+    if st.text is not None:
+        return Explanation(**base, text=st.text(examples), attempts=0)
     if client is None:
         raise AutointerpError(f"explain style {style!r} needs an LLM client")
     tag = tag or Tag(stage="explain", basis=record.basis, feature=record.feature)
-    parser = {
-        "openai": parse_openai_answer,
-        "highlight": parse_highlight_answer,
-        "compact": parse_compact_answer,
-    }[style]
+    parser = st.parse or parse_sentence
     calls = 0
 
     def parse(resp: ChatResponse) -> str:
@@ -307,3 +307,35 @@ async def explain_features(
     """:func:`explain_feature` over many records concurrently (the client limits concurrency);
     results in input order."""
     return list(await asyncio.gather(*(explain_feature(r, client, **kwargs) for r in records)))
+
+
+# ----------------------------------------------------------------------------- built-in styles
+
+
+def _template(name: str, fmt):
+    return lambda examples: render_messages(name, examples=fmt(examples))
+
+
+for _style in (
+    ExplainStyle(
+        "openai",
+        _template("explain_openai", format_openai_examples),
+        parse_openai_answer,
+        doc="Bills et al. 2023: token<TAB>value blocks, few-shot",
+    ),
+    ExplainStyle(
+        "highlight",
+        _template("explain_highlight", format_highlight_examples),
+        parse_highlight_answer,
+        select="spread",
+        doc="delphi: <<marked>> windows, few-shot",
+    ),
+    ExplainStyle(
+        "compact",
+        _template("explain_compact", format_compact_examples),
+        parse_compact_answer,
+        doc="the strongest tokens, 'what do these words have in common?' (small explainers)",
+    ),
+    ExplainStyle("top_tokens", text=top_tokens_text, doc="no LLM: the top tokens (the floor)"),
+):
+    register_explain_style(_style)

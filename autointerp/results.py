@@ -1,16 +1,7 @@
-"""Run directories, atomic writes and stage caching.
+"""Atomic writes, stable hashes and the scores table's schema.
 
-Layout of one run: ``results/<suite>/<run>/``
-  manifest.json          suite config, versions, seeds, protocol id, timings, LLM usage
-  .lock                  exclusive lock held by the run writing this directory
-  stages/<stage>-<hash>.*  stage outputs keyed by a hash of (config, upstream hashes);
-                         explain-<hash>.jsonl / score-<hash>.jsonl / llm_calls.jsonl are
-                         checksummed append-only journals (``autointerp.journal``)
-  features.parquet       basis, feature, density, max_act, explanation, explanation_status
-  scores.parquet         one row per autointerp.types.Score
-  metrics.parquet        one row per basis: metric columns (l0, fvu, ce_loss_score, ...)
-  leaderboard.md         the table
-"""
+The run directory's layout belongs to :mod:`autointerp.run.store` (``RunStore``), which writes
+through these functions."""
 
 from __future__ import annotations
 

@@ -116,3 +116,34 @@ def test_plugin_errors_pass_through(installed_plugin, tmp_path):
     (tmp_path / "ck" / "tied_sae.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"'W' has shape \[20, 8\], expected \[21, 8\]"):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_scorer_and_basis_kind_from_entry_points(installed_plugin):
+    """The plugin package's ``autointerp.scorers`` and ``autointerp.basis_kinds`` entry points:
+    known to the suite checks and loaded on first use, with no edit to autointerp."""
+    import asyncio
+
+    from autointerp.bases.kinds import BASIS_KINDS
+    from autointerp.config import suite_from_dict
+    from autointerp.scoring.registry import SCORERS, ScoringEnv
+    from autointerp.types import Explanation, FeatureRecord
+
+    try:
+        assert "word-count" in SCORERS.names() and "half-neurons" in BASIS_KINDS.names()
+        suite = suite_from_dict(
+            {
+                "bases": [{"kind": "half-neurons", "l0": 4}],
+                "scoring": {"scorers": ["simulation", "word-count"]},
+            }
+        )
+        scorer = SCORERS.get("word-count")
+        env = ScoringEnv(suite.scoring, suite, {}, "pid")
+        rec = FeatureRecord("b", 1, 0.1, 1.0)
+        out = asyncio.run(scorer.score(rec, Explanation("b", 1, "two words", "compact"), env))
+        assert [(s.scorer, s.variant, s.value) for s in out.scores] == [
+            ("word-count", "words", 2.0)
+        ]
+        assert BASIS_KINDS.get("half-neurons").name == "half-neurons"
+    finally:
+        SCORERS.unregister("word-count")
+        BASIS_KINDS.unregister("half-neurons")

@@ -272,37 +272,25 @@ async def _chat_json(
 # ----------------------------------------------------------------------------- entry point
 
 
-async def simulate(
-    explanation: str,
-    examples: Sequence[Example],
-    client: LLMClient | None,
-    *,
-    method: str = "auto",
-    max_parse_retries: int = 2,
-    tag: Tag | None = None,
-) -> SimulationResult:
-    """Predict every token's activation (0-10) of ``examples`` from ``explanation``.
+async def _token_match(explanation, examples, client, *, max_parse_retries, tag):
+    from autointerp.scoring.pmi import simulate_token_match
 
-    ``all_at_once`` makes exactly one LLM call for all examples; the chat methods make one call
-    per example (plus parse retries). Raises :class:`ParseError` / :class:`LLMError` when the
-    LLM's answers cannot be used."""
-    if not examples:
-        raise AutointerpError("simulate needs at least one example")
-    if not explanation.strip():
-        raise AutointerpError("simulate needs a non-empty explanation")
-    method = pick_method(client, method)
-    if method == "token_match":
-        from autointerp.scoring.pmi import simulate_token_match
+    return SimulationResult(simulate_token_match(explanation, examples), "token_match", 0)
 
-        return SimulationResult(simulate_token_match(explanation, examples), method, 0)
-    assert client is not None
-    if method == "pmi":
-        from autointerp.scoring.pmi import simulate_pmi
 
-        pred, extra = await simulate_pmi(explanation, examples, client, tag)
-        return SimulationResult(pred, "pmi", extra.pop("n_calls"), extra)
-    if method == "all_at_once":
-        return await _all_at_once(explanation, examples, client, tag)
+async def _pmi(explanation, examples, client, *, max_parse_retries, tag):
+    from autointerp.scoring.pmi import simulate_pmi
+
+    pred, extra = await simulate_pmi(explanation, examples, client, tag)
+    return SimulationResult(pred, "pmi", extra.pop("n_calls"), extra)
+
+
+async def _all_at_once_method(explanation, examples, client, *, max_parse_retries, tag):
+    return await _all_at_once(explanation, examples, client, tag)
+
+
+async def _chat_method(method: str, explanation, examples, client, *, max_parse_retries, tag):
+    """``top_logprobs`` / ``json``: one chat per example asking for a JSON list."""
     pred, calls, fallbacks = [], 0, 0
     for ex in examples:
         if not ex.tokens:
@@ -325,3 +313,46 @@ async def simulate(
         pred.append(row)
     extra = {"n_fallback": fallbacks} if method == "top_logprobs" else {}
     return SimulationResult(pred=pred, method=method, n_calls=calls, extra=extra)
+
+
+async def _top_logprobs(explanation, examples, client, **kw):
+    return await _chat_method("top_logprobs", explanation, examples, client, **kw)
+
+
+async def _json(explanation, examples, client, **kw):
+    return await _chat_method("json", explanation, examples, client, **kw)
+
+
+#: simulation method -> ``async fn(explanation, examples, client, *, max_parse_retries, tag)``
+#: (which backends can serve each: :func:`autointerp.scoring.methods.pick_method`)
+SIMULATION_METHODS = {
+    "token_match": _token_match,
+    "pmi": _pmi,
+    "all_at_once": _all_at_once_method,
+    "top_logprobs": _top_logprobs,
+    "json": _json,
+}
+
+
+async def simulate(
+    explanation: str,
+    examples: Sequence[Example],
+    client: LLMClient | None,
+    *,
+    method: str = "auto",
+    max_parse_retries: int = 2,
+    tag: Tag | None = None,
+) -> SimulationResult:
+    """Predict every token's activation (0-10) of ``examples`` from ``explanation``.
+
+    ``all_at_once`` makes exactly one LLM call for all examples; the chat methods make one call
+    per example (plus parse retries). Raises :class:`ParseError` / :class:`LLMError` when the
+    LLM's answers cannot be used."""
+    if not examples:
+        raise AutointerpError("simulate needs at least one example")
+    if not explanation.strip():
+        raise AutointerpError("simulate needs a non-empty explanation")
+    method = pick_method(client, method)
+    return await SIMULATION_METHODS[method](
+        explanation, examples, client, max_parse_retries=max_parse_retries, tag=tag
+    )

@@ -1,0 +1,120 @@
+"""The built-in basis kinds: ``sae`` (a checkpoint, or trained on the suite's activations),
+``pca``, ``ica``, ``neurons`` and the ``random`` null (see :mod:`autointerp.bases.kinds`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from autointerp.bases.base import Basis
+from autointerp.bases.kinds import BasisBuild, BasisKind, register_basis_kind
+from autointerp.bases.linear import (
+    fit_ica,
+    fit_pca,
+    fit_random,
+    load_linear,
+    mixture_target_density,
+    neuron_basis,
+    random_target_density,
+    save_linear,
+)
+from autointerp.errors import ConfigError
+from autointerp.results import stable_hash
+
+
+def build_sae(b: BasisBuild) -> Basis:
+    """A checkpoint (``path``), checked against the model, hookpoint and width; or an SAE
+    trained on the fit rows (``train``), kept in ``work/sae/<label>-<acts hash>/``."""
+    bc = b.cfg
+    if bc.path:
+        from autointerp.bases.checkpoints import load_checkpoint
+
+        sae = load_checkpoint(
+            bc.path,
+            bc.format,
+            device=b.device,
+            expected_d_in=b.width,
+            expected_hookpoint=b.hookpoint,
+            expected_model=b.model_name,
+            allow_mismatch=bc.allow_mismatch,
+            name=bc.label,
+        )
+        sae.info.setdefault("config_hash", stable_hash({"path": str(bc.path), "fmt": bc.format}))
+        sae.info["stage_hash"] = sae.info["config_hash"]
+        return sae
+    if bc.train is None:
+        raise ConfigError(
+            f"bases.{bc.label}: an sae basis needs `path` (a checkpoint) or `train` "
+            '(e.g. train = {{ architecture = "topk", expansion = 8, k = 32 }})'
+        )
+    from autointerp.train import train_or_load
+
+    out = b.work_dir / "sae" / f"{bc.label}-{b.acts_hash}"
+    meta = {"model": b.model_name, "hookpoint": b.hookpoint, "corpus": b.corpus_source}
+    sae = train_or_load(
+        b.fit_tokens(10**9), bc.train, out, meta, device=b.device, progress=b.progress,
+        name=bc.label,
+    )  # fmt: skip
+    sae.info["stage_hash"] = sae.info.get("config_hash", "")
+    return sae
+
+
+def build_pca(b: BasisBuild) -> Basis:
+    return fit_pca(b.fit_tokens(10**9), k=b.k, name=b.cfg.label)
+
+
+def build_ica(b: BasisBuild) -> Basis:
+    return fit_ica(b.fit_tokens(8192), k=b.k, name=b.cfg.label, seed=b.seed)
+
+
+def build_neurons(b: BasisBuild) -> Basis:
+    return neuron_basis(b.width, k=b.k, name=b.cfg.label)
+
+
+def random_target(b: BasisBuild) -> tuple[int, np.ndarray | None]:
+    """(count, per-feature target densities) of a random null: the first SAE's count (else
+    8x the width); densities the SAE's (``match = "sae"``) or an equal mixture of every
+    other basis's (``match = "bases"``, ``docs/nulls.md``)."""
+    n_f = b.first_sae.n_features if b.first_sae is not None else 8 * b.width
+    others = [x for x in b.built if x.kind != "random"]
+    if b.cfg.match == "bases" and others:
+        return n_f, mixture_target_density([b.density(x) for x in others], n_f, b.seed)
+    if b.first_sae is not None:
+        return n_f, random_target_density(b.density(b.first_sae), n_f, b.seed)
+    return n_f, None
+
+
+def build_random(b: BasisBuild) -> Basis:
+    n_f, target = random_target(b)
+    basis = fit_random(
+        b.fit_tokens(32768),
+        n_features=n_f,
+        target_density=target,
+        seed=b.seed,
+        name=b.cfg.label,
+        space=b.cfg.space or "whitened",
+    )
+    basis.info["match"] = b.cfg.match
+    return basis
+
+
+def random_hash_extra(b: BasisBuild) -> dict[str, Any]:
+    """The random null depends on the SAE it is counted from and the bases it is matched to."""
+    return {
+        "sae": b.first_sae.info.get("config_hash", b.first_sae.name) if b.first_sae else None,
+        "matched": [x.info.get("stage_hash", x.name) for x in b.built]
+        if b.cfg.match == "bases"
+        else None,
+    }
+
+
+_LINEAR = dict(save=save_linear, load=load_linear)
+
+register_basis_kind(BasisKind("sae", build_sae, order=0, reference=True, uses_l0=False))
+register_basis_kind(BasisKind("pca", build_pca, **_LINEAR))
+register_basis_kind(BasisKind("ica", build_ica, **_LINEAR))
+register_basis_kind(BasisKind("neurons", build_neurons, **_LINEAR))
+register_basis_kind(
+    BasisKind("random", build_random, order=2, hash_extra=random_hash_extra, **_LINEAR)
+)

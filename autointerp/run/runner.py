@@ -1,0 +1,283 @@
+"""The runner: a graph of stages -> values, with hashing, caching, resume, journals, the lock,
+progress and a time summary written once, here.
+
+For each stage in dependency order the runner hashes the stage's key (its config slice and
+its inputs' hashes), then
+
+1. this run's output with that hash -> loaded (``cached``);
+2. else the shared stage cache of the work dir has it (another run computed it) -> copied into
+   this run and loaded (``reused from another run``);
+3. else ``compute`` runs and its value is saved (and published to the shared cache).
+
+A journaled stage reads its journal (items done so far), and compute appends the rest one by
+one; ``--force NAME`` redoes the stages whose ``forced_by`` names it. Everything runs under the
+run directory's exclusive lock, on one asyncio event loop (async computes share LLM clients).
+Each stage logs one progress line; :func:`format_summary` prints the per-stage time summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from autointerp.errors import ConfigError
+from autointerp.results import stable_hash
+from autointerp.run.stage import Artifact, Stage, StageContext, StageReport
+from autointerp.run.store import RunStore
+
+log = logging.getLogger(__name__)
+
+
+def order_stages(stages: Iterable[Stage]) -> list[Stage]:
+    """Dependency order, keeping the given order where the graph allows (Kahn's algorithm).
+    Duplicate names, unknown dependencies and cycles are one :class:`ConfigError`."""
+    stages = list(stages)
+    by_name: dict[str, Stage] = {}
+    for s in stages:
+        if s.name in by_name:
+            raise ConfigError(f"two stages are named {s.name!r}; give each stage its own name")
+        by_name[s.name] = s
+    for s in stages:
+        for d in s.deps:
+            if d not in by_name:
+                raise ConfigError(
+                    f"stage {s.name!r} needs stage {d!r}, which no stage provides; "
+                    f"stages: {', '.join(by_name)}"
+                )
+    done: set[str] = set()
+    out: list[Stage] = []
+    while len(out) < len(stages):
+        ready = next((s for s in stages if s.name not in done and set(s.deps) <= done), None)
+        if ready is None:
+            left = [s.name for s in stages if s.name not in done]
+            raise ConfigError(f"the stages {', '.join(left)} depend on each other in a cycle")
+        out.append(ready)
+        done.add(ready.name)
+    return out
+
+
+def format_summary(rows: list[dict[str, Any]], total: float) -> str:
+    """The per-stage time summary: stage, seconds, what happened (computed / cached / ...)."""
+    w = max([len("stage"), *(len(r["stage"]) for r in rows)]) + 2
+    lines = ["stage times (this invocation):", f"  {'stage':<{w}}{'seconds':>8}  status"]
+    lines += [f"  {r['stage']:<{w}}{r['seconds']:>8.1f}  {r['status']}" for r in rows]
+    lines.append(f"  {'total':<{w}}{total:>8.1f}")
+    return "\n".join(lines)
+
+
+class Runner:
+    """Runs ``stages`` for one run directory (``store``); ``env`` is passed to every stage."""
+
+    def __init__(
+        self,
+        stages: Iterable[Stage],
+        store: RunStore,
+        env: Any = None,
+        *,
+        force: Iterable[str] = (),
+        progress: bool = True,
+    ) -> None:
+        self.stages = order_stages(stages)
+        self.store = store
+        self.env = env
+        self.progress = progress
+        known = {n for s in self.stages for n in s.forced_by}
+        self.force = set(force)
+        bad = self.force - known
+        if bad:
+            raise ConfigError(f"--force {sorted(bad)}: unknown stage; use one of {sorted(known)}")
+        self.values: dict[str, Any] = {}
+        self.hashes: dict[str, str | None] = {}
+        self.reports: list[StageReport] = []
+        self._memo: dict[Path, Any] = {}
+        self._redone: set[Path] = set()  # recomputed under --force in this invocation
+        self._closers: list[Callable[[], Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ running
+
+    def run(
+        self,
+        prepare: Callable[[Runner], Any] | None = None,
+        finalize: Callable[[Runner], Any] | None = None,
+    ) -> dict[str, Any]:
+        """Every stage under the run directory's lock; ``prepare(self)`` runs first and
+        ``finalize(self)`` last, both under the lock (e.g. to write the suite and the
+        manifest). Returns the stages' values."""
+        with self.store.lock():
+            self.store.check_schema()
+            try:
+                if prepare is not None:
+                    prepare(self)
+                for i, st in enumerate(self.stages, 1):
+                    self._run_stage(i, st)
+                if finalize is not None:
+                    finalize(self)
+            finally:
+                self._close()
+        return self.values
+
+    def _run_stage(self, i: int, st: Stage) -> None:
+        inputs = {d: self.values[d] for d in st.deps}
+        report = StageReport(st.name)
+        ctx = StageContext(self, st, self.env, {d: self.hashes[d] for d in st.deps}, report)
+        t0 = time.perf_counter()
+        if st.key is not None:
+            ctx.hash = st.hash(st.key(ctx, inputs))
+        if st.journal:
+            value = self._journaled(st, ctx, inputs)
+        elif st.key is not None and st.artifact is not None:
+            art = st.artifact if isinstance(st.artifact, Artifact) else st.artifact(ctx, inputs)
+
+            def compute(path: Path | None = None) -> Any:
+                ctx.path = path
+                return self._call(st.compute, ctx, inputs)
+
+            value = self.cached(ctx, st.name, ctx.hash, compute, art, st.forced_by, False)
+            ctx.item_hashes.clear()
+        else:
+            value = self._call(st.compute, ctx, inputs)
+            report.ran = True
+        report.seconds = time.perf_counter() - t0
+        self.values[st.name] = value
+        if ctx.hash is not None:
+            self.hashes[st.name] = ctx.hash
+        elif ctx.item_hashes:
+            self.hashes[st.name] = stable_hash(ctx.item_hashes)
+        else:
+            self.hashes[st.name] = stable_hash({"deps": ctx.upstream})
+        if st.summary:
+            self.reports.append(report)
+            log.info(
+                "[%d/%d] %s: %s (%.1f s)", i, len(self.stages), st.name, report.status,
+                report.seconds,
+            )  # fmt: skip
+
+    def _call(self, fn: Callable[..., Any], ctx: StageContext, inputs: dict[str, Any]) -> Any:
+        out = fn(ctx, inputs)
+        if inspect.isawaitable(out):
+            out = self.run_async(out)
+        return out
+
+    def _journaled(self, st: Stage, ctx: StageContext, inputs: dict[str, Any]) -> Any:
+        j = self.store.journal(f"{st.name}-{ctx.hash}.jsonl", st.name)
+        if ctx.forced and j.path not in self._redone:
+            j.path.unlink(missing_ok=True)
+            self._redone.add(j.path)
+        ctx.journal = j
+        ctx.done = {tuple(r["key"]): r for r in j.read()}
+        before = set(ctx.done)
+        value = self._call(st.compute, ctx, inputs)
+        ctx.report.cached = len(before - ctx.appended)
+        return value
+
+    # ------------------------------------------------------------------ caching
+
+    def is_forced(self, forced_by: Iterable[str]) -> bool:
+        return bool(self.force & set(forced_by))
+
+    def _have(self, art: Artifact, path: Path, h: str) -> bool:
+        if not art.codec.exists(path):
+            return False
+        if art.marker is None:
+            return True
+        m = art.marker(self.store)
+        return m.exists() and m.read_text() == h
+
+    def cached(
+        self,
+        ctx: StageContext,
+        name: str,
+        h: str,
+        compute: Callable[..., Any],
+        art: Artifact,
+        forced_by: tuple[str, ...],
+        memo: bool,
+    ) -> Any:
+        """See :meth:`StageContext.cached`."""
+        codec = art.codec
+        path = (
+            art.place(self.store, h) if art.place else self.store.stage_file(name, h, codec.suffix)
+        )
+        if memo and path in self._memo:
+            ctx.report.cached += 1
+            return self._memo[path]
+        forced = self.is_forced(forced_by) and path not in self._redone
+        shared = self.store.shared_file(name, h, codec.suffix) if art.shared else None
+        if not forced and self._have(art, path, h):
+            value = codec.load(path)
+            ctx.report.cached += 1
+            if shared is not None and not codec.exists(shared):
+                self._publish(codec, path, shared)  # a run written before the shared cache
+        elif not forced and shared is not None and codec.exists(shared):
+            codec.copy(shared, path)
+            self._mark(art, h)
+            value = codec.load(path)
+            ctx.report.reused += 1
+        else:
+            if forced and codec.streams:
+                codec.discard(path)
+            value = compute(path) if codec.streams else compute()
+            if not codec.streams:
+                codec.save(path, value)
+            self._mark(art, h)
+            if shared is not None:
+                self._publish(codec, path, shared)
+            ctx.report.computed += 1
+            self._redone.add(path)
+        if memo:
+            self._memo[path] = value
+        return value
+
+    def _mark(self, art: Artifact, h: str) -> None:
+        if art.marker is not None:
+            self.store.write_text(art.marker(self.store), h)
+
+    @staticmethod
+    def _publish(codec: Any, path: Path, shared: Path) -> None:
+        try:
+            codec.copy(path, shared)
+        except OSError as e:  # the shared cache is an optimisation: never fail a run for it
+            log.warning("cannot publish %s to the shared stage cache: %s", path.name, e)
+
+    # ------------------------------------------------------------------ event loop, teardown
+
+    def run_async(self, coro: Any) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def on_close(self, fn: Callable[[], Any]) -> None:
+        self._closers.append(fn)
+
+    def _close(self) -> None:
+        while self._closers:
+            fn = self._closers.pop()
+            try:
+                out = fn()
+                if inspect.isawaitable(out):
+                    self.run_async(out)
+            except Exception as e:  # teardown must not hide the run's own error
+                log.warning("closing %r failed: %s", fn, e)
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                loop.close()
+
+    # ------------------------------------------------------------------ summary
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per stage: stage, seconds, status, computed / cached / reused counts."""
+        return [r.to_dict() for r in self.reports]
+
+    def computed_anything(self) -> bool:
+        """True when some stage computed (not just loaded) something in this invocation."""
+        return any(r.computed for r in self.reports)

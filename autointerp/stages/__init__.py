@@ -1,0 +1,61 @@
+"""The stages of a suite, one small module each (a value in, a value out, no file paths):
+
+==============  ===========================================  ================================
+stage           value                                        module
+==============  ===========================================  ================================
+tokens          :class:`~autointerp.stages.tokens.Tokens`    :mod:`autointerp.stages.tokens`
+activations     :class:`~.activations.Activations`           :mod:`autointerp.stages.activations`
+split           :class:`~autointerp.stages.tokens.Split`     :mod:`autointerp.stages.tokens`
+bases           ``list[Basis]``                              :mod:`autointerp.stages.bases`
+metrics         ``list[dict]`` (one row per basis)           :mod:`autointerp.stages.metrics`
+density         ``{basis: np.ndarray}``                      :mod:`autointerp.stages.density`
+records         :class:`~autointerp.stages.records.RecordSet` :mod:`autointerp.stages.records`
+diagnostics     ``list[dict]``                               :mod:`autointerp.stages.records`
+explain         ``{(basis, feature, style): row}``           :mod:`autointerp.stages.explain`
+score           ``list[item]`` (rows of every scorer)        :mod:`autointerp.stages.score`
+(plug-ins)      anything                                     :func:`autointerp.run.register_stage`
+report          the run's tables                             :mod:`autointerp.stages.outputs`
+==============  ===========================================  ================================
+"""
+
+from __future__ import annotations
+
+from autointerp.run.stage import Stage, registered_stages
+from autointerp.stages.activations import ACTIVATIONS
+from autointerp.stages.bases import BASES
+from autointerp.stages.density import DENSITY
+from autointerp.stages.explain import EXPLAIN
+from autointerp.stages.metrics import METRICS
+from autointerp.stages.outputs import REPORT
+from autointerp.stages.records import DIAGNOSTICS, RECORDS
+from autointerp.stages.score import SCORE
+from autointerp.stages.tokens import SPLIT, TOKENS
+
+BUILTIN_STAGES: tuple[Stage, ...] = (
+    TOKENS,
+    ACTIVATIONS,
+    SPLIT,
+    BASES,
+    METRICS,
+    DENSITY,
+    RECORDS,
+    DIAGNOSTICS,
+    EXPLAIN,
+    SCORE,
+    REPORT,
+)
+
+#: the --force names (a plug-in stage adds its own)
+FORCE_NAMES = ("tokens", "activations", "bases", "metrics", "records", "explain", "score", "report")
+
+
+def suite_stages() -> list[Stage]:
+    """The graph of a suite: the built-in stages and every registered plug-in stage (run after
+    their dependencies and before the report)."""
+    plugins = registered_stages()
+    report = REPORT
+    if plugins:
+        from dataclasses import replace
+
+        report = replace(REPORT, deps=REPORT.deps + tuple(p.name for p in plugins))
+    return [*BUILTIN_STAGES[:-1], *plugins, report]

@@ -1,0 +1,145 @@
+"""Stage ``bases``: every basis of the suite, built by its kind (:mod:`autointerp.bases.kinds`).
+
+Kinds of order 0 (SAEs) first — they set the L0 the others are top-k'd to —, the random null
+last (its densities match the others). A kind with ``save``/``load`` is kept in
+``work/bases/<label>-<h>/`` keyed by the activations, its config, ``k``, the fit version and
+the seed (``--force bases`` refits it); SAEs keep their own cache (``work/sae/``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autointerp.bases.base import Basis
+from autointerp.bases.kinds import FIT_VERSION, BasisBuild, BasisKind, get_basis_kind
+from autointerp.errors import ConfigError
+from autointerp.results import stable_hash
+from autointerp.run.stage import Artifact, FileCodec, Stage, StageContext
+from autointerp.stages.density import density_of
+
+
+class BasisCodec(FileCodec):
+    """A basis folder written by the kind's ``save`` (complete once ``basis.json`` exists)."""
+
+    def __init__(self, kind: BasisKind) -> None:
+        self.kind = kind
+
+    def exists(self, path: Path) -> bool:
+        return (path / "basis.json").exists()
+
+    def save(self, path: Path, value: Basis) -> None:
+        self.kind.save(value, path)
+
+    def load(self, path: Path) -> Basis:
+        return self.kind.load(path)
+
+
+def fit_tokens(acts, mask, fit_rows, n: int, seed: int) -> torch.Tensor:
+    """Up to ``n`` non-special activations from the fit rows (seeded subsample)."""
+    xs = []
+    for s in range(0, len(fit_rows), 256):
+        r = fit_rows[s : s + 256]
+        a = np.asarray(acts[r])
+        xs.append(torch.from_numpy(a[~mask[r]]))
+    x = torch.cat(xs)
+    if len(x) > n:
+        g = torch.Generator().manual_seed(seed)
+        x = x[torch.randperm(len(x), generator=g)[:n].sort().values]
+    return x
+
+
+def default_l0(ctx: StageContext, sae: Basis | None, acts, mask, rows) -> int:
+    """The reference SAE's L0: its ``k`` (topk), else its mean firing count on ``rows``."""
+    if sae is None:
+        raise ConfigError(
+            "bases: a linear basis needs `l0` (top-k per token) when the suite has no SAE "
+            'to match; e.g. { kind = "pca", l0 = 32 }'
+        )
+    if "k" in sae.info and sae.info.get("architecture") == "topk":
+        return int(sae.info["k"])
+    d = density_of(ctx, sae, acts, mask, rows)
+    return max(1, int(round(float(d.sum()))))
+
+
+def compute_bases(ctx: StageContext, inputs: dict[str, Any]) -> list[Basis]:
+    env = ctx.env
+    suite = env.suite
+    acts, width = inputs["activations"].acts, inputs["activations"].width
+    split = inputs["split"]
+    mask = split.mask
+    cfgs = suite.bases
+    names = [b.label for b in cfgs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"bases: duplicate names {sorted(dup)}; give each a distinct `name`")
+    fits: dict[int, torch.Tensor] = {}
+
+    def fit_x(n: int) -> torch.Tensor:
+        if n not in fits:
+            fits[n] = fit_tokens(acts, mask, split.fit_rows, n, suite.seed)
+        return fits[n]
+
+    kinds = {bc.kind: get_basis_kind(bc.kind) for bc in cfgs}
+    bases: list[Basis] = []
+    first_sae: Basis | None = None
+    for bc in sorted(cfgs, key=lambda b: kinds[b.kind].order):
+        kind = kinds[bc.kind]
+        k = None
+        if kind.uses_l0:
+            k = bc.l0 if bc.l0 is not None else default_l0(
+                ctx, first_sae, acts, mask, split.metric_rows
+            )  # fmt: skip
+        build = BasisBuild(
+            cfg=bc, k=k, width=width, seed=suite.seed, device=env.device, progress=ctx.progress,
+            first_sae=first_sae, built=list(bases), fit_tokens=fit_x,
+            density=lambda b: density_of(ctx, b, acts, mask, split.all_rows),
+            acts_hash=ctx.upstream["activations"], model_name=env.sm_name,
+            hookpoint=suite.model.hookpoint, corpus_source=suite.corpus.source,
+            work_dir=env.store.work_dir,
+        )  # fmt: skip
+        if kind.save is not None and kind.load is not None:
+            extra = kind.hash_extra(build) if kind.hash_extra else {"sae": None, "matched": None}
+            h = stable_hash(
+                {
+                    "acts": build.acts_hash,
+                    "cfg": bc.model_dump(),
+                    "k": k,
+                    "fit": FIT_VERSION,
+                    **extra,
+                    "seed": suite.seed,
+                }
+            )
+            art = Artifact(
+                BasisCodec(kind),
+                place=lambda s, h, label=bc.label: s.work("bases", f"{label}-{h}"),
+                shared=False,
+            )
+            b = ctx.cached(
+                f"bases-{bc.label}", h, lambda build=build, kind=kind: kind.build(build), art
+            )
+            b.info["stage_hash"] = h
+        else:
+            b = kind.build(build)
+            b.info.setdefault("stage_hash", b.info.get("config_hash", ""))
+            ctx.item_hashes.append(str(b.info["stage_hash"]))
+            if b.info.get("reused") or bc.path:
+                ctx.report.cached += 1
+            else:
+                ctx.report.computed += 1
+        if kind.reference and first_sae is None:
+            first_sae = b
+        b.to(env.device)
+        bases.append(b)
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(bases, key=lambda b: order[b.name])
+
+
+BASES = Stage(
+    "bases",
+    compute_bases,
+    deps=("activations", "split"),
+    doc="activations -> SAEs, PCA, ICA, neurons, random directions (by kind)",
+)

@@ -1,0 +1,158 @@
+"""What every stage of a suite shares: the suite, its protocol, the device, the subject model
+(loaded on first use), and the LLM session (clients made on first use, closed at the end)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from autointerp.config import Suite
+from autointerp.results import stable_hash
+from autointerp.run.store import RunStore
+
+
+def protocol_of(suite: Suite) -> dict[str, Any]:
+    """Every choice that changes what a score means (rows with equal ids are comparable)."""
+    prompts = files("autointerp.prompts")
+    templates = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+        for p in sorted(prompts.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".txt")
+    }
+    llm = {}
+    for role in ("explainer", "simulator", "scorer"):
+        c = getattr(suite.llm, role)
+        llm[role] = {"backend": c.backend, "model": c.model, "temperature": c.temperature}
+        if c.backend == "transformers":
+            llm[role]["dtype"] = c.dtype
+    return {
+        "corpus": {"source": suite.corpus.source, "context": suite.corpus.context},
+        "records": suite.records.model_dump(),
+        "explain": suite.explain.model_dump(),
+        "scoring": suite.scoring.model_dump(exclude={"n_bootstrap"}),
+        "llm": llm,
+        "templates": templates,
+        "seed": suite.seed,
+    }
+
+
+class SuiteEnv:
+    """The environment the suite's stages see as ``ctx.env``."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        store: RunStore,
+        *,
+        progress: bool = True,
+        retry_failed: bool = False,
+        llm_cache: Path,
+    ) -> None:
+        from autointerp.model import resolve_device
+
+        self.suite = suite
+        self.store = store
+        self.progress = progress
+        self.retry_failed = retry_failed
+        self.llm_cache = llm_cache
+        self.protocol = protocol_of(suite)
+        self.protocol_id = stable_hash(self.protocol)
+        self.device = resolve_device(suite.model.device)
+        self.timings: dict[str, float] = {}  # work done outside any one stage (model_load)
+        self.codes: dict[str, Any] = {}  # density key -> TokenCodes kept for the records stage
+        self.llm = LLMSession(self)
+        self._sm = None
+
+    @property
+    def sm(self):
+        """The subject model, loaded on first use (timed as ``model_load``)."""
+        if self._sm is None:
+            import torch
+
+            from autointerp.model import load_model
+
+            t = time.perf_counter()
+            dtype = getattr(torch, self.suite.model.dtype)
+            self._sm = load_model(self.suite.model.name, device=self.device, dtype=dtype)
+            self.timings["model_load"] = time.perf_counter() - t
+        return self._sm
+
+    @property
+    def sm_name(self) -> str:
+        if self._sm is not None:
+            return self._sm.name
+        from autointerp.model import DEFAULT_MODEL
+
+        n = self.suite.model.name
+        return "SmolLM2-135M-Instruct" if n == DEFAULT_MODEL else n
+
+    def tokenizer(self):
+        if self._sm is not None:
+            return self._sm.tokenizer
+        from autointerp.model import load_tokenizer
+
+        return load_tokenizer(self.suite.model.name)
+
+
+class LLMSession:
+    """The explainer / simulator / scorer clients of a run, made once on first use (roles
+    sharing a config share one client), with the ledger of every call appended to the
+    ``llm_calls.jsonl`` journal after each item."""
+
+    def __init__(self, env: SuiteEnv) -> None:
+        self.env = env
+        self._clients: dict[str, Any] | None = None
+        self._ledger = None
+        self._flushed = 0
+
+    @property
+    def started(self) -> bool:
+        return self._clients is not None
+
+    def clients(self, ctx: Any) -> dict[str, Any]:
+        """The clients by role; the first call makes them and closes them when the run ends.
+        A simulation method the simulator cannot serve is a clear error here, up front."""
+        if self._clients is not None:
+            return self._clients
+        from autointerp.llm import make_client
+        from autointerp.llm.accounting import Ledger
+        from autointerp.llm.cache import ResponseCache
+
+        suite = self.env.suite
+        cache = ResponseCache(self.env.llm_cache)
+        self._ledger = Ledger()
+        made: dict[str, Any] = {}
+        clients = {}
+        for role in ("explainer", "simulator", "scorer"):
+            cfg = getattr(suite.llm, role)
+            key = cfg.model_dump_json()
+            if key not in made:  # roles sharing a config share one client (one model load)
+                made[key] = make_client(cfg, cache=cache, ledger=self._ledger)
+            clients[role] = made[key]
+        self._clients = clients
+
+        async def aclose() -> None:
+            for c in {id(c): c for c in clients.values()}.values():
+                await c.aclose()
+
+        ctx.on_close(aclose)
+        if "simulation" in suite.scoring.scorers:
+            from autointerp.scoring.simulation import pick_method
+
+            pick_method(clients["simulator"], suite.scoring.simulation_method)
+        return clients
+
+    def existing(self) -> dict[str, Any]:
+        return self._clients or {}
+
+    def flush(self) -> None:
+        """Append the calls made since the last flush to ``stages/llm_calls.jsonl``."""
+        if self._ledger is None:
+            return
+        new = self._ledger.records[self._flushed :]
+        self._flushed += len(new)
+        self.env.store.journal("llm_calls.jsonl").append([asdict(r) for r in new])

@@ -1,0 +1,141 @@
+"""Stage ``records``: per basis, the selected features' windows (``records/<basis>.jsonl``,
+its hash in ``stages/records-<basis>.hash``), and stage ``diagnostics``: redundancy and the
+top-token mode of each basis's scored features (``stages/diagnostics-<h>.json``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autointerp.errors import ConfigError
+from autointerp.results import stable_hash
+from autointerp.run.stage import JSON, Artifact, FileCodec, Stage, StageContext
+from autointerp.run.store import RunStore
+from autointerp.stages.density import density_key
+from autointerp.stages.tokens import held_out_rows
+from autointerp.types import FeatureRecord
+
+
+@dataclass
+class RecordSet:
+    """Each basis's feature records, and the hash each basis's records were built with."""
+
+    records: dict[str, list[FeatureRecord]]
+    hashes: dict[str, str]
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Rows of a records file (written whole and atomically); a bad line is an error."""
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f"{path}: line {n} is corrupt; rerun with --force records to rebuild it"
+            ) from None
+    return rows
+
+
+class RecordsCodec(FileCodec):
+    suffix = ".jsonl"
+
+    def save(self, path: Path, value: list[FeatureRecord]) -> None:
+        RunStore.write_text(path, "".join(json.dumps(r.to_dict()) + "\n" for r in value))
+
+    def load(self, path: Path) -> list[FeatureRecord]:
+        return [FeatureRecord.from_dict(r) for r in read_records(path)]
+
+
+def records_artifact(name: str) -> Artifact:
+    return Artifact(
+        RecordsCodec(),
+        place=lambda s, h: s.out("records", f"{name}.jsonl"),
+        marker=lambda s: s.stages / f"records-{name}.hash",
+    )
+
+
+def compute_records(ctx: StageContext, inputs: dict[str, Any]) -> RecordSet:
+    from autointerp.records import collect_records, select_features
+
+    env = ctx.env
+    suite = env.suite
+    rc = suite.records
+    tokens, acts, split = inputs["tokens"].ids, inputs["activations"].acts, inputs["split"]
+    tok = None
+    out, hashes = {}, {}
+    for b in inputs["bases"]:
+        density = inputs["density"][b.name]
+        h = stable_hash(
+            {
+                "basis": b.info.get("stage_hash", ""),
+                "records": rc.model_dump(),
+                "seed": suite.seed,
+                "n_rows": len(tokens),
+            }
+        )
+        hashes[b.name] = h
+
+        def collect(b=b, density=density) -> list[FeatureRecord]:
+            nonlocal tok
+            tok = tok or env.tokenizer()
+            feats = select_features(
+                density, rc.n_features, mode=rc.feature_selection, seed=suite.seed,
+                min_density=rc.min_density,
+            )  # fmt: skip
+            return collect_records(
+                b, acts, tokens, split.mask, feats, density, rc, tok, seed=suite.seed,
+                offset=1 if suite.corpus.prepend_bos else 0, device=env.device,
+                progress=ctx.progress,
+                codes=env.codes.pop(density_key(b, np.arange(len(tokens))), None),
+            )  # fmt: skip
+
+        out[b.name] = ctx.cached(f"records-{b.name}", h, collect, records_artifact(b.name))
+    env.codes.clear()  # the density pass's kept codes served the records
+    return RecordSet(out, hashes)
+
+
+RECORDS = Stage(
+    "records",
+    compute_records,
+    deps=("tokens", "activations", "split", "bases", "density"),
+    doc="bases + densities -> per-feature top / quantile / random windows",
+)
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def diagnostics_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    hashes = inputs["records"].hashes
+    return {"records": [hashes.get(b.name) for b in inputs["bases"]], "v": 1}
+
+
+def compute_diagnostics(ctx: StageContext, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Redundancy and top-token mode of each basis's scored features
+    (``autointerp.diagnostics``), on 512 rows spread over the corpus."""
+    from autointerp.diagnostics import basis_diagnostics
+
+    mask = inputs["split"].mask
+    rows = held_out_rows(len(mask), min(512, len(mask)))
+    records = inputs["records"].records
+    acts = inputs["activations"].acts
+    return [
+        basis_diagnostics(b, records[b.name], acts, mask, rows, device=ctx.env.device).to_dict()
+        for b in inputs["bases"]
+    ]
+
+
+DIAGNOSTICS = Stage(
+    "diagnostics",
+    compute_diagnostics,
+    deps=("activations", "split", "bases", "records"),
+    key=diagnostics_key,
+    artifact=Artifact(JSON),
+    forced_by=("records",),
+    doc="records -> redundancy and top-token mode per basis",
+)
