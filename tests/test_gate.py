@@ -272,3 +272,33 @@ def test_inspect_check_cli(world, tmp_path, capsys):
     assert json.loads(cap.out)["passed"] is False
     err = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and f"--hookpoint {HOOK}" in err[0]
+
+
+def test_a_suite_stops_at_the_gate_before_any_expensive_stage(world, tmp_path):
+    """A suite that plugs in the layer-5 SAE recorded as (and run at) layer 6 is stopped by
+    the gate stage, with the diagnosis, before activations are cached or anything is fitted."""
+    from autointerp.config import load_suite, suite_from_dict
+    from autointerp.pipeline import run_suite
+
+    _, _, _, sae, _ = world
+    ck = write("saelens", sae, tmp_path / "ck", layer=6)
+    d = load_suite("evals/default.toml").model_dump()
+    d["corpus"]["n_tokens"] = 8192
+    d["model"]["hookpoint"] = OFF_BY_ONE
+    d["bases"] = [{"kind": "sae", "name": "plugged", "path": str(ck)}, {"kind": "random"}]
+    kw = dict(results_root=tmp_path / "r", work_dir=tmp_path / "w", progress=False)
+    with pytest.raises(GateError, match=f"likely cause: the checkpoint was trained at {HOOK}"):
+        run_suite(suite_from_dict(d), llm_cache=tmp_path / "c.sqlite", **kw)
+    assert not list((tmp_path / "w").rglob("acts-*.npy"))  # the gate ran first
+
+
+def test_gate_figures_become_leaderboard_notes():
+    from autointerp.report.runs import gate_notes
+
+    g = {"hookpoint": HOOK, "n_tokens": 2048, "fvu": 0.0914, "l0": 32.0, "l2_ratio": 0.928,
+         "ce_loss_score": 0.987, "passed": True}  # fmt: skip
+    bad = {**g, "fvu": None, "passed": False, "allowed_mismatch": True, "cause": "scaling"}
+    notes = gate_notes({"good": g, "bad": bad})
+    assert notes[0].startswith("sanity gate passed for good") and "FVU 0.0914" in notes[0]
+    assert "FAILED, used anyway" in notes[1] and "FVU undefined" in notes[1]
+    assert notes[1].endswith("; scaling")

@@ -165,7 +165,30 @@ def load_run(run_dir: str | Path) -> Run:
     diag = {}
     if (path / "diagnostics.json").is_file():
         diag = {d["basis"]: d for d in json.loads((path / "diagnostics.json").read_text())}
+    notes += gate_notes(manifest.get("gate") or {})
     return Run(path, manifest, metrics, scores, features, density, notes, diag)
+
+
+def gate_notes(gate: dict[str, Any]) -> list[str]:
+    """One note per plugged-in checkpoint: the sanity gate's figures and verdict."""
+    out = []
+    for basis, g in gate.items():
+
+        def f(k: str, g: dict[str, Any] = g) -> str:
+            v = g.get(k)
+            return "undefined" if v is None else f"{v:.3g}"
+
+        verdict = (
+            "passed"
+            if g.get("passed")
+            else ("FAILED, used anyway (allow_mismatch)" if g.get("allowed_mismatch") else "FAILED")
+        )
+        out.append(
+            f"sanity gate {verdict} for {basis} at {g.get('hookpoint')} on {g.get('n_tokens')} "
+            f"tokens: FVU {f('fvu')}, L0 {f('l0')}, norm ratio {f('l2_ratio')}, CE recovered "
+            f"{f('ce_loss_score')}" + (f"; {g['cause']}" if g.get("cause") else "")
+        )
+    return out
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:

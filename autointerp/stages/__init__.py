@@ -6,6 +6,7 @@ stage           value                                        module
 tokens          :class:`~autointerp.stages.tokens.Tokens`    :mod:`autointerp.stages.tokens`
 activations     :class:`~.activations.Activations`           :mod:`autointerp.stages.activations`
 split           :class:`~autointerp.stages.tokens.Split`     :mod:`autointerp.stages.tokens`
+gate            ``{basis: GateReport dict}``                 :mod:`autointerp.stages.gate`
 bases           ``list[Basis]``                              :mod:`autointerp.stages.bases`
 metrics         ``list[dict]`` (one row per basis)           :mod:`autointerp.stages.metrics`
 density         ``{basis: np.ndarray}``                      :mod:`autointerp.stages.density`
@@ -25,6 +26,7 @@ from autointerp.stages.activations import ACTIVATIONS
 from autointerp.stages.bases import BASES
 from autointerp.stages.density import DENSITY
 from autointerp.stages.explain import EXPLAIN
+from autointerp.stages.gate import GATE
 from autointerp.stages.metrics import METRICS
 from autointerp.stages.outputs import REPORT
 from autointerp.stages.records import DIAGNOSTICS, RECORDS
@@ -33,8 +35,9 @@ from autointerp.stages.tokens import SPLIT, TOKENS
 
 BUILTIN_STAGES: tuple[Stage, ...] = (
     TOKENS,
-    ACTIVATIONS,
     SPLIT,
+    GATE,  # before anything expensive: activations, fits, LLM stages
+    ACTIVATIONS,
     BASES,
     METRICS,
     DENSITY,

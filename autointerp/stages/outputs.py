@@ -84,7 +84,7 @@ def write_outputs(ctx: StageContext, inputs: dict[str, Any]) -> None:
 REPORT = Stage(
     "report",
     write_outputs,
-    deps=("bases", "metrics", "density", "records", "diagnostics", "explain", "score"),
+    deps=("gate", "bases", "metrics", "density", "records", "diagnostics", "explain", "score"),
     doc="every stage's values -> the run's parquet tables",
 )
 
@@ -158,6 +158,7 @@ def write_manifest(env: Any, runner: Any, bases: list, config_hash: str, wall: f
             for b in bases
         ],
         "work_dir": str(store.work_dir),
+        "gate": runner.values.get("gate") or {},
     }
     store.write_manifest(manifest)
     from autointerp.report import write_run_leaderboard

@@ -1,0 +1,82 @@
+"""Stage ``gate``: every plugged-in checkpoint (an ``sae`` basis with a ``path``) checked on the
+held-out reference rows at the suite's hookpoint before anything expensive runs
+(:mod:`autointerp.gate`, ``docs/plugging-in.md``). A failure stops the run with one error
+naming the figure, the likely cause and the fix, unless the basis has ``allow_mismatch``.
+Value: ``{basis label: GateReport.to_dict()}`` (into the manifest's ``gate``); ``{}`` without
+plugged-in bases (nothing loaded). Keyed by each checkpoint's files (name, size, mtime), so a
+fixed checkpoint is checked again."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from autointerp.run.stage import Artifact, JsonCodec, Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+
+def _plugged(suite) -> list:
+    return [bc for bc in suite.bases if bc.kind == "sae" and bc.path]
+
+
+def _fingerprint(path: str) -> list[tuple[str, int, int]] | str:
+    """(file, size, mtime_ns) of a local checkpoint's files; the source string otherwise."""
+    p = Path(path)
+    if not p.exists():
+        return str(path)
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files[:200]]
+
+
+def gate_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    s = ctx.env.suite
+    return {
+        "plugged": [{"cfg": bc.model_dump(), "files": _fingerprint(bc.path)} for bc in _plugged(s)],
+        "model": s.model.model_dump(),
+        "tokens": ctx.upstream.get("tokens"),
+        "v": 1,
+    }
+
+
+def compute_gate(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    from autointerp.bases.checkpoints import load_checkpoint
+    from autointerp.gate import gate_plugged_basis
+
+    env = ctx.env
+    s = env.suite
+    plugged = _plugged(s)
+    if not plugged:
+        return {}
+    tok, split = inputs["tokens"], inputs["split"]
+    rows = split.metric_rows
+    sm = env.sm
+    width = sm.hookpoint(s.model.hookpoint).width
+    out = {}
+    for bc in plugged:
+        b = load_checkpoint(
+            bc.path,
+            bc.format,
+            device=env.device,
+            expected_d_in=width,
+            expected_hookpoint=s.model.hookpoint,
+            expected_model=env.sm_name,
+            allow_mismatch=bc.allow_mismatch,
+            name=bc.label,
+        )
+        report = gate_plugged_basis(
+            sm, b, tok.ids[rows], split.mask[rows], s.model.hookpoint, bc.allow_mismatch
+        )
+        out[bc.label] = report.to_dict()
+    return out
+
+
+GATE = Stage(
+    "gate",
+    compute_gate,
+    deps=("tokens", "split"),
+    key=gate_key,
+    artifact=Artifact(JsonCodec(), shared=False),
+    doc="plugged-in checkpoints -> sanity gate on the held-out rows (stops a wrong reading)",
+)
