@@ -166,7 +166,16 @@ def test_plugins_run_cache_resume_and_are_reused(plugins, tmp_path, tiny_model):
     assert json.loads(out.read_text()) == {"n_records": 6, "n_rows": 6}
     assert st["count-rows"] == "computed" and st["score"] == "computed (6)"
     assert CALLS == {"kind": 1, "scorer": 6, "stage": 1}
-    assert (rd / "leaderboard.md").exists()
+    # the leaderboard shows the plug-in scorer's column (mean over features, per basis)
+    md = (rd / "leaderboard.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| basis |"))
+    assert "| length chars |" in header
+    from autointerp.report import leaderboard_table, load_run
+
+    table = leaderboard_table([load_run(rd)]).table
+    want = scores.group_by("basis").agg(pl.col("value").mean()).sort("basis")
+    got = table.select("basis", "length_chars").sort("basis")
+    assert got["length_chars"].to_list() == pytest.approx(want["value"].to_list())
 
     CALLS.clear()  # a rerun: nothing recomputed
     rd2, st = run(tmp_path, suite)
