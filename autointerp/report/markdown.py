@@ -80,6 +80,16 @@ def render_markdown(board: Leaderboard) -> str:
             out += ["Undefined / failed scores by scorer / variant / real-or-null:", ""]
             out += [f"- {r['basis']} ({r['method']}): {r['undefined_by_variant']}" for r in undef]
             out.append("")
+        pmi = [r for r in df.iter_rows(named=True) if r.get("pmi_tokens")]
+        if pmi:
+            out += ["PMI alignment (real top_and_random test tokens that got no prediction):", ""]
+            out += [
+                f"- {r['basis']}: {r['pmi_missing'] or 0} simulator tokens without a logprob, "
+                f"{r['pmi_unaligned'] or 0} subject tokens no simulator token overlaps, of "
+                f"{r['pmi_tokens']} tokens"
+                for r in pmi
+            ]
+            out.append("")
         dens = board.density.get(pid)
         if dens is not None and not dens.is_empty():
             out += [
