@@ -23,22 +23,31 @@ from autointerp.errors import ConfigError
 from autointerp.results import stable_hash
 
 
+def load_plugged(bc, *, device, width: int, hookpoint: str, model_name: str) -> Basis:
+    """The checkpoint of an ``sae`` basis with a ``path``, checked against the model, the
+    hookpoint and its width (``allow_mismatch`` turns the recorded-model/hookpoint refusal
+    into a warning)."""
+    from autointerp.bases.checkpoints import load_checkpoint
+
+    return load_checkpoint(
+        bc.path,
+        bc.format,
+        device=device,
+        expected_d_in=width,
+        expected_hookpoint=hookpoint,
+        expected_model=model_name,
+        allow_mismatch=bc.allow_mismatch,
+        name=bc.label,
+    )
+
+
 def build_sae(b: BasisBuild) -> Basis:
     """A checkpoint (``path``), checked against the model, hookpoint and width; or an SAE
     trained on the fit rows (``train``), kept in ``work/sae/<label>-<acts hash>/``."""
     bc = b.cfg
     if bc.path:
-        from autointerp.bases.checkpoints import load_checkpoint
-
-        sae = load_checkpoint(
-            bc.path,
-            bc.format,
-            device=b.device,
-            expected_d_in=b.width,
-            expected_hookpoint=b.hookpoint,
-            expected_model=b.model_name,
-            allow_mismatch=bc.allow_mismatch,
-            name=bc.label,
+        sae = load_plugged(
+            bc, device=b.device, width=b.width, hookpoint=b.hookpoint, model_name=b.model_name
         )
         sae.info.setdefault("config_hash", stable_hash({"path": str(bc.path), "fmt": bc.format}))
         sae.info["stage_hash"] = sae.info["config_hash"]

@@ -41,7 +41,7 @@ def gate_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def compute_gate(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    from autointerp.bases.checkpoints import load_checkpoint
+    from autointerp.bases.builtin_kinds import load_plugged
     from autointerp.gate import gate_plugged_basis
 
     env = ctx.env
@@ -55,15 +55,8 @@ def compute_gate(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, dict[st
     width = sm.hookpoint(s.model.hookpoint).width
     out = {}
     for bc in plugged:
-        b = load_checkpoint(
-            bc.path,
-            bc.format,
-            device=env.device,
-            expected_d_in=width,
-            expected_hookpoint=s.model.hookpoint,
-            expected_model=env.sm_name,
-            allow_mismatch=bc.allow_mismatch,
-            name=bc.label,
+        b = load_plugged(
+            bc, device=env.device, width=width, hookpoint=s.model.hookpoint, model_name=env.sm_name
         )
         report = gate_plugged_basis(
             sm, b, tok.ids[rows], split.mask[rows], s.model.hookpoint, bc.allow_mismatch
