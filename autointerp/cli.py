@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "autointerp.train",  # train-sae
     "autointerp.bases.inspect",  # inspect
     "autointerp.report.command",  # leaderboard
+    "autointerp.report.browser",  # browse
 ]
 
 
@@ -37,6 +38,7 @@ examples:
                                               one SAE checkpoint vs PCA, ICA, neurons, random
   autointerp inspect path/to/sae              what a checkpoint holds
   autointerp leaderboard results --format html --out board.html
+  autointerp browse results/default/RUN    a feature browser: RUN/browser/index.html
 
 results: each run writes results/<suite>/<run>/ (change the root with --results): the
 leaderboard (leaderboard.md, leaderboard.html), manifest.json, and the scores, metrics and

@@ -10,12 +10,14 @@ rows: random directions (a basis of kind ``random`` in the same run) and shuffle
 Modules: the model — ``runs`` (run directories), ``columns`` (schema, display columns, legend,
 cell formats), ``rows`` (one run's rows), ``table`` (the ``Leaderboard`` of many runs); the
 renderers, each depending on the model only — ``markdown``, ``tabular`` (csv, json),
-``html_page`` (with ``html_plots`` and ``html_browser``); ``command`` (``build``, the
+``html_page`` (with ``html_plots`` and ``html_browser``); ``browser`` (with ``browser_page``:
+the static per-run feature browser, ``write_browser``); ``command`` (``build``, the
 ``leaderboard`` command, the leaderboard inside a run directory).
 """
 
 from __future__ import annotations
 
+from autointerp.report.browser import write_browser
 from autointerp.report.columns import (
     BASE_SCHEMA,
     DISPLAY,
@@ -107,5 +109,6 @@ __all__ = [
     "scorer_column",
     "scorer_legend",
     "sort_table",
+    "write_browser",
     "write_run_leaderboard",
 ]
