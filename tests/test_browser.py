@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from synthetic_runs import score, write_run
+from synthetic_runs import score, synth_run, write_run
 from test_report_html import ERROR_HOOK, check_no_errors, chromium_binary
 
 from autointerp import report
@@ -137,11 +137,15 @@ class Page(HTMLParser):
             self.tokens[-1] += data
 
 
-def chromium(index: Path, fragment: str, tmp_path: Path, screenshot: Path | None = None):
-    """Load ``index`` (a copy with the error hook in <head>, next to its data/) with
-    ``#fragment``; return (DOM, stderr), or write a PNG when ``screenshot`` is given."""
+def chromium(
+    index: Path, fragment: str, tmp_path: Path, screenshot: Path | None = None, driver: str = ""
+):
+    """Load ``index`` (a copy with the error hook in <head> and ``driver``, a script, at the end
+    of <body>, next to its data/) with ``#fragment``; return (DOM, stderr), or write a PNG when
+    ``screenshot`` is given."""
     page = index.with_name("index-test.html")
-    page.write_text(index.read_text().replace("<head>", "<head>" + ERROR_HOOK, 1))
+    text = index.read_text().replace("<head>", "<head>" + ERROR_HOOK, 1)
+    page.write_text(text.replace("</body>", f"<script>{driver}</script></body>", 1))
     cmd = [
         chromium_binary(),
         "--headless",
@@ -248,3 +252,63 @@ def test_committed_run(tmp_path):
     assert re.search(r"Diagnostics of basis sae-topk", dom)
     assert "shuffled null" in dom and "token_match" in dom and "pmi" in dom
     assert len(pg.tokens) > 100
+
+
+# Clicks and typing, as a user would: type a search, click a column header twice, click a row.
+DRIVER = """
+(function(){
+  function when(cond, then){var t=setInterval(function(){if(cond()){clearInterval(t);then();}},20);}
+  var d=document.documentElement;
+  when(function(){return d.getAttribute('data-ready')==='1';}, function(){
+    var q=document.getElementById('q');q.value='digits';
+    q.dispatchEvent(new Event('input'));
+    setTimeout(function(){
+      var th=document.querySelector('#list th[data-key=density]');th.click();th.click();
+      document.querySelector('#rows tr').click();
+      when(function(){return d.getAttribute('data-open');}, function(){
+        d.setAttribute('data-driven', location.hash);});
+    }, 400);
+  });
+})();
+"""
+
+
+def test_page_reacts_to_typing_and_clicks(big, tmp_path):
+    run, index, _ = big
+    dom, err = chromium(index, "", tmp_path, driver=DRIVER)
+    check_no_errors(dom, err)
+    pg = parse(dom)
+    n = sum(1 for b, _, k in BASES for f in range(k) if TOPICS[f % len(TOPICS)] == "digits")
+    assert pg.count == str(n)
+    assert all("digits" in cells[5] for _, cells in pg.rows)
+    dens = [float(cells[4]) for _, cells in pg.rows]
+    assert dens == sorted(dens)  # two clicks on density: ascending
+    first = pg.rows[0][0]
+    assert f'data-open="{first}"' in dom
+    m = re.search(r'data-driven="([^"]*)"', dom)
+    assert m and "q=digits" in m.group(1) and "sort=density" in m.group(1)
+    assert "dir=asc" in m.group(1) and f"open={first.replace(':', '%3A')}" in m.group(1)
+    b, f = first.split(":")
+    assert pg.expl == f"the digits feature <b>{b}{f}</b>"
+
+
+def test_small_and_empty_runs(tmp_path):
+    run = synth_run(tmp_path / "s" / "r", seed=1, n_scored=12)
+    index = report.write_browser(run)
+    assert index == run / "browser" / "index.html"
+    (index.parent / "data" / "list-7.js").write_text("stale")
+    (index.parent / "data" / "keep.txt").write_text("not ours")
+    report.write_browser(run)
+    assert not (index.parent / "data" / "list-7.js").exists()
+    assert (index.parent / "data" / "keep.txt").exists()
+    rows = read_chunk(index.parent / "data" / "list-0.js")["rows"]
+    assert len(rows) == 4 * 12
+    key = f"{rows[5][0]}:{rows[5][1]}"
+    dom, err = chromium(index, f"open={key}&sort=lift", tmp_path)
+    check_no_errors(dom, err)
+    assert f'data-open="{key}"' in dom and "detection" in dom
+    empty = write_run(tmp_path / "s" / "e", bases=[("sae", "sae", 8)], scores=[])
+    index = report.write_browser(empty, tmp_path / "e-out")
+    dom, err = chromium(index, "q=x", tmp_path)
+    check_no_errors(dom, err)
+    assert parse(dom).count == "0" and "no matching feature" in dom

@@ -151,7 +151,7 @@ function showPanel(){var p=$('panel'),key=st.open;if(!key)return;
       dt.appendChild(tr);});p.appendChild(dt);}
   var mx=d.max_act||0;['explain','test_top','test_quantile','test_random'].forEach(function(k){
     d[k].forEach(function(e){e.acts.forEach(function(a){if(a>mx)mx=a;});});});
-  var secs=[['Top windows (shown to the explainer)','explain'],
+  var secs=[['Windows shown to the explainer','explain'],
     ['Top windows (held out)','test_top'],
     ['Quantile windows','test_quantile'],['Random windows','test_random']];
   secs.forEach(function(sx){var exs=d[sx[1]];if(!exs.length)return;
