@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 from synthetic_runs import score, synth_run, write_run
-from test_report_html import ERROR_HOOK, check_no_errors, chromium_binary
+from test_report_html import ERROR_HOOK, check_no_errors, headless_chromium
 
 from autointerp import report
 from autointerp.cli import main
@@ -146,17 +146,7 @@ def chromium(
     page = index.with_name("index-test.html")
     text = index.read_text().replace("<head>", "<head>" + ERROR_HOOK, 1)
     page.write_text(text.replace("</body>", f"<script>{driver}</script></body>", 1))
-    cmd = [
-        chromium_binary(),
-        "--headless",
-        "--disable-gpu",
-        "--no-sandbox",
-        "--enable-logging=stderr",
-        "--v=0",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=20000",
-        "--hide-scrollbars",
-    ]
+    cmd = [*headless_chromium(tmp_path), "--virtual-time-budget=20000", "--hide-scrollbars"]
     if screenshot is not None:
         cmd += ["--window-size=1400,1000", f"--screenshot={screenshot}"]
     else:

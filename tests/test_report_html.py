@@ -47,12 +47,9 @@ def chromium_binary() -> str:
     )
 
 
-def dump_dom(tmp_path, html: str, fragment: str = "") -> tuple[str, str]:
-    """Load the page (with an error hook injected first in <head>) and return (DOM, stderr)."""
-    page = tmp_path / "page.html"
-    page.write_text(html.replace("<head>", "<head>" + ERROR_HOOK, 1))
-    url = page.as_uri() + (("#" + fragment) if fragment else "")
-    cmd = [
+def headless_chromium(tmp_path) -> list[str]:
+    """The headless Chromium command line every page test starts from (logs on stderr)."""
+    return [
         chromium_binary(),
         "--headless",
         "--disable-gpu",
@@ -60,9 +57,15 @@ def dump_dom(tmp_path, html: str, fragment: str = "") -> tuple[str, str]:
         "--enable-logging=stderr",
         "--v=0",
         f"--user-data-dir={tmp_path / 'profile'}",
-        "--dump-dom",
-        url,
     ]
+
+
+def dump_dom(tmp_path, html: str, fragment: str = "") -> tuple[str, str]:
+    """Load the page (with an error hook injected first in <head>) and return (DOM, stderr)."""
+    page = tmp_path / "page.html"
+    page.write_text(html.replace("<head>", "<head>" + ERROR_HOOK, 1))
+    url = page.as_uri() + (("#" + fragment) if fragment else "")
+    cmd = [*headless_chromium(tmp_path), "--dump-dom", url]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     return p.stdout, p.stderr
