@@ -198,6 +198,52 @@ class MetricsConfig(_Strict):
     batch_size: int = Field(8, gt=0)
 
 
+class IOIConfig(_Strict):
+    """IOI activation patching (Cunningham et al. 2023): counterfactual codes patched into the
+    clean run for the top-k features by |attribution|."""
+
+    enabled: bool = True
+    n_pairs: int = Field(64, ge=2)
+    #: values of k (the number of patched features); every basis also gets k = all
+    ks: list[int] = [1, 2, 4, 8, 16, 32, 64, 128]
+    #: the paper's greedy elimination (exact, slow): opt-in
+    greedy: bool = False
+    batch_size: int = Field(64, gt=0)
+
+
+class AttributionConfig(_Strict):
+    """Gradient x activation attribution of every feature to next-token loss on corpus text."""
+
+    enabled: bool = True
+    n_tokens: int = Field(2048, gt=0)
+
+
+class AblationConfig(_Strict):
+    """Ablate each scored feature on its top contexts: next-token KL, CE change, logit shifts."""
+
+    enabled: bool = True
+    n_contexts: int = Field(8, gt=0)
+    n_logit_tokens: int = Field(5, gt=0)
+
+
+class OutputConfig(_Strict):
+    """Output-centric explanations (logit lens of the decoder direction) and their score
+    (amplify the feature on neutral prompts: do the explanation's tokens gain probability?)."""
+
+    enabled: bool = True
+    n_tokens: int = Field(10, gt=0)
+    n_prompts: int = Field(16, gt=0)
+
+
+class CausalConfig(_Strict):
+    """The causal / output-side stages (docs/causal.md)."""
+
+    ioi: IOIConfig = Field(default_factory=IOIConfig)
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    ablation: AblationConfig = Field(default_factory=AblationConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
 class LLMRoles(_Strict):
     # short greedy answers generated in batches of max_concurrency (transformers_backend._chat)
     explainer: LLMConfig = Field(
@@ -227,6 +273,7 @@ class Suite(_Strict):
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    causal: CausalConfig = Field(default_factory=CausalConfig)
     llm: LLMRoles = Field(default_factory=LLMRoles)
 
 
