@@ -22,9 +22,11 @@ from test_sae_formats import (
     D_IN,
     acts,
     check,
+    dl_state,
     saelens_ref,
     saelens_weights,
     sparsify_ref,
+    write_dl,
     write_saelens,
     write_sparsify,
 )
@@ -157,10 +159,14 @@ def test_dictionary_learning_trainer_tree_matched_by_layer_and_submodule(tmp_pat
     sdm = write_dl_trainer(
         root / "mlp_out_layer3" / "10_48", "GatedAutoEncoder", 3, "mlp_out_layer_3", seed=3
     )
+    # a training backup ({step, ae, optimizer, config, norm_factor}) without config.json
+    write_dl(root / "trainer_2", "AutoEncoderTopK", dl_state("AutoEncoderTopK"), config=False,
+             mid=1.0)  # fmt: skip
     fam = list_family(str(root))
     assert fam == {
         R0: str(root / "trainer_0"),
         R3: str(root / "trainer_1"),
+        "blocks.2.hook_resid_post": str(root / "trainer_2"),  # from the config inside ae.pt
         M3: str(root / "mlp_out_layer3" / "10_48"),
     }
     x = acts()
