@@ -292,6 +292,25 @@ def test_a_suite_stops_at_the_gate_before_any_expensive_stage(world, tmp_path):
     assert not list((tmp_path / "w").rglob("acts-*.npy"))  # the gate ran first
 
 
+def test_a_suite_with_a_family_path_gates_the_member_for_its_hookpoint(world, tmp_path):
+    """``path`` = a family folder: the suite at blocks.6 loads the member whose cfg records
+    blocks.6 (here the layer-5 SAE mislabelled, in a folder not named after any hookpoint),
+    and the gate stage stops it, naming the layer it was trained at."""
+    from autointerp.config import load_suite, suite_from_dict
+    from autointerp.pipeline import run_suite
+
+    _, _, _, sae, _ = world
+    write("saelens", sae, tmp_path / "fam" / "a", layer=5)
+    write("saelens", sae, tmp_path / "fam" / "b", layer=6)
+    d = load_suite("evals/default.toml").model_dump()
+    d["corpus"]["n_tokens"] = 8192
+    d["model"]["hookpoint"] = OFF_BY_ONE
+    d["bases"] = [{"kind": "sae", "name": "fam", "path": str(tmp_path / "fam")}]
+    kw = dict(results_root=tmp_path / "r", work_dir=tmp_path / "w", progress=False)
+    with pytest.raises(GateError, match=f"likely cause: the checkpoint was trained at {HOOK}"):
+        run_suite(suite_from_dict(d), llm_cache=tmp_path / "c.sqlite", **kw)
+
+
 def test_gate_figures_become_leaderboard_notes():
     from autointerp.report.runs import gate_notes
 

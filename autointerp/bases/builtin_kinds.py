@@ -26,7 +26,8 @@ from autointerp.results import stable_hash
 def load_plugged(bc, *, device, width: int, hookpoint: str, model_name: str) -> Basis:
     """The checkpoint of an ``sae`` basis with a ``path``, checked against the model, the
     hookpoint and its width (``allow_mismatch`` turns the recorded-model/hookpoint refusal
-    into a warning)."""
+    into a warning). A ``path`` holding a family of checkpoints (one per hookpoint) loads
+    the member whose metadata records ``hookpoint`` (:mod:`autointerp.bases.families`)."""
     from autointerp.bases.checkpoints import load_checkpoint
 
     return load_checkpoint(
@@ -49,7 +50,10 @@ def build_sae(b: BasisBuild) -> Basis:
         sae = load_plugged(
             bc, device=b.device, width=b.width, hookpoint=b.hookpoint, model_name=b.model_name
         )
-        sae.info.setdefault("config_hash", stable_hash({"path": str(bc.path), "fmt": bc.format}))
+        key = {"path": str(bc.path), "fmt": bc.format}
+        if sae.info.get("family"):  # a family folder: the member picked for this hookpoint
+            key["member"] = str(sae.info.get("source"))
+        sae.info.setdefault("config_hash", stable_hash(key))
         sae.info["stage_hash"] = sae.info["config_hash"]
         return sae
     if bc.train is None:

@@ -10,8 +10,9 @@ Formats (detected from the files; ``format=`` overrides), one module each under
 * ``native``: ``autointerp.json`` + ``weights.safetensors`` (:func:`save_native`).
 * any format registered by a plugin (entry-point group ``autointerp.bases``).
 
-A folder whose subfolders are checkpoints (e.g. a sparsify run with one folder per hookpoint)
-loads the subfolder matching ``expected_hookpoint``. Sources ``hf://owner/repo[/sub][@rev]``
+A folder (or hub repo) holding a family of checkpoints, one per hookpoint (a SAELens release,
+a dictionary_learning trainer tree, a sparsify run, native folders), loads the member whose
+own metadata records ``expected_hookpoint`` (:mod:`autointerp.bases.families`). Sources ``hf://owner/repo[/sub][@rev]``
 are fetched with ``huggingface_hub.snapshot_download``.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from autointerp.bases.base import Basis
+from autointerp.bases.families import pick_member
 from autointerp.bases.formats import (
     BUILTIN,
     BY_NAME,
@@ -49,37 +51,6 @@ from autointerp.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 
-def _detect_any(path: Path) -> str | None:
-    fmt = detect_format(path)
-    if fmt is not None:
-        return fmt
-    from autointerp.bases.registry import detect_plugin
-
-    return detect_plugin(path)
-
-
-def _pick_subfolder(path: Path, expected_hookpoint: str | None) -> Path | None:
-    """A parent folder holding one checkpoint per hookpoint: choose by hookpoint name."""
-    subs = sorted(p for p in path.iterdir() if p.is_dir() and _detect_any(p) is not None)
-    if not subs:
-        return None
-    if expected_hookpoint is None:
-        if len(subs) == 1:
-            return subs[0]
-        raise fail(
-            f"{path}: holds {len(subs)} checkpoints ({', '.join(p.name for p in subs)}); choose "
-            "one by passing its subfolder (path/NAME or hf://owner/repo/NAME) or the "
-            "hookpoint (expected_hookpoint / the suite's model.hookpoint)"
-        )
-    for p in subs:
-        if p.name == expected_hookpoint or same_hookpoint(p.name, expected_hookpoint):
-            return p
-    raise fail(
-        f"{path}: no checkpoint for hookpoint {expected_hookpoint!r}; available: "
-        f"{', '.join(p.name for p in subs)}"
-    )
-
-
 def load_checkpoint(
     source: str | Path,
     format: str | None = None,
@@ -98,7 +69,6 @@ def load_checkpoint(
     unless ``allow_mismatch`` (then a warning). ``info`` gets format, architecture,
     hookpoint, model, source, k, d_in, d_sae and format-specific fields.
     """
-    path = resolve_source(source)
     fmt = canonical_format(format) if format is not None else None
     plugin = None
     if fmt is not None and fmt not in FORMATS:
@@ -110,14 +80,9 @@ def load_checkpoint(
                 f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}"
                 + (f", plugins: {', '.join(plugins())}" if plugins() else "")
             )
-    if path.is_dir() and fmt is None and _detect_any(path) is None:
-        sub = _pick_subfolder(path, expected_hookpoint)
-        if sub is not None:
-            path = sub
-    elif path.is_dir() and fmt in FORMATS and detect_format(path) is None:
-        sub = _pick_subfolder(path, expected_hookpoint)
-        if sub is not None:
-            path = sub
+    family = str(source)
+    source = pick_member(source, expected_hookpoint, fmt)  # a family: its member
+    path = resolve_source(source)
     if fmt is None:
         fmt = detect_format(path)
         if fmt is None:
@@ -163,6 +128,8 @@ def load_checkpoint(
             **parsed.info,
         }
         basis = sae_from_tensors(parsed.tensors, cfg, name=name or _default_name(path), info=info)
+    if source != family:
+        basis.info["family"] = family
     _check_recorded(basis, expected_hookpoint, expected_model, allow_mismatch, path)
     basis.requires_grad_(False)
     if device is not None:

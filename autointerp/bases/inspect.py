@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from autointerp.bases.checkpoints import load_checkpoint
+from autointerp.bases.families import describe_family, pick_member, scan_family
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,7 +28,12 @@ def _stats(t: torch.Tensor) -> dict[str, float]:
 
 def inspect_checkpoint(source: str | Path, format: str | None = None) -> dict[str, Any]:
     """Summary of a checkpoint: format, architecture, widths, k / threshold statistics,
-    recorded hookpoint and model, decoder-row norm statistics (min/mean/max)."""
+    recorded hookpoint and model, decoder-row norm statistics (min/mean/max). A family
+    (one checkpoint per hookpoint) is listed instead: each member's hookpoint, where it was
+    read from, format and path (:func:`~autointerp.bases.families.describe_family`)."""
+    fam = scan_family(source, format)
+    if not fam.single and fam.members:
+        return describe_family(fam)
     basis = load_checkpoint(source, format)
     info = dict(basis.info)
     out: dict[str, Any] = {
@@ -56,6 +62,8 @@ def inspect_checkpoint(source: str | Path, format: str | None = None) -> dict[st
 
 
 def _fmt(d: dict[str, Any]) -> str:
+    if d.get("family"):
+        return _fmt_family(d)
     lines = []
     for k, v in d.items():
         if isinstance(v, dict):
@@ -63,6 +71,20 @@ def _fmt(d: dict[str, Any]) -> str:
                 f"{kk}={vv:.4g}" if isinstance(vv, float) else f"{kk}={vv}" for kk, vv in v.items()
             )
         lines.append(f"{k:>22}: {v}")
+    return "\n".join(lines)
+
+
+def _fmt_family(d: dict[str, Any]) -> str:
+    """A family as a table: hookpoint, recorded as, from, format, path."""
+    rows = [("hookpoint", "recorded as", "from", "format", "path")]
+    rows += [
+        (str(m["hookpoint"]), str(m["recorded"]), m["from"], m["format"], m["path"])
+        for m in d["members"]
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [f"{d['source']}: a family of {d['n_members']} checkpoints, one per hookpoint"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[4]
+              for r in rows]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -98,6 +120,8 @@ def check_checkpoint(
 
     if n_tokens < 64:
         raise ConfigError(f"--n-tokens must be at least 64, got {n_tokens}")
+    # a family: the member for --hookpoint (a single checkpoint is gated as it is)
+    source = pick_member(source, hookpoint, format)
     basis = load_checkpoint(source, format, device="cpu")
     hookpoint = hookpoint or basis.info.get("hookpoint")
     if not hookpoint:
@@ -138,7 +162,8 @@ def _cmd(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "inspect",
-        help="describe an SAE checkpoint (format, architecture, widths, hookpoint, norms)",
+        help="describe an SAE checkpoint (format, architecture, widths, hookpoint, norms), "
+        "or list a family's checkpoints and their hookpoints",
     )
     p.add_argument("checkpoint", help="folder, file, or hf://owner/repo[/subfolder][@revision]")
     p.add_argument(

@@ -30,10 +30,22 @@ def _fingerprint(path: str) -> list[tuple[str, int, int]] | str:
     return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files[:200]]
 
 
+def _member(bc, hookpoint: str) -> str:
+    """A local family folder's member for the hookpoint (else the path as it is)."""
+    if not Path(bc.path).is_dir():
+        return bc.path
+    from autointerp.bases.families import pick_member
+
+    return pick_member(bc.path, hookpoint, bc.format)
+
+
 def gate_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
     s = ctx.env.suite
     return {
-        "plugged": [{"cfg": bc.model_dump(), "files": _fingerprint(bc.path)} for bc in _plugged(s)],
+        "plugged": [
+            {"cfg": bc.model_dump(), "files": _fingerprint(_member(bc, s.model.hookpoint))}
+            for bc in _plugged(s)
+        ],
         "model": s.model.model_dump(),
         "tokens": ctx.upstream.get("tokens"),
         "v": 1,

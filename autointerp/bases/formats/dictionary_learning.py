@@ -116,6 +116,11 @@ def class_from_keys(keys: set[str]) -> str:
     return "AutoEncoder"
 
 
+def is_step_name(name: str) -> bool:
+    """True for a mid-training file name ``ae_<step>.pt``."""
+    return _STEP_RE.match(name) is not None
+
+
 def step_files(folder: Path) -> list[Path]:
     """``ae_<step>.pt`` files of a folder, by step."""
     if not folder.is_dir():

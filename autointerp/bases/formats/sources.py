@@ -22,17 +22,14 @@ def parse_hf_source(source: str) -> tuple[str, str | None, str | None]:
     return repo_id, sub, revision
 
 
-def fetch_hf(source: str) -> Path:
-    """Download (or find in the local HF cache) the files of a ``hf://`` source."""
-    repo_id, sub, revision = parse_hf_source(source)
+def hub_snapshot(source: str, allow_patterns: list[str] | None) -> Path:
+    """The local snapshot folder (repo root) of a ``hf://`` source, holding the files that
+    match ``allow_patterns`` (downloaded, or found in the local HF cache when offline)."""
+    repo_id, _, revision = parse_hf_source(source)
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(
-            repo_id,
-            revision=revision,
-            allow_patterns=[f"{sub}/*"] if sub else None,
-        )
+        local = snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns)
     except Exception as e:  # offline, DNS failure, 401/404, ...
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise fail(
@@ -41,7 +38,14 @@ def fetch_hf(source: str) -> Path:
             "local HF cache, or the repo/revision does not exist. Download the folder where "
             "there is network access and pass its local path instead"
         ) from None
-    path = Path(local) / sub if sub else Path(local)
+    return Path(local)
+
+
+def fetch_hf(source: str) -> Path:
+    """Download (or find in the local HF cache) the files of a ``hf://`` source."""
+    repo_id, sub, _ = parse_hf_source(source)
+    local = hub_snapshot(source, [f"{sub}/*"] if sub else None)
+    path = local / sub if sub else local
     if not path.exists():
         raise fail(f"{source!r}: subfolder {sub!r} not found in {repo_id}")
     return path
