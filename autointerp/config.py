@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -139,7 +140,8 @@ class BasisConfig(_Strict):
 
 
 class RecordsConfig(_Strict):
-    n_features: int = Field(64, gt=0)
+    #: scored features per basis, or "all": every alive feature (docs/all-latents.md)
+    n_features: Annotated[int, Field(gt=0)] | Literal["all"] = 64
     feature_selection: Literal["random_alive", "first"] = "random_alive"
     window: int = Field(16, gt=0)
     n_explain_top: int = Field(10, ge=0)
@@ -149,6 +151,19 @@ class RecordsConfig(_Strict):
     n_test_quantile: int = Field(5, ge=0)
     n_test_random: int = Field(5, ge=0)
     min_density: float = Field(0.0, ge=0, le=1)
+    #: per-basis override of n_features, by basis name (e.g. a smaller random null)
+    n_features_by_basis: dict[str, Annotated[int, Field(gt=0)] | Literal["all"]] = {}
+
+    def n_features_of(self, basis: str) -> int | str:
+        return self.n_features_by_basis.get(basis, self.n_features)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # an empty override is left out, so suites without one keep their hashes
+        d = handler(self)
+        if not d.get("n_features_by_basis"):
+            d.pop("n_features_by_basis", None)
+        return d
 
 
 class ExplainConfig(_Strict):
