@@ -1,0 +1,166 @@
+"""The harness's own cost per feature: an all-latent run against an LLM that costs nothing.
+
+One whole ``autointerp`` run (tokens -> activations -> bases -> metrics -> density -> records ->
+diagnostics -> explain -> score -> report, the real stage runner and journals) per size, with
+``records.n_features = "all"`` on a random-initialised top-k SAE of 512 / 4,608 / 16,384 latents
+over a tiny random subject model (so the subject model costs next to nothing too), the explainer
+and the PMI simulator served by the loopback OpenAI-compatible server
+(``autointerp.llm.faultserver``) at a fixed latency per call and concurrency 32, against the
+bundled in-process model for a small count.
+
+Per run it prints features/s, LLM calls, the LLM-bound ideal wall time ``calls x latency /
+concurrency`` and the share of the wall time outside it, ``1 - ideal / wall`` (at 0 ms every
+second is the harness's: features/s is its ceiling). For the in-process model the time outside
+the LLM is the wall time minus the LLM calls' own latency (they run one batch at a time).
+Target: under 10% outside the LLM at 50 ms per call and concurrency 32, and seconds per feature
+flat (linear total) from 512 to 16,384 latents. Prints figures; asserts nothing.
+
+    python benchmarks/bench_overhead.py [--sizes 512 4608 16384] [--latency-ms 0 50]
+        [--inprocess 16] [--conc 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autointerp.bases.kinds import BasisBuild, BasisKind, register_basis_kind  # noqa: E402
+from autointerp.bases.sae import SAE  # noqa: E402
+from autointerp.config import suite_from_dict  # noqa: E402
+from autointerp.llm.faultserver import server_process  # noqa: E402
+from autointerp.pipeline import SuiteRun  # noqa: E402
+from tests.conftest import make_tiny_model  # noqa: E402
+
+D_MODEL, K = 32, 32
+WORDS = "the cat sat on a mat while seven dogs ran past 12 red doors and one blue car".split()
+
+
+def build_random_sae(b: BasisBuild) -> SAE:
+    """A random top-k SAE whose width is in its name (``rsae-<n>``)."""
+    n = int(str(b.cfg.name).rsplit("-", 1)[1])
+    g = torch.Generator().manual_seed(n)
+    w = torch.randn(b.width, n, generator=g) / b.width**0.5
+    sae = SAE(w, torch.zeros(n), w.T.contiguous(), torch.zeros(b.width), architecture="topk",
+              k=K, name=b.cfg.label)  # fmt: skip
+    sae.info["stage_hash"] = f"rsae-{n}"
+    return sae
+
+
+register_basis_kind(
+    BasisKind("bench-random-sae", build_random_sae, order=0, reference=True, uses_l0=False)
+)
+
+
+def corpus(path: Path, n_words: int) -> None:
+    rng = np.random.default_rng(0)
+    path.write_text(" ".join(rng.choice(WORDS, n_words)) + "\n")
+
+
+def suite(root: Path, n: int, llm: dict, records_n: int | str = "all"):
+    model_dir = root / "tiny"
+    if not model_dir.exists():
+        m = make_tiny_model(n_layers=2, d_model=D_MODEL)
+        m.model.save_pretrained(model_dir)
+        m.tokenizer.save_pretrained(model_dir)
+    n_tokens = max(16384, 4 * n)  # ~K*4 = 128 firing tokens per latent
+    text = root / f"corpus-{n_tokens}.txt"
+    if not text.exists():
+        corpus(text, n_tokens)  # ~4 characters (tokens) per word: plenty
+    return suite_from_dict(
+        {
+            "name": f"overhead-{n}",
+            "model": {"name": str(model_dir), "hookpoint": "blocks.1.hook_resid_post"},
+            "corpus": {"source": str(text), "context": 64, "n_tokens": n_tokens},
+            "bases": [{"kind": "bench-random-sae", "name": f"rsae-{n}"}],
+            "records": {"n_features": records_n},
+            "metrics": {"n_tokens": 256, "ablations": ["zero"]},
+            "scoring": {"scorers": ["simulation"], "simulation_method": "pmi",
+                        "shuffled_null": False},
+            "llm": llm,
+        }
+    )  # fmt: skip
+
+
+def loopback_llm(url: str, conc: int) -> dict:
+    c = {"backend": "openai", "model": "loopback", "base_url": url, "max_concurrency": conc}
+    return {"explainer": c, "simulator": c, "scorer": c}
+
+
+def inprocess_llm() -> dict:
+    return {
+        "explainer": {"backend": "transformers", "model": "smollm2-gguf", "max_concurrency": 320},
+        "simulator": {"backend": "transformers", "model": "smollm2-gguf", "max_concurrency": 8},
+    }
+
+
+def one_run(root: Path, tag: str, s) -> dict:
+    t0 = time.perf_counter()
+    rd = SuiteRun(s, results_root=root / "res", run_name=tag, work_dir=root / "work",
+                  llm_cache=root / f"llm-{tag}.sqlite", progress=False).run()  # fmt: skip
+    wall = time.perf_counter() - t0
+    man = json.loads((rd / "manifest.json").read_text())
+    usage = man.get("llm_usage", {}).get("total", {})
+    stages = {r["stage"]: r["seconds"] for r in man.get("stages", [])}
+    n_feat = sum(1 for _ in (rd / "records").glob("*.jsonl") for _ in _.open())
+    return {"wall": wall, "features": n_feat, "usage": usage, "stages": stages}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[512, 4608, 16384])
+    ap.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 50.0])
+    ap.add_argument("--conc", type=int, default=32)
+    ap.add_argument("--inprocess", type=int, default=16, help="features (0: skip)")
+    ap.add_argument("--keep", type=Path, default=None, help="keep run dirs here")
+    a = ap.parse_args()
+    root = a.keep or Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in a.sizes:
+        for ms in a.latency_ms:
+            with server_process(latency_s=ms / 1000) as url:
+                r = one_run(root, f"n{n}-{ms:g}ms", suite(root, n, loopback_llm(url, a.conc)))
+            calls = r["usage"].get("calls", 0) - r["usage"].get("cache_hits", 0)
+            r.update(n=n, llm=f"loopback {ms:g} ms", ideal=calls * ms / 1000 / a.conc, calls=calls)
+            rows.append(r)
+            _print_row(r)
+    if a.inprocess:
+        r = one_run(root, "inprocess", suite(root, 512, inprocess_llm(), a.inprocess))
+        r.update(n=512, llm="in-process smollm2", ideal=r["usage"].get("latency_s", 0.0))
+        r["calls"] = r["usage"].get("calls", 0) - r["usage"].get("cache_hits", 0)
+        rows.append(r)
+        _print_row(r)
+    print(
+        "\nlatents  llm                  features  calls    wall s  feat/s  ms/feat"
+        "  LLM-bound s  outside LLM  records s  explain s  score s"
+    )
+    for r in rows:
+        _print_row(r, table=True)
+
+
+def _print_row(r: dict, table: bool = False) -> None:
+    f, w = max(r["features"], 1), r["wall"]
+    out = 1 - r["ideal"] / w if w else float("nan")
+    st = r["stages"]
+    if not table:
+        stages = json.dumps({k: round(v, 1) for k, v in st.items()})
+        print(f"[{r['n']} latents, {r['llm']}] {r['features']} features in {w:.1f} s; "
+              f"stages {stages}", flush=True)  # fmt: skip
+        return
+    print(f"{r['n']:7d}  {r['llm']:19s}  {r['features']:8d}  {r['calls']:6d}  {w:8.1f}  "
+          f"{f / w:6.1f}  {1000 * w / f:7.1f}  {r['ideal']:11.1f}  {100 * out:10.1f}%  "
+          f"{st.get('records', 0):9.1f}  {st.get('explain', 0):9.1f}  "
+          f"{st.get('score', 0):7.1f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
