@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -139,9 +139,20 @@ class BasisConfig(_Strict):
         return self.name or self.kind
 
 
+def _feature_count(v: Any) -> Any:
+    """A positive integer or "all" (one clear error otherwise)."""
+    if v == "all":
+        return v
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError('should be a positive integer or "all"')
+    if v <= 0:
+        raise ValueError("Input should be greater than 0")
+    return v
+
+
 class RecordsConfig(_Strict):
     #: scored features per basis, or "all": every alive feature (docs/all-latents.md)
-    n_features: Annotated[int, Field(gt=0)] | Literal["all"] = 64
+    n_features: int | Literal["all"] = 64
     feature_selection: Literal["random_alive", "first"] = "random_alive"
     window: int = Field(16, gt=0)
     n_explain_top: int = Field(10, ge=0)
@@ -152,7 +163,17 @@ class RecordsConfig(_Strict):
     n_test_random: int = Field(5, ge=0)
     min_density: float = Field(0.0, ge=0, le=1)
     #: per-basis override of n_features, by basis name (e.g. a smaller random null)
-    n_features_by_basis: dict[str, Annotated[int, Field(gt=0)] | Literal["all"]] = {}
+    n_features_by_basis: dict[str, int | Literal["all"]] = {}
+
+    @field_validator("n_features", mode="before")
+    @classmethod
+    def _count_or_all(cls, v: Any) -> Any:
+        return _feature_count(v)
+
+    @field_validator("n_features_by_basis", mode="before")
+    @classmethod
+    def _counts_or_all(cls, v: Any) -> Any:
+        return {k: _feature_count(x) for k, x in v.items()} if isinstance(v, dict) else v
 
     def n_features_of(self, basis: str) -> int | str:
         return self.n_features_by_basis.get(basis, self.n_features)
