@@ -13,7 +13,8 @@ concurrency`` and the share of the wall time outside it, ``1 - ideal / wall`` (a
 second is the harness's: features/s is its ceiling). For the in-process model the time outside
 the LLM is the wall time minus the LLM calls' own latency (they run one batch at a time).
 Target: under 10% outside the LLM at 50 ms per call and concurrency 32, and seconds per feature
-flat (linear total) from 512 to 16,384 latents. Prints figures; asserts nothing.
+flat (linear total) from 512 to 16,384 latents. First, the journals: 100,000 appends one item at
+a time and a load, against an fsync per item. Prints figures; asserts nothing.
 
     python benchmarks/bench_overhead.py [--sizes 512 4608 16384] [--latency-ms 0 50]
         [--inprocess 16] [--conc 32]
@@ -114,6 +115,38 @@ def one_run(root: Path, tag: str, s) -> dict:
     return {"wall": wall, "features": n_feat, "usage": usage, "stages": stages}
 
 
+def journal_figures(root: Path, n: int = 100_000) -> None:
+    """Journal appends one item at a time (group commit) and a load, at ``n`` lines, against
+    an fsync per item (the baseline before group commit) on 2,000 lines."""
+    from autointerp import journal as jm
+
+    row = {"key": ["sae", 0, "", "llm"], "rows": [{"value": 0.5, "status": "ok"}], "sims": []}
+    j = jm.Journal(root / "bench-journal.jsonl")
+    j.path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        j.append([{**row, "key": ["sae", i, "", "llm"]}])
+    jm.sync_pending()
+    t_app = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    got = {tuple(r["key"]): r for r in j.read()}
+    t_read = time.perf_counter() - t0
+    assert len(got) == n
+    b = jm.Journal(root / "bench-journal-fsync.jsonl")
+    b.path.unlink(missing_ok=True)
+    saved, jm.SYNC_INTERVAL_S = jm.SYNC_INTERVAL_S, 0.0
+    try:
+        t0 = time.perf_counter()
+        for i in range(2000):
+            b.append([{**row, "key": ["sae", i, "", "llm"]}])
+        t_fs = time.perf_counter() - t0
+    finally:
+        jm.SYNC_INTERVAL_S = saved
+    print(f"journal: {n} appends in {t_app:.1f} s ({1e6 * t_app / n:.0f} us each, group commit)"
+          f" vs {1e6 * t_fs / 2000:.0f} us each with an fsync per item; load of {n} lines "
+          f"{t_read:.1f} s", flush=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 4608, 16384])
@@ -121,9 +154,12 @@ def main() -> None:
     ap.add_argument("--conc", type=int, default=32)
     ap.add_argument("--inprocess", type=int, default=16, help="features (0: skip)")
     ap.add_argument("--keep", type=Path, default=None, help="keep run dirs here")
+    ap.add_argument("--journal-lines", type=int, default=100_000, help="0: skip")
     a = ap.parse_args()
     root = a.keep or Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     root.mkdir(parents=True, exist_ok=True)
+    if a.journal_lines:
+        journal_figures(root, a.journal_lines)
     rows = []
     for n in a.sizes:
         for ms in a.latency_ms:
