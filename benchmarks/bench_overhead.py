@@ -163,7 +163,7 @@ def main() -> None:
     rows = []
     for n in a.sizes:
         for ms in a.latency_ms:
-            with server_process(latency_s=ms / 1000) as url:
+            with server_process(latency_s=ms / 1000, keep_alive=True) as url:
                 r = one_run(root, f"n{n}-{ms:g}ms", suite(root, n, loopback_llm(url, a.conc)))
             calls = r["usage"].get("calls", 0) - r["usage"].get("cache_hits", 0)
             r.update(n=n, llm=f"loopback {ms:g} ms", ideal=calls * ms / 1000 / a.conc, calls=calls)

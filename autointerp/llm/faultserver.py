@@ -6,7 +6,7 @@ overhead benchmark's 50 ms server), and injects faults at a seeded rate: 429 wit
 ``Retry-After``, 500, answers slower than the client's timeout, and garbage bodies. Every request
 is logged with its request key (sha256 of model + messages/prompt + sampling fields) and
 outcome, so tests can check that no request was paid for twice. Not a mock: it is a real server
-the clients talk HTTP to (keep-alive, like a real one).
+the clients talk HTTP to (``keep_alive=True``: persistent connections, like a real one).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class FaultServer:
     retry_after: str | None = "0"
     api_key: str | None = None  # when set, other keys get 401
     poison: str = "POISON"  # requests containing this always get 500
+    keep_alive: bool = False  # HTTP/1.1 persistent connections (HTTP/1.0: one per request)
     log: list[LogEntry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -69,7 +70,8 @@ class FaultServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive: clients reuse their connections
+            # keep_alive: HTTP/1.1, clients reuse their connections (like a real server)
+            protocol_version = "HTTP/1.1" if server.keep_alive else "HTTP/1.0"
 
             def log_message(self, *a: Any) -> None:  # quiet
                 pass
