@@ -30,6 +30,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         force=tuple(args.force or ()),
         progress=not args.quiet,
         retry_failed=args.retry_failed,
+        max_cost=args.max_cost,
     )
     _print_summary(rd)
     return 0
@@ -115,6 +116,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         progress=not args.quiet,
         retry_failed=args.retry_failed,
+        max_cost=args.max_cost,
     )
     _print_summary(rd)
     return 0
@@ -135,6 +137,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--retry-failed",
         action="store_true",
         help="ask the LLM again for items that failed (transient errors, unparsable answers)",
+    )
+    p.add_argument(
+        "--max-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="stop cleanly once this run's paid LLM calls cost USD (finished items are kept; "
+        "rerun with a higher cap to continue)",
     )
 
 

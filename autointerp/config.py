@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -138,8 +139,20 @@ class BasisConfig(_Strict):
         return self.name or self.kind
 
 
+def _feature_count(v: Any) -> Any:
+    """A positive integer or "all" (one clear error otherwise)."""
+    if v == "all":
+        return v
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError('should be a positive integer or "all"')
+    if v <= 0:
+        raise ValueError("Input should be greater than 0")
+    return v
+
+
 class RecordsConfig(_Strict):
-    n_features: int = Field(64, gt=0)
+    #: scored features per basis, or "all": every alive feature (docs/all-latents.md)
+    n_features: int | Literal["all"] = 64
     feature_selection: Literal["random_alive", "first"] = "random_alive"
     window: int = Field(16, gt=0)
     n_explain_top: int = Field(10, ge=0)
@@ -149,6 +162,29 @@ class RecordsConfig(_Strict):
     n_test_quantile: int = Field(5, ge=0)
     n_test_random: int = Field(5, ge=0)
     min_density: float = Field(0.0, ge=0, le=1)
+    #: per-basis override of n_features, by basis name (e.g. a smaller random null)
+    n_features_by_basis: dict[str, int | Literal["all"]] = {}
+
+    @field_validator("n_features", mode="before")
+    @classmethod
+    def _count_or_all(cls, v: Any) -> Any:
+        return _feature_count(v)
+
+    @field_validator("n_features_by_basis", mode="before")
+    @classmethod
+    def _counts_or_all(cls, v: Any) -> Any:
+        return {k: _feature_count(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    def n_features_of(self, basis: str) -> int | str:
+        return self.n_features_by_basis.get(basis, self.n_features)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # an empty override is left out, so suites without one keep their hashes
+        d = handler(self)
+        if not d.get("n_features_by_basis"):
+            d.pop("n_features_by_basis", None)
+        return d
 
 
 class ExplainConfig(_Strict):

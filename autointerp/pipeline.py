@@ -65,6 +65,7 @@ class SuiteRun:
         progress: bool = True,
         llm_cache: str | Path | None = None,
         retry_failed: bool = False,
+        max_cost: float | None = None,
     ) -> None:
         from autointerp.model import cache_dir
 
@@ -81,6 +82,7 @@ class SuiteRun:
         self.force = tuple(force)
         self.progress = progress
         self.retry_failed = retry_failed
+        self.max_cost = max_cost  # USD: no new LLM request once spent (autointerp.llm.budget)
         self.llm_cache = Path(llm_cache) if llm_cache else cache_dir() / "llm-cache.sqlite"
         self.stages = suite_stages()
         self.runner: Runner | None = None
@@ -95,6 +97,7 @@ class SuiteRun:
             progress=self.progress,
             retry_failed=self.retry_failed,
             llm_cache=self.llm_cache,
+            max_cost=self.max_cost,
         )
         self.runner = Runner(self.stages, self.store, env, force=self.force, progress=self.progress)
 

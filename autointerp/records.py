@@ -6,7 +6,11 @@ examples never overlap. One streaming pass over the activations keeps, per selec
   * a uniform reservoir of firing windows (random-key reservoir: each window gets a seeded key,
     the ``reservoir`` smallest keys among firing windows are kept), later cut into
     ``n_quantiles`` equal-count activation bins for quantile sampling;
-so memory is O(features x (n_top + reservoir)) whatever the number of tokens. Random windows are
+so memory is O(features x (n_top + reservoir)) whatever the number of tokens. The quantile bins
+need no first pass for each feature's maximum: they are cut from the reservoir at the end. Codes
+kept from the density pass are densified one batch of rows at a time, and the gather pass keeps
+only the chosen windows' activations, so selecting every alive feature (``n_features = "all"``)
+stays O(features x examples) too. Random windows are
 drawn uniformly over all windows except the explain windows and the top test windows (not
 conditioned on firing; they may coincide with a quantile test window). Explain (train) and test
 sets are disjoint; every choice is seeded.
@@ -27,12 +31,18 @@ from autointerp.types import Example, FeatureRecord
 
 
 def select_features(
-    density: np.ndarray, n: int, *, mode: str = "random_alive", seed: int = 0, min_density=0.0
+    density: np.ndarray,
+    n: int | str,
+    *,
+    mode: str = "random_alive",
+    seed: int = 0,
+    min_density=0.0,
 ) -> np.ndarray:
     """Feature ids to score: ``random_alive`` = a seeded uniform sample of features with
-    density > max(0, min_density); ``first`` = the first ``n`` alive ones."""
+    density > max(0, min_density); ``first`` = the first ``n`` alive ones; ``n = "all"`` =
+    every alive feature (the same set as any ``n`` >= the alive count)."""
     alive = np.flatnonzero(np.asarray(density) > max(0.0, min_density))
-    if len(alive) == 0:
+    if len(alive) == 0 or n == "all":
         return alive
     if mode == "first":
         return alive[:n]
@@ -101,16 +111,35 @@ class TokenCodes:
     val: np.ndarray
 
     def columns(self, features: np.ndarray) -> np.ndarray:
-        """Dense codes ``[n_rows, T, len(features)]`` of ``features``."""
+        """Dense codes ``[n_rows, T, len(features)]`` of ``features`` (every row at once:
+        O(tokens x features); :meth:`rows` densifies a few rows at a time)."""
+        return self.rows(np.arange(self.shape[0]), features)
+
+    def rows(self, rows: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Dense codes ``[len(rows), T, len(features)]`` of ``features`` on ``rows``."""
+        n_rows, T = self.shape
         feats = np.asarray(features, dtype=np.int64)
-        out = np.zeros((self.shape[0] * self.shape[1], len(feats)), dtype=np.float32)
-        if len(feats):
-            order = np.argsort(feats, kind="stable")
-            pos = np.searchsorted(feats[order], self.col)
-            hit = pos < len(feats)
-            hit[hit] = feats[order[pos[hit]]] == self.col[hit]
-            out[self.tok[hit], order[pos[hit]]] = self.val[hit]
-        return out.reshape(*self.shape, len(feats))
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros((len(rows), T, len(feats)), dtype=np.float32)
+        if not len(feats) or not len(rows):
+            return out
+        if not hasattr(self, "_row_start"):
+            if len(self.tok) > 1 and np.any(np.diff(self.tok) < 0):
+                order = np.argsort(self.tok, kind="stable")
+                self.tok, self.col, self.val = self.tok[order], self.col[order], self.val[order]
+            bounds = np.arange(n_rows + 1, dtype=np.int64) * T
+            self._row_start = np.searchsorted(self.tok, bounds)
+        fmap = np.full(max(int(feats.max()), int(self.col.max(initial=0))) + 1, -1, np.int64)
+        fmap[feats] = np.arange(len(feats))
+        lo, hi = self._row_start[rows], self._row_start[rows + 1]
+        lens = hi - lo
+        idx = np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        local = np.repeat(np.arange(len(rows)), lens)
+        j = fmap[self.col[idx]]
+        hit = j >= 0
+        t = self.tok[idx] % T
+        out[local[hit], t[hit], j[hit]] = self.val[idx][hit]
+        return out
 
 
 class _Decoder:
@@ -178,12 +207,13 @@ def collect_records(
     res_i = torch.full((nf, reservoir), -1, dtype=torch.long)
     res_v = torch.zeros((nf, reservoir))
     mask_t = torch.from_numpy(np.asarray(mask))
-    dense = torch.from_numpy(codes.columns(feats.numpy())) if codes is not None else None
+    feats_np = feats.numpy()
 
     def codes_of(rows: np.ndarray | slice) -> torch.Tensor:
         """Codes [rows, T, nf] of the selected features, 0 at special tokens."""
-        if dense is not None:
-            c = dense[rows]
+        if codes is not None:
+            r = np.arange(n_rows)[rows] if isinstance(rows, slice) else rows
+            c = torch.from_numpy(codes.rows(r, feats_np))
         else:
             x = torch.from_numpy(np.array(acts[rows])).to(device)
             c = basis.encode_features(x.reshape(-1, x.shape[-1]), feats).float().cpu()
@@ -234,15 +264,20 @@ def collect_records(
                 chosen.add(w)
         plans.append((ex_top, te_top, ex_q, te_q, rand))
 
-    # Gather pass: encode only the rows holding chosen windows.
-    need = sorted(
-        {(w if isinstance(w, int) else w[0]) // n_chunks for p in plans for part in p for w in part}
-    )
-    row_acts: dict[int, np.ndarray] = {}
+    # Gather pass: encode only the rows holding chosen windows, keep only those windows.
+    wanted: dict[int, set[tuple[int, int]]] = {}  # row -> {(feature index, window start)}
+    for j, p in enumerate(plans):
+        for part in p:
+            for w in part:
+                row, start = lay.locate(np.asarray(w if isinstance(w, int) else w[0]))
+                wanted.setdefault(int(row), set()).add((j, int(start)))
+    need = sorted(wanted)
+    win_acts: dict[tuple[int, int, int], list[float]] = {}  # (row, start, j) -> acts
     for s in range(0, len(need), batch_rows):
         rows = np.asarray(need[s : s + batch_rows])
         for r, c in zip(rows.tolist(), codes_of(rows).numpy()):
-            row_acts[r] = c
+            for j, start in wanted[r]:
+                win_acts[(r, start, j)] = c[start : start + W, j].tolist()
     dec = _Decoder(tokenizer)
     out = []
     for j, (ex_top, te_top, ex_q, te_q, rand) in enumerate(plans):
@@ -251,7 +286,7 @@ def collect_records(
             row, start = lay.locate(np.asarray(w))
             row, start = int(row), int(start)
             ids = tokens[row, start : start + W].astype(int).tolist()
-            a = row_acts[row][start : start + W, j].tolist()
+            a = win_acts[(row, start, j)]
             return Example(dec(ids), ids, a, kind, seq=row, start=start, quantile=q)
 
         fid = int(feats[j])

@@ -302,3 +302,28 @@ def test_small_and_empty_runs(tmp_path):
     dom, err = chromium(index, "q=x", tmp_path)
     check_no_errors(dom, err)
     assert parse(dom).count == "0" and "no matching feature" in dom
+
+
+def test_committed_run_shows_simulated_vs_true(tmp_path):
+    """The open latent's panel shows its scored examples' true and simulated activation per
+    token, from simulations.parquet."""
+    out = tmp_path / "browser"
+    report.write_browser(COMMITTED, out)
+    sim = pl.read_parquet(COMMITTED / "simulations.parquet").filter(
+        (pl.col("basis") == "sae-topk") & (pl.col("feature") == 12)
+    )
+    assert len(sim) > 0
+    (chunk,) = [
+        c for p in (out / "data").glob("feat-*.js") for c in [read_chunk(p)]
+        if c["basis"] == "sae-topk" and "12" in c["features"]
+    ]  # fmt: skip
+    got = chunk["features"]["12"]["sims"]
+    assert [s["tokens"] for s in got] == sim.sort("example")["tokens"].to_list()
+    want_pred = sim.sort("example")["pred"].to_list()
+    for s, p in zip(got, want_pred, strict=True):  # kept to 3 significant digits
+        assert s["pred"] == pytest.approx(p, rel=5e-3, abs=1e-6)
+    dom, err = chromium(out / "index.html", "open=sae-topk:12", tmp_path)
+    check_no_errors(dom, err)
+    assert f"Simulated vs true · {len(sim)} scored examples" in dom
+    assert dom.count('class="ex sim"') == len(sim)
+    assert dom.count("simulated ") >= sum(len(t) for t in sim["tokens"].to_list())

@@ -159,3 +159,60 @@ def test_random_windows_may_be_quantile_test_windows(corpus):
     assert len(r.test_quantile) == 2
     assert loc(r.test_quantile) <= loc(r.test_random)  # every other window is random now
     assert not loc(r.test_random) & (loc(r.explain) | loc(r.test_top))
+
+
+def test_all_selects_every_alive_feature_like_a_large_n():
+    dens = np.array([0, 0.1, 0, 0.2, 0.3, 0, 0.01])
+    for mode in ("random_alive", "first"):
+        assert list(select_features(dens, "all", mode=mode)) == [1, 3, 4, 6]
+        assert list(select_features(dens, 10**6, mode=mode, seed=5)) == [1, 3, 4, 6]
+    assert list(select_features(dens, "all", min_density=0.05)) == [1, 3, 4]
+
+
+def test_kept_codes_rows_equal_dense_codes_for_any_rows_and_order():
+    """``TokenCodes.rows`` (one batch of rows at a time) equals the dense codes, for rows in
+    any order, repeated rows, unsorted non-zeros and features absent from the codes."""
+    rng = np.random.default_rng(3)
+    dense = (rng.random((9, 5, 7)) < 0.2) * rng.random((9, 5, 7)).astype(np.float32)
+    tok, col = np.nonzero(dense.reshape(45, 7))
+    val = dense.reshape(45, 7)[tok, col]
+    perm = rng.permutation(len(tok))  # unsorted, as a plug-in might keep them
+    kept = TokenCodes((9, 5), tok[perm], col[perm], val[perm])
+    feats = np.array([6, 0, 3, 9])  # 9: no such feature, all zeros
+    full = np.concatenate([dense, np.zeros((9, 5, 3), np.float32)], 2)[:, :, feats]
+    for rows in ([0, 1, 2], [8, 2, 2, 5], [], list(range(9))):
+        np.testing.assert_array_equal(kept.rows(np.array(rows, dtype=int), feats), full[rows])
+    np.testing.assert_array_equal(kept.columns(feats), full)
+
+
+def test_records_of_all_equal_records_of_a_count_covering_every_feature(corpus):
+    tokens, acts, mask = corpus
+    cfg = RecordsConfig(window=8, n_explain_top=3, n_test_top=2, n_test_random=4)
+    dens = np.array([0.1, 0.0, 0.2, 0.1, 0.3, 0.05])
+
+    def records(n):
+        feats = select_features(dens, n, seed=0)
+        return [
+            r.to_dict()
+            for r in collect_records(
+                neuron_basis(6, k=None), acts, tokens, mask, feats, dens, cfg,
+                make_char_tokenizer(), progress=False,
+            )
+        ]  # fmt: skip
+
+    got = records("all")
+    assert [r["feature"] for r in got] == [0, 2, 3, 4, 5]
+    assert got == records(100)
+
+
+def test_n_features_all_and_per_basis_config():
+    from pydantic import ValidationError
+
+    assert RecordsConfig(n_features="all").n_features == "all"
+    for bad in (0, "most", -1):
+        with pytest.raises(ValidationError):
+            RecordsConfig(n_features=bad)
+    rc = RecordsConfig(n_features="all", n_features_by_basis={"random": 256})
+    assert rc.n_features_of("random") == 256 and rc.n_features_of("sae") == "all"
+    assert "n_features_by_basis" not in RecordsConfig().model_dump()  # default hashes unchanged
+    assert rc.model_dump()["n_features_by_basis"] == {"random": 256}

@@ -14,7 +14,13 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from autointerp.errors import FatalLLMError
 from autointerp.llm.types import Tag, Usage
+
+
+class BudgetExceeded(FatalLLMError):
+    """The run's LLM spending reached ``--max-cost`` (``autointerp.llm.budget``)."""
+
 
 FIELDS = (
     "calls",
@@ -48,12 +54,24 @@ class CallRecord:
 
 
 class Ledger:
-    """Thread-safe record of every LLM call (shared by all clients of a run)."""
+    """Thread-safe record of every LLM call (shared by all clients of a run). With
+    ``max_cost_usd``, :meth:`check_budget` raises :class:`BudgetExceeded` once the spending
+    (``spent_before``, from earlier invocations of the run, plus this ledger's) reaches it."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_cost_usd: float | None = None, spent_before: float = 0.0) -> None:
         self.records: list[CallRecord] = []
         self.failures: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self.max_cost_usd = max_cost_usd
+        self.spent = spent_before
+
+    def check_budget(self) -> None:
+        if self.max_cost_usd is not None and self.spent >= self.max_cost_usd:
+            raise BudgetExceeded(
+                f"--max-cost reached: this run has spent ${self.spent:.4f} of "
+                f"${self.max_cost_usd:.4f} on LLM calls; finished items are kept, rerun with "
+                "a higher --max-cost to continue"
+            )
 
     def record(self, tag: Tag, usage: Usage, *, backend: str, model: str, kind: str) -> None:
         hit = usage.cache_hit
@@ -73,6 +91,7 @@ class Ledger:
         )
         with self._lock:
             self.records.append(rec)
+            self.spent += rec.cost_usd
 
     def record_failure(self, tag: Tag, reason: str, *, backend: str, model: str, kind: str):
         with self._lock:

@@ -31,7 +31,7 @@ from tenacity import (
 )
 
 from autointerp.errors import FatalLLMError, LLMError
-from autointerp.llm.accounting import Ledger
+from autointerp.llm.accounting import BudgetExceeded, Ledger
 from autointerp.llm.cache import ResponseCache, decode_response, encode_response
 from autointerp.llm.config import LLMConfig
 from autointerp.llm.prices import PriceTable
@@ -339,13 +339,16 @@ class LLMClient(ABC):
             st.inflight[key] = fut
         try:
             async with st.sem:
+                if self.ledger is not None:
+                    self.ledger.check_budget()  # --max-cost: no new request once reached
                 res = await self._with_retries(fn, est_tokens, key)
             self._store(res, kind, key, tag, use_cache)
             if use_cache:
                 fut.set_result(res)
             return res
         except BaseException as e:
-            if self.ledger is not None and isinstance(e, Exception):
+            failed = isinstance(e, Exception) and not isinstance(e, BudgetExceeded)
+            if self.ledger is not None and failed:
                 self.ledger.record_failure(
                     tag,
                     f"{type(e).__name__}: {e}",

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,14 @@ from autointerp.llm.types import ChatResponse, PromptLogprobs, TokenLogprob, Usa
 
 
 def encode_response(res: ChatResponse | PromptLogprobs) -> dict[str, Any]:
-    d = asdict(res)
-    d.pop("key", None)
+    """``asdict(res)`` less ``key``, without deep-copying the logprob tables (the dict is
+    serialised at once; ``asdict`` cost more than the HTTP call for an instant server)."""
+    d = {f.name: getattr(res, f.name) for f in fields(res) if f.name != "key"}
+    d["usage"] = asdict(res.usage)
+    if isinstance(res, ChatResponse) and res.logprobs is not None:
+        d["logprobs"] = [
+            {"token": t.token, "logprob": t.logprob, "top": t.top} for t in res.logprobs
+        ]
     return d
 
 

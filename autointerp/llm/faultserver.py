@@ -1,10 +1,12 @@
 """A small OpenAI-compatible HTTP server on loopback for tests and benchmarks.
 
 It answers ``/v1/chat/completions`` and ``/v1/completions`` (echo logprobs) with deterministic
-text, after ``latency_s``, and injects faults at a seeded rate: 429 with ``Retry-After``, 500,
-answers slower than the client's timeout, and garbage bodies. Every request is logged with its
-request key (sha256 of model + messages/prompt + sampling fields) and outcome, so tests can check
-that no request was paid for twice. Not a mock: it is a real server the clients talk HTTP to.
+text, after ``latency_s`` (a fixed latency per call: 0 for an instant server, 0.05 for the
+overhead benchmark's 50 ms server), and injects faults at a seeded rate: 429 with
+``Retry-After``, 500, answers slower than the client's timeout, and garbage bodies. Every request
+is logged with its request key (sha256 of model + messages/prompt + sampling fields) and
+outcome, so tests can check that no request was paid for twice. Not a mock: it is a real server
+the clients talk HTTP to (``keep_alive=True``: persistent connections, like a real one).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -57,6 +61,7 @@ class FaultServer:
     retry_after: str | None = "0"
     api_key: str | None = None  # when set, other keys get 401
     poison: str = "POISON"  # requests containing this always get 500
+    keep_alive: bool = False  # HTTP/1.1 persistent connections (HTTP/1.0: one per request)
     log: list[LogEntry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -65,6 +70,9 @@ class FaultServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # keep_alive: HTTP/1.1, clients reuse their connections (like a real server)
+            protocol_version = "HTTP/1.1" if server.keep_alive else "HTTP/1.0"
+
             def log_message(self, *a: Any) -> None:  # quiet
                 pass
 
@@ -199,3 +207,28 @@ class FaultServer:
     def outcomes(self, key: str | None = None) -> list[str]:
         with self._lock:
             return [e.outcome for e in self.log if key is None or e.key == key]
+
+
+def _serve(kw: dict[str, Any], q: Any, stop: Any) -> None:
+    with FaultServer(**kw) as fs:
+        q.put(fs.url)
+        stop.wait()
+
+
+@contextmanager
+def server_process(**kw: Any) -> Iterator[str]:
+    """A ``FaultServer(**kw)`` in a child process (its CPU not spent in the caller's): yields
+    its URL. The request log stays in the child."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q, stop = ctx.Queue(), ctx.Event()
+    p = ctx.Process(target=_serve, args=(kw, q, stop), daemon=True)
+    p.start()
+    try:
+        yield q.get(timeout=120)
+    finally:
+        stop.set()
+        p.join(10)
+        if p.is_alive():
+            p.terminate()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from abc import abstractmethod
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlparse
 
@@ -17,6 +18,7 @@ from autointerp.llm.types import ChatResponse, Message, PromptLogprobs
 LOCAL_KEY = "sk-local-no-key"
 
 
+@lru_cache(maxsize=256)  # asked for every call's cost; parsing the address cost ~0.1 ms
 def is_local_url(url: str | None) -> bool:
     host = urlparse(url or "").hostname or ""
     if host == "localhost":

@@ -5,7 +5,8 @@ Every feature with a record (``records/<basis>.jsonl``, every basis) gets one li
 id, explanation, top tokens, density, and per simulation method its score and lift over its
 shuffled-explanation null. The rows are written in list chunks of ``LIST_CHUNK`` rows
 (``browser/data/list-<n>.js``); the full detail of each feature (explanation and status, every
-score with its null and method, the top / quantile / random windows with per-token activations)
+score with its null and method, the top / quantile / random windows with per-token activations,
+and the simulated-vs-true activations of its scored examples from ``simulations.parquet``)
 in detail chunks of ``FEAT_CHUNK`` features per basis (``browser/data/feat-<basis>-<n>.js``).
 Each chunk is a script that calls ``window.AI.add({...})``: <script> tags load from file://
 where fetch() of JSON is blocked. The page loads the list chunks in order and appends their
@@ -141,6 +142,28 @@ def _iter_records(path: Path):
                 yield json.loads(line)
 
 
+def _simulations(run: Run) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Per (basis, feature): its scored examples' tokens with the true activation and the
+    simulator's prediction per token (the real explanation's; nulls keep none)."""
+    sim = run.simulations
+    need = {"basis", "feature", "tokens", "true", "pred"}
+    if sim is None or not need <= set(sim.columns):
+        return {}
+    if "example" in sim.columns:
+        sim = sim.sort("basis", "feature", "example")
+    out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in sim.iter_rows(named=True):
+        out.setdefault((r["basis"], int(r["feature"])), []).append(
+            {
+                "kind": r.get("kind") or "",
+                "tokens": list(r["tokens"] or []),
+                "true": [_r(v, 3) for v in r["true"] or []],
+                "pred": [_r(v, 3) for v in r["pred"] or []],
+            }
+        )
+    return out
+
+
 def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the feature browser of a run directory into ``out`` (default ``RUN_DIR/browser``)
     and return the path of its ``index.html``."""
@@ -153,6 +176,7 @@ def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
         old.unlink()  # stale chunks of an earlier build (nothing else in the folder is touched)
     methods, scores = _score_table(run)
     info = _feature_info(run)
+    sims = _simulations(run)
     dens: dict[tuple[str, int], float] = {}
     if run.density is not None and {"basis", "feature", "density"} <= set(run.density.columns):
         d = run.density
@@ -191,6 +215,7 @@ def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
                     "test_top": [_example(e) for e in rec.get("test_top") or []],
                     "test_quantile": [_example(e) for e in rec.get("test_quantile") or []],
                     "test_random": [_example(e) for e in rec.get("test_random") or []],
+                    "sims": sims.get((basis, fid), []),
                 }
                 rows.append(
                     [

@@ -40,6 +40,8 @@ td.expl{min-width:18em;max-width:40em}td.tt{color:#666;font-family:monospace;max
 white-space:pre-wrap;overflow-wrap:anywhere;border-left:3px solid #ddd;padding-left:6px}
 .ex span.t{border-radius:2px}
 .ex .lab{color:#888;font-size:11px;margin-right:.5em}
+.ex span.st{display:inline-flex;flex-direction:column;vertical-align:top}
+.ex span.pp{height:6px;display:block}
 .expl-text{font-size:15px;margin:.3em 0}
 .bad{color:#a00}.muted{color:#777}
 h2{font-size:1.1em;margin:.2em 0}h3{font-size:1em;margin:1em 0 .3em 0}
@@ -164,6 +166,24 @@ function showPanel(){var p=$('panel'),key=st.open;if(!key)return;
         var al=mx>0?Math.max(0,Math.min(1,a/mx)):0;
         if(al>0)sp.style.background='rgba(255,110,0,'+al.toFixed(3)+')';
         sp.title='activation '+fmt(a,3);div.appendChild(sp);});p.appendChild(div);});});
+  var sims=d.sims||[];if(sims.length){
+    p.appendChild(el('h3','Simulated vs true \u00b7 '+sims.length+' scored examples'));
+    p.appendChild(el('p','per token: true activation (orange, upper row) and the simulator\'s '+
+      'prediction (blue, lower row), each shaded against its own range over these examples',
+      'muted'));
+    var tm=0,plo=Infinity,phi=-Infinity;sims.forEach(function(e){
+      e.true.forEach(function(a){if(a>tm)tm=a;});
+      e.pred.forEach(function(v){if(v<plo)plo=v;if(v>phi)phi=v;});});
+    sims.forEach(function(e){var div=el('div',null,'ex sim');
+      div.appendChild(el('span',e.kind,'lab'));
+      e.tokens.forEach(function(tok,i){var a=e.true[i]||0,v=e.pred[i];
+        var sp=el('span',null,'t st'),tt=el('span',tok.replace(/\n/g,'\u23ce'),'tt'),
+          pp=el('span','\u00a0','pp');
+        if(tm>0&&a>0)tt.style.background='rgba(255,110,0,'+Math.min(1,a/tm).toFixed(3)+')';
+        if(v!==null&&v!==undefined&&phi>plo)
+          pp.style.background='rgba(40,110,255,'+((v-plo)/(phi-plo)).toFixed(3)+')';
+        sp.title='true '+fmt(a,3)+' \u00b7 simulated '+fmt(v,3);
+        sp.appendChild(tt);sp.appendChild(pp);div.appendChild(sp);});p.appendChild(div);});}
   document.documentElement.setAttribute('data-open',key);}
 window.AI={add:function(o){
   if(o.type==='list'){o.rows.forEach(function(r){

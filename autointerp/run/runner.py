@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.errors import ConfigError
+from autointerp.journal import sync_pending
 from autointerp.results import stable_hash
 from autointerp.run.stage import Artifact, Stage, StageContext, StageReport
 from autointerp.run.store import RunStore
@@ -115,7 +116,10 @@ class Runner:
                 if prepare is not None:
                     prepare(self)
                 for i, st in enumerate(self.stages, 1):
-                    self._run_stage(i, st)
+                    try:
+                        self._run_stage(i, st)
+                    finally:
+                        sync_pending()  # journals' group commit (autointerp.journal)
                 if finalize is not None:
                     finalize(self)
             finally:

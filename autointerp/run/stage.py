@@ -210,7 +210,7 @@ class StageContext:
         return self.runner.progress
 
     def append(self, rows: list[dict[str, Any]]) -> None:
-        """Append finished items to this stage's journal (one write + fsync)."""
+        """Append finished items to this stage's journal (one write; fsync by group commit)."""
         assert self.journal is not None, f"stage {self.stage.name} is not journaled"
         self.journal.append(rows)
         for r in rows:

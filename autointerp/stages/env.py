@@ -51,6 +51,7 @@ class SuiteEnv:
         progress: bool = True,
         retry_failed: bool = False,
         llm_cache: Path,
+        max_cost: float | None = None,
     ) -> None:
         from autointerp.model import resolve_device
 
@@ -59,6 +60,7 @@ class SuiteEnv:
         self.progress = progress
         self.retry_failed = retry_failed
         self.llm_cache = llm_cache
+        self.max_cost = max_cost
         self.protocol = protocol_of(suite)
         self.protocol_id = stable_hash(self.protocol)
         self.device = resolve_device(suite.model.device)
@@ -124,7 +126,9 @@ class LLMSession:
 
         suite = self.env.suite
         cache = ResponseCache(self.env.llm_cache)
-        self._ledger = Ledger()
+        calls = self.env.store.journal("llm_calls.jsonl").read()  # earlier invocations'
+        spent = sum(r.get("cost_usd", 0.0) for r in calls)
+        self._ledger = Ledger(self.env.max_cost, spent_before=spent)
         made: dict[str, Any] = {}
         clients = {}
         for role in ("explainer", "simulator", "scorer"):

@@ -39,6 +39,20 @@ async def gather_fatal(coros) -> None:
         raise
 
 
+def print_cost_estimate(env: Any, records: dict[str, list[FeatureRecord]]) -> None:
+    """Before the first paid call: the plan's estimated calls, tokens and dollars
+    (``autointerp.llm.budget``); nothing when no role is paid."""
+    from autointerp.llm.budget import estimate_cost, is_paid
+
+    llm = env.suite.llm
+    if not any(is_paid(getattr(llm, r)) for r in ("explainer", "simulator", "scorer")):
+        return
+    est = estimate_cost(env.suite, records, styles_of(env.suite))
+    print(est.format(env.max_cost), flush=True)
+    if env.max_cost is not None and est.usd is not None and est.usd > env.max_cost:
+        print(f"  the estimate exceeds --max-cost: the run will stop at ${env.max_cost:.2f}")
+
+
 def explain_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
     p = ctx.env.protocol
     return {
@@ -59,6 +73,7 @@ async def compute_explain(ctx: StageContext, inputs: dict[str, Any]) -> dict[tup
 
     env = ctx.env
     ec = env.suite.explain
+    print_cost_estimate(env, inputs["records"].records)
     have = dict(ctx.done)
     if env.retry_failed:
         have = {k: v for k, v in have.items() if v["exp"]["status"] == "ok"}

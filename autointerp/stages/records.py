@@ -68,6 +68,12 @@ def compute_records(ctx: StageContext, inputs: dict[str, Any]) -> RecordSet:
     tokens, acts, split = inputs["tokens"].ids, inputs["activations"].acts, inputs["split"]
     tok = None
     out, hashes = {}, {}
+    unknown = sorted(set(rc.n_features_by_basis) - {b.name for b in inputs["bases"]})
+    if unknown:
+        raise ConfigError(
+            f"records.n_features_by_basis names {', '.join(unknown)}, not a basis of this suite "
+            f"({', '.join(b.name for b in inputs['bases'])}); use a [[bases]] name"
+        )
     for b in inputs["bases"]:
         density = inputs["density"][b.name]
         h = stable_hash(
@@ -84,7 +90,7 @@ def compute_records(ctx: StageContext, inputs: dict[str, Any]) -> RecordSet:
             nonlocal tok
             tok = tok or env.tokenizer()
             feats = select_features(
-                density, rc.n_features, mode=rc.feature_selection, seed=suite.seed,
+                density, rc.n_features_of(b.name), mode=rc.feature_selection, seed=suite.seed,
                 min_density=rc.min_density,
             )  # fmt: skip
             return collect_records(
