@@ -135,8 +135,9 @@ def test_tiny_suite_trained_and_random_share_nothing_model_dependent(tmp_path):
         return suite_from_dict(d)
 
     def run(name, reinit):
+        kw = {"work_dir": tmp_path / "w", "llm_cache": tmp_path / "llm.sqlite"}
         r = SuiteRun(suite(reinit), results_root=tmp_path / "res", run_name=name,
-                     work_dir=tmp_path / "w", llm_cache=tmp_path / "llm.sqlite", progress=False)  # fmt: skip
+                     progress=False, **kw)  # fmt: skip
         rd = r.run()
         return rd, {row["stage"]: row["status"] for row in r.summary()}
 
