@@ -49,7 +49,9 @@ def build_sae(b: BasisBuild) -> Basis:
         sae = load_plugged(
             bc, device=b.device, width=b.width, hookpoint=b.hookpoint, model_name=b.model_name
         )
-        sae.info.setdefault("config_hash", stable_hash({"path": str(bc.path), "fmt": bc.format}))
+        if not sae.info.get("config_hash"):  # a native checkpoint may record None: two such
+            # checkpoints must not share a hash (the random null's densities match the SAE's)
+            sae.info["config_hash"] = stable_hash({"path": str(bc.path), "fmt": bc.format})
         sae.info["stage_hash"] = sae.info["config_hash"]
         return sae
     if bc.train is None:
