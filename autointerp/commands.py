@@ -65,7 +65,9 @@ def reused_lines(stages: list[dict[str, Any]]) -> list[str]:
         items = row.get("reused_items") or []
         if items:
             pre = f"{row['stage']}-"
-            names = [i[len(pre) :] if i.startswith(pre) else i for i in items]
+            names = [i[len(pre) :] for i in items if i.startswith(pre)]
+            unnamed = len(items) - len(names)  # items named by the stage alone (density)
+            names += [f"{unnamed} item{'s' * (unnamed > 1)}"] if unnamed else []
             out.append(f"  {row['stage']}: {', '.join(names)}")
     return out
 

@@ -8,8 +8,8 @@ then ``score ckpt-a --baselines`` (the earlier run). Timed: ``score ckpt-b --bas
 that work dir (reuse) and in a fresh one (fresh). Both the same suite, so the leaderboards'
 numbers must match (checked).
 
-    PYTHONPATH=. python benchmarks/bench_score_reuse.py [--n-tokens 16384] [--n-features 4]
-                                                        [--no-llm] [--out DIR]
+    PYTHONPATH=. python benchmarks/bench_score_reuse.py [--n-tokens 8192] [--n-features 4]
+                          [--metrics-tokens 512] [--no-llm] [--out DIR]
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def _env(cache: Path) -> dict[str, str]:
 
 
 def _sets(args: argparse.Namespace) -> list[str]:
-    sets = [f"corpus.n_tokens={args.n_tokens}", f"records.n_features={args.n_features}"]
+    sets = [f"corpus.n_tokens={args.n_tokens}", f"records.n_features={args.n_features}",
+            f"metrics.n_tokens={args.metrics_tokens}"]  # fmt: skip
     if args.no_llm:
         sets += ["explain.style=top_tokens", "scoring.scorers=[]", "scoring.shuffled_null=false"]
     return [x for s in sets for x in ("--set", s)]
@@ -53,6 +54,7 @@ def prepare(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
         {
             "name": "prep",
             "corpus": {"n_tokens": args.n_tokens},
+            "metrics": {"n_tokens": args.metrics_tokens},
             "bases": [
                 {"kind": "sae", "name": "ckpt-a", "train": {**train, "seed": 0}},
                 {"kind": "sae", "name": "ckpt-b", "train": {**train, "seed": 1}},
@@ -103,8 +105,9 @@ def board(rd: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n-tokens", type=int, default=16384)
-    ap.add_argument("--n-features", type=int, default=4)
+    ap.add_argument("--n-tokens", type=int, default=8192, help="corpus tokens")
+    ap.add_argument("--n-features", type=int, default=4, help="scored features per basis")
+    ap.add_argument("--metrics-tokens", type=int, default=512, help="held-out metric tokens")
     ap.add_argument("--no-llm", action="store_true", help="top_tokens explanations, no scorer")
     ap.add_argument("--out", default=None, help="keep the runs here (default: a temp dir)")
     args = ap.parse_args()

@@ -2,10 +2,11 @@
 every numeric leaderboard column both runs have, with the trained value, the random-model
 value and their difference (docs/random-model.md).
 
-CIs of the difference: where the column is a mean of per-feature scores (sim score, sim top /
-random, detection, fuzzing, intruder, plug-in scorers), a bootstrap of the difference of means
-resampling each run's features independently (they are different features of different
-models); otherwise there are no per-feature values to resample and the note says so.
+CIs of the difference: where the column is a mean of per-feature values (sim score, sim top /
+random, lift vs shuffled, detection, fuzzing, intruder, plug-in scorers), a bootstrap of the
+difference of means resampling each run's features independently (they are different
+features of different models); otherwise there are no per-feature values to resample and
+the note says so.
 """
 
 from __future__ import annotations
@@ -48,22 +49,35 @@ def _per_feature_columns(extra: dict[str, tuple[str, str]]) -> dict[str, tuple[s
         "sim_score": ("simulation", SIM_VARIANT),
         "sim_top": ("simulation", "top"),
         "sim_random": ("simulation", "random"),
+        "lift_vs_shuffled": ("lift_vs_shuffled", SIM_VARIANT),  # per feature: real - shuffled
     }
     cols.update({c: sv for sv, c in SCORER_COLUMNS.items()})
     cols.update(extra)
     return cols
 
 
-def _feature_values(run: Run, basis: str, method: str, scorer: str, variant: str) -> list[float]:
-    """Real (non-null) ok values of one (basis, method, scorer, variant), one per feature."""
+def _by_feature(
+    run: Run, basis: str, method: str, scorer: str, variant: str, null: str = ""
+) -> dict[int, float]:
+    """ok values of one (basis, method, scorer, variant, null) by feature."""
     rows = _score_rows(run).get(basis, [])
     methods = {r[7] for r in rows}
-    return [
-        float(v)
-        for _f, sc, var, v, status, null, _x, m in rows
-        if sc == scorer and var == variant and not null and status == "ok" and v is not None
-        if m == method or len(methods) <= 1
-    ]
+    return {
+        int(f): float(v)
+        for f, sc, var, v, status, nl, _x, m in rows
+        if sc == scorer and var == variant and (nl or "") == null and status == "ok"
+        if v is not None and (m == method or len(methods) <= 1)
+    }
+
+
+def _feature_values(run: Run, basis: str, method: str, scorer: str, variant: str) -> list[float]:
+    """Real (non-null) ok values of one (basis, method, scorer, variant), one per feature;
+    ``lift_vs_shuffled``: real minus shuffled-explanation score per feature (complete pairs)."""
+    if scorer == "lift_vs_shuffled":
+        real = _by_feature(run, basis, method, "simulation", SIM_VARIANT)
+        shuf = _by_feature(run, basis, method, "simulation", SIM_VARIANT, "shuffled")
+        return [real[f] - shuf[f] for f in sorted(real) if f in shuf]
+    return list(_by_feature(run, basis, method, scorer, variant).values())
 
 
 def _number(v: Any) -> float | None:
