@@ -51,7 +51,26 @@ def _print_summary(rd: Path) -> None:
 
     m = json.loads((rd / "manifest.json").read_text())
     print(format_summary(m.get("stages") or [], m["this_invocation_s"]))
-    print(f"results in {rd}")
+    reused = reused_lines(m.get("stages") or [])
+    if reused:
+        print("reused from earlier runs (per basis):")
+        print("\n".join(reused))
+    print(f"results in {rd.resolve()}")
+
+
+def reused_lines(stages: list[dict[str, Any]]) -> list[str]:
+    """``  stage: item, item`` for each stage that reused items another run computed (item
+    names without the stage prefix: the basis labels of per-basis items)."""
+    out = []
+    for row in stages:
+        items = row.get("reused_items") or []
+        if items:
+            pre = f"{row['stage']}-"
+            names = [i[len(pre) :] for i in items if i.startswith(pre)]
+            unnamed = len(items) - len(names)  # items named by the stage alone (density)
+            names += [f"{unnamed} item{'s' * (unnamed > 1)}"] if unnamed else []
+            out.append(f"  {row['stage']}: {', '.join(names)}")
+    return out
 
 
 def _apply_overrides(d: dict[str, Any], sets: list[str]) -> dict[str, Any]:
@@ -109,7 +128,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     d["bases"] = bases
     if args.set:
         d = _apply_overrides(d, args.set)
-    rd = run_suite(
+    from autointerp.pipeline import SuiteRun
+
+    run = SuiteRun(
         suite_from_dict(d, "autointerp score"),
         results_root=args.results,
         run_name=args.run,
@@ -118,7 +139,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         max_cost=args.max_cost,
     )
-    _print_summary(rd)
+    # the results path up front (absolute: --results is relative to the current directory);
+    # stages an earlier run with the same inputs computed are reused from the work dir
+    print(f"writing results to {run.store.run_dir.resolve()}", flush=True)
+    print(f"reusing earlier runs' stages from {run.store.work_dir.resolve()}", flush=True)
+    _print_summary(run.run())
     return 0
 
 

@@ -61,12 +61,30 @@ def _safe(value: str | None) -> str | None:
     return value
 
 
+class ReinitConfig(_Strict):
+    """Re-initialise the subject model's non-embedding weights (the random-model null,
+    docs/random-model.md): matrices ~ N(0, config.initializer_range), biases 0, norm weights 1;
+    token (and position) embeddings and the unembedding kept."""
+
+    seed: int = 0
+
+
 class ModelConfig(_Strict):
     name: str = "smollm2-gguf"
     hookpoint: str = "blocks.6.hook_resid_post"
     device: str = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: int = Field(16, gt=0)
+    #: opt-in random-model null: ``reinit = { seed = 0 }`` (absent = the trained weights)
+    reinit: ReinitConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_reinit(self, handler: Any) -> dict[str, Any]:
+        # a suite without reinit dumps (and so hashes) exactly as before the field existed
+        d = handler(self)
+        if isinstance(d, dict) and d.get("reinit") is None:
+            d.pop("reinit", None)
+        return d
 
 
 class CorpusConfig(_Strict):

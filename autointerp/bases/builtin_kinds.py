@@ -50,10 +50,12 @@ def build_sae(b: BasisBuild) -> Basis:
         sae = load_plugged(
             bc, device=b.device, width=b.width, hookpoint=b.hookpoint, model_name=b.model_name
         )
-        key = {"path": str(bc.path), "fmt": bc.format}
-        if sae.info.get("family"):  # a family folder: the member picked for this hookpoint
-            key["member"] = str(sae.info.get("source"))
-        sae.info.setdefault("config_hash", stable_hash(key))
+        if not sae.info.get("config_hash"):  # a native checkpoint may record None: two such
+            # checkpoints must not share a hash (the random null's densities match the SAE's)
+            key = {"path": str(bc.path), "fmt": bc.format}
+            if sae.info.get("family"):  # a family folder: the member picked for this hookpoint
+                key["member"] = str(sae.info.get("source"))
+            sae.info["config_hash"] = stable_hash(key)
         sae.info["stage_hash"] = sae.info["config_hash"]
         return sae
     if bc.train is None:

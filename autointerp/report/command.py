@@ -61,15 +61,49 @@ def build(
     return render_html(board, runs)
 
 
+def build_minus(
+    trained: str | Path, random: str | Path, fmt: str = "md", *, n_boot: int = 1000, seed: int = 0
+) -> str:
+    """Trained minus random model, one table per basis (:mod:`autointerp.report.compare`)."""
+    from autointerp.report.compare import compare_runs, diffs_frame, render_diff_markdown
+
+    def one(p: str | Path) -> Any:
+        found = find_runs([p])
+        if len(found) != 1:
+            raise AutointerpError(
+                f"--minus compares one run with one run; {p} holds {len(found)} runs: give a "
+                "run directory (the folder with manifest.json)"
+            )
+        return load_run(found[0])
+
+    t, r = one(trained), one(random)
+    diffs = compare_runs(t, r, n_boot=n_boot, seed=seed)
+    if fmt == "md":
+        return render_diff_markdown(t, r, diffs)
+    if fmt == "csv":
+        return diffs_frame(diffs).write_csv()
+    if fmt == "json":
+        return diffs_frame(diffs).write_json()
+    raise AutointerpError("--minus writes md, csv or json; pass --format md|csv|json")
+
+
 def _cmd(args: argparse.Namespace) -> int:
-    text = build(
-        args.results_dirs,
-        args.format,
-        sort_by=args.sort,
-        descending=not args.asc,
-        n_boot=args.n_boot,
-        seed=args.seed,
-    )
+    if args.minus:
+        if len(args.results_dirs) != 1:
+            raise AutointerpError("--minus RANDOM_RUN takes one trained run: TRAINED_RUN --minus R")
+        text = build_minus(
+            args.results_dirs[0], args.minus, args.format, n_boot=args.n_boot or 1000,
+            seed=args.seed,
+        )  # fmt: skip
+    else:
+        text = build(
+            args.results_dirs,
+            args.format,
+            sort_by=args.sort,
+            descending=not args.asc,
+            n_boot=args.n_boot,
+            seed=args.seed,
+        )
     if args.out:
         atomic_write_text(args.out, text)
         log.info("wrote %s", args.out)
@@ -97,4 +131,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", metavar="FILE", default=None, help="write here instead of stdout")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples for CIs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument(
+        "--minus",
+        metavar="RANDOM_RUN",
+        default=None,
+        help="trained minus random model: RESULTS_DIR is the trained run, RANDOM_RUN the run "
+        "of evals/random-model.toml; one table per basis (docs/random-model.md)",
+    )
     p.set_defaults(func=_cmd)

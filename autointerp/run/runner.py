@@ -193,6 +193,22 @@ class Runner:
         m = art.marker(self.store)
         return m.exists() and m.read_text() == h
 
+    def _path(self, art: Artifact, name: str, h: str) -> Path:
+        suffix = art.codec.suffix
+        return art.place(self.store, h) if art.place else self.store.stage_file(name, h, suffix)
+
+    def available(self, name: str, h: str, art: Artifact, forced_by: tuple[str, ...]) -> bool:
+        """See :meth:`StageContext.available`."""
+        path = self._path(art, name, h)
+        if path in self._memo:
+            return True
+        if self.is_forced(forced_by) and path not in self._redone:
+            return False
+        if self._have(art, path, h):
+            return True
+        shared = self.store.shared_file(name, h, art.codec.suffix) if art.shared else None
+        return shared is not None and art.codec.exists(shared)
+
     def cached(
         self,
         ctx: StageContext,
@@ -223,6 +239,7 @@ class Runner:
             self._mark(art, h)
             value = codec.load(path)
             ctx.report.reused += 1
+            ctx.report.reused_items.append(name)
         else:
             if forced and codec.streams:
                 codec.discard(path)

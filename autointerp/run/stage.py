@@ -147,6 +147,7 @@ class StageReport:
     cached: int = 0  # found in this run's directory (or the work dir's heavy artifacts)
     reused: int = 0  # found in the shared stage cache, written by another run
     ran: bool = False  # computed without a cache (glue, outputs)
+    reused_items: list[str] = field(default_factory=list)  # items' names, when reused
 
     @property
     def status(self) -> str:
@@ -176,6 +177,7 @@ class StageReport:
             "computed": self.computed,
             "cached": self.cached,
             "reused": self.reused,
+            **({"reused_items": list(self.reused_items)} if self.reused_items else {}),
         }
 
 
@@ -235,6 +237,12 @@ class StageContext:
         return self.runner.cached(
             self, name, h, compute, artifact, forced_by or self.stage.forced_by, memo
         )
+
+    def available(self, name: str, h: str, artifact: Artifact) -> bool:
+        """Whether :meth:`cached` would find this item (this run, the shared cache or this
+        invocation's memo) without computing it: lets a stage compute its missing items
+        together (one batched pass) and load the others."""
+        return self.runner.available(name, h, artifact, self.stage.forced_by)
 
     def run_async(self, coro: Any) -> Any:
         """Run a coroutine on the run's event loop (one loop for the whole run)."""

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from autointerp.run.stage import Artifact, FileCodec, Stage, StageContext
+from autointerp.stages.env import model_salt
 
 
 @dataclass
@@ -39,7 +40,8 @@ class ActsCodec(FileCodec):
 
 def acts_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
     m = ctx.env.suite.model
-    return {"tokens": ctx.upstream["tokens"], "model": m.name, "hook": m.hookpoint, "dt": m.dtype}
+    key = {"tokens": ctx.upstream["tokens"], "model": m.name, "hook": m.hookpoint, "dt": m.dtype}
+    return {**key, **model_salt(ctx.env.suite)}
 
 
 def compute_acts(ctx: StageContext, inputs: dict[str, Any]) -> Activations:

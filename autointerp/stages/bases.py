@@ -19,6 +19,7 @@ from autointerp.errors import ConfigError
 from autointerp.results import stable_hash
 from autointerp.run.stage import Artifact, FileCodec, Stage, StageContext
 from autointerp.stages.density import density_of
+from autointerp.stages.env import model_salt
 
 
 class BasisCodec(FileCodec):
@@ -67,6 +68,14 @@ def default_l0(ctx: StageContext, sae: Basis | None, acts, mask, rows) -> int:
 def compute_bases(ctx: StageContext, inputs: dict[str, Any]) -> list[Basis]:
     env = ctx.env
     suite = env.suite
+    salt = model_salt(suite)
+
+    def salted(h: str) -> str:
+        """A basis's hash for every stage after this one (density, records, metrics): a
+        plugged-in checkpoint's own hash names its files only, so under a re-initialised model
+        the model's salt is added (nothing is shared with the trained model's runs)."""
+        return stable_hash({"basis": h, **salt}) if salt else h
+
     acts, width = inputs["activations"].acts, inputs["activations"].width
     split = inputs["split"]
     mask = split.mask
@@ -120,10 +129,10 @@ def compute_bases(ctx: StageContext, inputs: dict[str, Any]) -> list[Basis]:
             b = ctx.cached(
                 f"bases-{bc.label}", h, lambda build=build, kind=kind: kind.build(build), art
             )
-            b.info["stage_hash"] = h
+            b.info["stage_hash"] = salted(h)
         else:
             b = kind.build(build)
-            b.info.setdefault("stage_hash", b.info.get("config_hash", ""))
+            b.info["stage_hash"] = salted(b.info.get("stage_hash", b.info.get("config_hash", "")))
             ctx.item_hashes.append(str(b.info["stage_hash"]))
             if b.info.get("reused") or bc.path:
                 ctx.report.cached += 1

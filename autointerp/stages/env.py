@@ -15,6 +15,13 @@ from autointerp.results import stable_hash
 from autointerp.run.store import RunStore
 
 
+def model_salt(suite: Suite) -> dict[str, Any]:
+    """What the subject model's weights add to every key that depends on them: ``{}`` for the
+    trained weights (hashes as before), ``{"reinit": {...}}`` for the random-model null."""
+    r = suite.model.reinit
+    return {} if r is None else {"reinit": r.model_dump()}
+
+
 def protocol_of(suite: Suite) -> dict[str, Any]:
     """Every choice that changes what a score means (rows with equal ids are comparable)."""
     prompts = files("autointerp.prompts")
@@ -37,6 +44,7 @@ def protocol_of(suite: Suite) -> dict[str, Any]:
         "llm": llm,
         "templates": templates,
         "seed": suite.seed,
+        **model_salt(suite),
     }
 
 
@@ -79,7 +87,12 @@ class SuiteEnv:
 
             t = time.perf_counter()
             dtype = getattr(torch, self.suite.model.dtype)
-            self._sm = load_model(self.suite.model.name, device=self.device, dtype=dtype)
+            sm = load_model(self.suite.model.name, device=self.device, dtype=dtype)
+            if self.suite.model.reinit is not None:  # in memory only; the cache stays trained
+                from autointerp.reinit import reinit_model
+
+                reinit_model(sm.model, self.suite.model.reinit.seed)
+            self._sm = sm
             self.timings["model_load"] = time.perf_counter() - t
         return self._sm
 

@@ -1,5 +1,5 @@
 """Stage ``metrics``: reconstruction, sparsity and downstream (CE / KL) metrics of every basis
-on the held-out rows (``stages/metrics-<h>.json``)."""
+on the held-out rows, one cached item per basis (``stages/metrics-<basis>-<h>.json``)."""
 
 from __future__ import annotations
 
@@ -17,24 +17,51 @@ from autointerp.stages.density import iter_x
 log = logging.getLogger(__name__)
 
 
-def metrics_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
-    bases = inputs["bases"]
+#: one basis's row, ``stages/metrics-<basis>-<h>.json`` (and the work dir's shared copy)
+METRICS_ITEM = Artifact(JSON)
+
+
+def basis_metrics_hash(ctx: StageContext, inputs: dict[str, Any], basis: Any) -> str:
+    """What one basis's metrics depend on: the basis, the activations (so the corpus, the
+    model, its weights and the hookpoint), the held-out rows, the metric settings and the
+    model settings. No other basis: adding a basis to a suite reuses the others' rows."""
     s = ctx.env.suite
-    return {
-        "bases": [b.info.get("stage_hash", b.name) for b in bases],
-        "names": [b.name for b in bases],
-        "metrics": s.metrics.model_dump(),
-        "rows": stable_hash(inputs["split"].metric_rows.tolist()),
-        "model": s.model.model_dump(),
-    }
+    return stable_hash(
+        {
+            "basis": basis.info.get("stage_hash", basis.name),
+            "name": basis.name,
+            "acts": ctx.upstream["activations"],
+            "metrics": s.metrics.model_dump(),
+            "rows": stable_hash(inputs["split"].metric_rows.tolist()),
+            "model": s.model.model_dump(),
+            "v": 1,
+        }
+    )
 
 
 def compute_metrics(ctx: StageContext, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per basis, each cached on its own (:func:`basis_metrics_hash`): the bases no
+    run has measured yet are measured together (one clean and one ablated pass per batch
+    serve them all), the others are loaded."""
+    bases = inputs["bases"]
+    hashes = {b.name: basis_metrics_hash(ctx, inputs, b) for b in bases}
+    missing = [
+        b for b in bases if not ctx.available(f"metrics-{b.name}", hashes[b.name], METRICS_ITEM)
+    ]
+    fresh = {r["basis"]: r for r in measure_bases(ctx, inputs, missing)} if missing else {}
+    return [
+        ctx.cached(f"metrics-{b.name}", hashes[b.name], lambda b=b: fresh[b.name], METRICS_ITEM)
+        for b in bases
+    ]
+
+
+def measure_bases(ctx: StageContext, inputs: dict[str, Any], bases: list) -> list[dict[str, Any]]:
+    """The metrics of ``bases`` on the held-out rows (a basis's row does not depend on which
+    other bases are measured with it: the clean and ablation passes are the same)."""
     from autointerp.metrics import downstream_metrics, reconstruction_metrics
 
     env = ctx.env
     mc = env.suite.metrics
-    bases = inputs["bases"]
     acts, split, tokens = inputs["activations"].acts, inputs["split"], inputs["tokens"].ids
     mask, metric_rows = split.mask, split.metric_rows
     rows_out = []
@@ -82,7 +109,5 @@ METRICS = Stage(
     "metrics",
     compute_metrics,
     deps=("tokens", "activations", "split", "bases"),
-    key=metrics_key,
-    artifact=Artifact(JSON),
     doc="bases -> reconstruction, sparsity, CE / KL metrics on held-out rows",
 )

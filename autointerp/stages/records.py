@@ -1,6 +1,6 @@
 """Stage ``records``: per basis, the selected features' windows (``records/<basis>.jsonl``,
 its hash in ``stages/records-<basis>.hash``), and stage ``diagnostics``: redundancy and the
-top-token mode of each basis's scored features (``stages/diagnostics-<h>.json``)."""
+top-token mode of each basis's scored features (``stages/diagnostics-<basis>-<h>.json``)."""
 
 from __future__ import annotations
 
@@ -116,22 +116,28 @@ RECORDS = Stage(
 # --------------------------------------------------------------------------- diagnostics
 
 
-def diagnostics_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
-    hashes = inputs["records"].hashes
-    return {"records": [hashes.get(b.name) for b in inputs["bases"]], "v": 1}
-
-
 def compute_diagnostics(ctx: StageContext, inputs: dict[str, Any]) -> list[dict[str, Any]]:
     """Redundancy and top-token mode of each basis's scored features
-    (``autointerp.diagnostics``), on 512 rows spread over the corpus."""
+    (``autointerp.diagnostics``), on 512 rows spread over the corpus; one cached item per
+    basis (``stages/diagnostics-<basis>-<h>.json``, keyed by its records)."""
     from autointerp.diagnostics import basis_diagnostics
 
     mask = inputs["split"].mask
     rows = held_out_rows(len(mask), min(512, len(mask)))
-    records = inputs["records"].records
+    records, hashes = inputs["records"].records, inputs["records"].hashes
     acts = inputs["activations"].acts
+    dev = ctx.env.device
+
+    def one(b: Any) -> dict[str, Any]:
+        return basis_diagnostics(b, records[b.name], acts, mask, rows, device=dev).to_dict()
+
     return [
-        basis_diagnostics(b, records[b.name], acts, mask, rows, device=ctx.env.device).to_dict()
+        ctx.cached(
+            f"diagnostics-{b.name}",
+            stable_hash({"records": hashes.get(b.name), "v": 1}),
+            lambda b=b: one(b),
+            Artifact(JSON),
+        )
         for b in inputs["bases"]
     ]
 
@@ -140,8 +146,6 @@ DIAGNOSTICS = Stage(
     "diagnostics",
     compute_diagnostics,
     deps=("activations", "split", "bases", "records"),
-    key=diagnostics_key,
-    artifact=Artifact(JSON),
     forced_by=("records",),
     doc="records -> redundancy and top-token mode per basis",
 )

@@ -181,13 +181,13 @@ def test_plugins_run_cache_resume_and_are_reused(plugins, tmp_path, tiny_model):
     rd2, st = run(tmp_path, suite)
     assert rd2 == rd and CALLS == {}
     assert st["count-rows"] == "cached" and st["score"] == "cached (6)"
-    assert st["metrics"] == "cached" and st["bases"] == "cached (2)"
+    assert st["metrics"] == "cached (2)" and st["bases"] == "cached (2)"  # one item per basis
     assert pl.read_parquet(rd / "scores.parquet").equals(scores)
 
     CALLS.clear()  # another run of the same suite: stage outputs reused from the shared cache
     _, st = run(tmp_path, suite, name="other")
     for stage in ("metrics", "diagnostics"):
-        assert st[stage] == "reused from another run", (stage, st)
+        assert st[stage] == "reused from another run (2)", (stage, st)
     assert st["records"] == "reused from another run (2)"
     assert st["density"] == "reused from another run (2)"
     assert CALLS == {"scorer": 6}  # journals belong to their run; the toy stage's hash matches
@@ -203,6 +203,6 @@ def test_plugins_run_cache_resume_and_are_reused(plugins, tmp_path, tiny_model):
 
     CALLS.clear()  # fewer features: new records and scores; density and metrics reused
     _, st = run(tmp_path, tiny_suite(tmp_path, tiny_model, n_features=2), name="fewer")
-    assert st["metrics"] == "reused from another run"
+    assert st["metrics"] == "reused from another run (2)"
     assert st["density"] == "reused from another run (2)"
     assert st["records"] == "computed (2)" and CALLS["scorer"] == 4
