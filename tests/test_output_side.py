@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from autointerp.bases.linear import SignedLinearBasis
-from autointerp.causal.ablation import ablation_effects
+from autointerp.causal.ablation import ablation_effects, ablation_effects_many
 from autointerp.causal.hook_forward import HookForward
 from autointerp.causal.logit_lens import feature_directions, lens_logits, logit_lens, to_residual
 from autointerp.causal.output_score import amplification_gains, derangement
@@ -97,6 +97,37 @@ def test_ablation_kl_ce_and_logit_shifts_match_a_hand_computation(tiny_model):
     assert eff.falls[0][1] == pytest.approx(float(mean.min()), abs=1e-4)
     assert eff.rises[0][1] == pytest.approx(float(mean.max()), abs=1e-4)
     assert eff.kl > 0
+
+
+def test_rows_shared_by_features_of_several_bases_give_the_same_effects(tiny_model):
+    """One original run per row serves every context on it (positions merged): the same
+    numbers as each basis alone, one context per pass."""
+    sm = tiny_model
+    hp = sm.hookpoint(HOOK)
+    ids, exclude = _rows(sm, n=3, T=12)
+    acts = run_to_hookpoint(sm, hp, ids).numpy()
+    ids, exclude = ids.numpy(), exclude.numpy()
+
+    def rec(name, f, starts):
+        tops = [Example(["t"] * 2, [0] * 2, [1.0, 2.0 + i], "top", seq=q, start=s)
+                for i, (q, s) in enumerate(starts)]  # fmt: skip
+        return FeatureRecord(name, f, 0.1, 3.0, test_top=tops)
+
+    a, b = _basis(hp.width, seed=1), _basis(hp.width, seed=2)
+    b.name = "b2"
+    recs_a = [rec("b", 0, [(0, 2), (1, 5)]), rec("b", 3, [(0, 6)])]
+    recs_b = [rec("b2", 1, [(0, 3), (2, 1)])]
+    fwd = HookForward(sm, hp)
+    many = ablation_effects_many(fwd, {"b": (a, recs_a), "b2": (b, recs_b)}, ids, acts, exclude,
+                                 n_positions=3, batch_size=64)  # fmt: skip
+    for name, basis, recs in (("b", a, recs_a), ("b2", b, recs_b)):
+        alone = ablation_effects(fwd, basis, recs, ids, acts, exclude, n_positions=3,
+                                 batch_size=1)  # fmt: skip
+        for x, y in zip(many[name], alone, strict=True):
+            assert x.n_pairs == y.n_pairs > 0
+            assert x.kl == pytest.approx(y.kl, rel=1e-4, abs=1e-7)
+            assert x.ce_delta == pytest.approx(y.ce_delta, rel=1e-4, abs=1e-6)
+            assert [t for t, _ in x.falls] == [t for t, _ in y.falls]
 
 
 def test_a_feature_without_measurable_context_is_undefined_with_a_reason(tiny_model):

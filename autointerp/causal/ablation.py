@@ -119,70 +119,132 @@ def ablation_effects(
     ids: np.ndarray,
     acts: np.ndarray,
     exclude: np.ndarray,
+    **kw,
+) -> list[AblationEffect]:
+    """:func:`ablation_effects_many` for one basis."""
+    return ablation_effects_many(fwd, {basis.name: (basis, records)}, ids, acts, exclude, **kw)[
+        basis.name
+    ]
+
+
+@torch.no_grad()
+def ablation_effects_many(
+    fwd: HookForward,
+    bases: dict[str, tuple[Basis, Sequence[FeatureRecord]]],
+    ids: np.ndarray,
+    acts: np.ndarray,
+    exclude: np.ndarray,
     *,
     n_contexts: int = 8,
     n_positions: int = 4,
     n_logit_tokens: int = 5,
     batch_size: int = 32,
-) -> list[AblationEffect]:
-    """The ablation effect of every feature in ``records`` (module docstring). ``ids
+) -> dict[str, list[AblationEffect]]:
+    """The ablation effect of every feature in each basis's records (module docstring). ``ids
     [n_rows, T]`` token rows, ``acts [n_rows, T, w]`` their activations at the hookpoint,
-    ``exclude [n_rows, T]`` positions kept as they are (BOS / special)."""
-    per_feat = {r.feature: top_contexts(r, n_contexts, n_positions, exclude) for r in records}
-    jobs = [c for cs in per_feat.values() for c in cs]
-    jobs.sort(key=lambda c: c.pos[-1])  # similar lengths share a batch (less padding)
-    sums: dict[int, dict] = {
-        f: {"kl": 0.0, "ce": 0.0, "n": 0, "dlogp": None} for f in per_feat
-    }  # fmt: skip
-    for s in range(0, len(jobs), batch_size):
-        batch = jobs[s : s + batch_size]
-        L = max(c.pos[-1] for c in batch) + 1
-        P = max(len(c.pos) for c in batch)
-        seqs = np.array([c.seq for c in batch])
-        full = torch.from_numpy(ids[seqs, : L + 1].astype(np.int64))  # t + 1 < T holds
-        tok = full[:, :L]
-        x = torch.from_numpy(np.asarray(acts[seqs, :L], dtype=np.float32))
-        keep = torch.from_numpy(np.asarray(exclude[seqs, :L]))
-        feat = torch.tensor([c.feature for c in batch])
-        pos = torch.tensor([list(c.pos) + [c.pos[-1]] * (P - len(c.pos)) for c in batch])
-        valid = torch.tensor([[j < len(c.pos) for j in range(P)] for c in batch])
-        xa = ablated(basis, x, feat, keep)
-        lp = fwd.logprobs(torch.cat([tok, tok]), torch.cat([x, xa]), torch.cat([pos, pos]))
-        lp0, lp1 = lp[: len(batch)], lp[len(batch) :]
-        kl = (lp0.exp() * (lp0 - lp1)).sum(-1).cpu()  # [B, P]
-        y = full.gather(1, pos + 1).to(lp.device)  # the actual next tokens
-        ce = (lp0.gather(-1, y.unsqueeze(-1)) - lp1.gather(-1, y.unsqueeze(-1))).squeeze(-1).cpu()
-        d = ((lp1 - lp0) * valid.to(lp.device).unsqueeze(-1)).sum(1).double().cpu()  # [B, V]
-        for b, c in enumerate(batch):
-            acc, v = sums[c.feature], valid[b]
-            acc["kl"] += float(kl[b][v].double().sum())
-            acc["ce"] += float(ce[b][v].double().sum())
-            acc["n"] += int(v.sum())
-            acc["dlogp"] = d[b] if acc["dlogp"] is None else acc["dlogp"] + d[b]
+    ``exclude [n_rows, T]`` positions kept as they are (BOS / special).
+
+    Contexts are grouped by corpus row: the original run of a row is done once for every
+    feature of every basis measured on it, in the same batched pass as their ablated runs
+    (about ``batch_size`` ablated rows per pass)."""
+    per_feat = {
+        (name, r.feature): top_contexts(r, n_contexts, n_positions, exclude)
+        for name, (_, recs) in bases.items()
+        for r in recs
+    }
+    by_row: dict[int, list[tuple[str, Context]]] = {}
+    for (name, _), cs in per_feat.items():
+        for c in cs:
+            by_row.setdefault(c.seq, []).append((name, c))
+    order = sorted(by_row, key=lambda q: max(c.pos[-1] for _, c in by_row[q]))  # less padding
+    sums = {k: {"kl": 0.0, "ce": 0.0, "n": 0, "dlogp": None} for k in per_feat}
+    chunk: list[int] = []
+    n_jobs = 0
+    for i, q in enumerate(order):
+        chunk.append(q)
+        n_jobs += len(by_row[q])
+        if n_jobs >= batch_size or i == len(order) - 1:
+            _run_chunk(fwd, bases, by_row, chunk, ids, acts, exclude, sums)
+            chunk, n_jobs = [], 0
     tokenizer = fwd.sm.tokenizer
-    out = []
-    for r in records:
-        acc, n = sums[r.feature], sums[r.feature]["n"]
-        if n == 0:
-            out.append(
-                AblationEffect(r.feature, None, None, 0, 0, reason="no top context to measure")
+    out: dict[str, list[AblationEffect]] = {}
+    for name, (_, recs) in bases.items():
+        out[name] = []
+        for r in recs:
+            acc = sums[(name, r.feature)]
+            n = acc["n"]
+            if n == 0:
+                out[name].append(
+                    AblationEffect(r.feature, None, None, 0, 0, reason="no top context to measure")
+                )
+                continue
+            mean = acc["dlogp"] / n
+            k = min(n_logit_tokens, mean.numel())
+            lo, hi = mean.topk(k, largest=False), mean.topk(k)
+            out[name].append(
+                AblationEffect(
+                    feature=r.feature,
+                    kl=acc["kl"] / n,
+                    ce_delta=acc["ce"] / n,
+                    n_contexts=len(per_feat[(name, r.feature)]),
+                    n_pairs=n,
+                    falls=_pairs(tokenizer, lo.indices.tolist(), lo.values.tolist()),
+                    rises=_pairs(tokenizer, hi.indices.tolist(), hi.values.tolist()),
+                )
             )
-            continue
-        mean = acc["dlogp"] / n
-        k = min(n_logit_tokens, mean.numel())
-        lo, hi = mean.topk(k, largest=False), mean.topk(k)
-        out.append(
-            AblationEffect(
-                feature=r.feature,
-                kl=acc["kl"] / n,
-                ce_delta=acc["ce"] / n,
-                n_contexts=len(per_feat[r.feature]),
-                n_pairs=n,
-                falls=_pairs(tokenizer, lo.indices.tolist(), lo.values.tolist()),
-                rises=_pairs(tokenizer, hi.indices.tolist(), hi.values.tolist()),
-            )
-        )
     return out
+
+
+def _run_chunk(fwd, bases, by_row, rows, ids, acts, exclude, sums) -> None:
+    """One pass: the original run of each row in ``rows`` and the ablated run of every context
+    measured on them; adds each context's KL, CE change and dlogp to ``sums``."""
+    jobs = [(name, c) for q in rows for name, c in by_row[q]]
+    L = max(c.pos[-1] for _, c in jobs) + 1
+    seqs = np.asarray(rows)
+    full = torch.from_numpy(ids[seqs, : L + 1].astype(np.int64))  # t + 1 < T holds
+    x = torch.from_numpy(np.asarray(acts[seqs, :L], dtype=np.float32))
+    keep = torch.from_numpy(np.asarray(exclude[seqs, :L]))
+    ri = {q: k for k, q in enumerate(rows)}
+    # the original runs are measured at the union of their contexts' positions
+    upos = [sorted({t for _, c in by_row[q] for t in c.pos}) for q in rows]
+    P0 = max(len(u) for u in upos)
+    P1 = max(len(c.pos) for _, c in jobs)
+    pos0 = torch.tensor([u + [u[-1]] * (P0 - len(u)) for u in upos])
+    pos1 = torch.tensor([list(c.pos) + [c.pos[-1]] * (P1 - len(c.pos)) for _, c in jobs])
+    jr = torch.tensor([ri[c.seq] for _, c in jobs])
+    xa = torch.empty(len(jobs), L, x.shape[-1])
+    for name, (basis, _) in bases.items():  # each basis ablates its own contexts
+        js = [j for j, (n, _) in enumerate(jobs) if n == name]
+        if js:
+            feat = torch.tensor([jobs[j][1].feature for j in js])
+            xa[js] = ablated(basis, x[jr[js]], feat, keep[jr[js]])
+    tok = full[:, :L]
+    lp0_rows, lp1 = _two_passes(fwd, tok, x, pos0, tok[jr], xa, pos1)
+    idx = torch.tensor(  # where each context's positions sit among its row's
+        [[upos[ri[c.seq]].index(t) for t in pos1[j].tolist()] for j, (_, c) in enumerate(jobs)]
+    )
+    lp0 = lp0_rows[jr.to(lp0_rows.device)[:, None], idx.to(lp0_rows.device)]  # [J, P1, V]
+    valid = torch.tensor([[k < len(c.pos) for k in range(P1)] for _, c in jobs])
+    kl = (lp0.exp() * (lp0 - lp1)).sum(-1).cpu()
+    y = full[jr].gather(1, pos1 + 1).to(lp1.device)  # the actual next tokens
+    ce = (lp0.gather(-1, y.unsqueeze(-1)) - lp1.gather(-1, y.unsqueeze(-1))).squeeze(-1).cpu()
+    d = ((lp1 - lp0) * valid.to(lp1.device).unsqueeze(-1)).sum(1).double().cpu()  # [J, V]
+    for j, (name, c) in enumerate(jobs):
+        acc, v = sums[(name, c.feature)], valid[j]
+        acc["kl"] += float(kl[j][v].double().sum())
+        acc["ce"] += float(ce[j][v].double().sum())
+        acc["n"] += int(v.sum())
+        acc["dlogp"] = d[j] if acc["dlogp"] is None else acc["dlogp"] + d[j]
+
+
+def _two_passes(fwd, tok0, x0, pos0, tok1, x1, pos1):
+    """Original rows and ablated rows in one pass (positions padded to one width)."""
+    P = max(pos0.shape[1], pos1.shape[1])
+    pad = lambda p: torch.cat([p, p[:, -1:].expand(-1, P - p.shape[1])], 1)  # noqa: E731
+    lp = fwd.logprobs(
+        torch.cat([tok0, tok1]), torch.cat([x0, x1]), torch.cat([pad(pos0), pad(pos1)])
+    )
+    return lp[: len(tok0), : pos0.shape[1]], lp[len(tok0) :, : pos1.shape[1]]
 
 
 def _pairs(tokenizer, ids: list[int], vals: list[float]) -> list[list]:

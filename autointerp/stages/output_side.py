@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from autointerp.columns import Cell, ColumnDoc, StageColumns
+from autointerp.errors import AutointerpError
 from autointerp.run.stage import Artifact, FileCodec, Stage, StageContext
 from autointerp.run.store import RunStore
 
@@ -101,7 +102,7 @@ def _data(inputs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def compute_ablation(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns:
-    from autointerp.causal.ablation import ablation_effects
+    from autointerp.causal.ablation import ablation_effects_many
     from autointerp.causal.hook_forward import HookForward
 
     env = ctx.env
@@ -112,17 +113,20 @@ def compute_ablation(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns:
         return cols
     ids, acts, mask = _data(inputs)
     fwd = HookForward(env.sm, env.sm.hookpoint(env.suite.model.hookpoint))
-    cols.extra.update(resumed_at_hookpoint=fwd.resumes, features={}, seconds={})
-    for b in inputs["bases"]:
-        recs = inputs["records"].records.get(b.name) or []
-        t = time.perf_counter()
-        eff = ablation_effects(
-            fwd, b, recs, ids, acts, mask, n_contexts=cfg.n_contexts,
-            n_positions=cfg.n_positions, n_logit_tokens=cfg.n_logit_tokens,
-            batch_size=cfg.batch_size,
-        )  # fmt: skip
-        cols.extra["seconds"][b.name] = round(time.perf_counter() - t, 3)
-        cols.extra["features"][b.name] = [e.to_dict() for e in eff]
+    bases = inputs["bases"]
+    recs = {b.name: (b, inputs["records"].records.get(b.name) or []) for b in bases}
+    t = time.perf_counter()
+    effects = ablation_effects_many(
+        fwd, recs, ids, acts, mask, n_contexts=cfg.n_contexts, n_positions=cfg.n_positions,
+        n_logit_tokens=cfg.n_logit_tokens, batch_size=cfg.batch_size,
+    )  # fmt: skip
+    cols.extra.update(
+        resumed_at_hookpoint=fwd.resumes,
+        seconds=round(time.perf_counter() - t, 3),
+        features={n: [e.to_dict() for e in eff] for n, eff in effects.items()},
+    )
+    for b in bases:
+        eff = effects[b.name]
         cols.set(b.name, "ablation_kl", mean_cell([e.kl for e in eff], ctx, "ablation KL"))
         cols.set(
             b.name, "ablation_ce_delta", mean_cell([e.ce_delta for e in eff], ctx, "CE change")
@@ -199,7 +203,12 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
         recs = inputs["records"].records.get(b.name) or []
         t = time.perf_counter()
         feats = [r.feature for r in recs]
-        lens = logit_lens(sm, hp, b, feats, cfg.n_tokens)
+        try:
+            lens = logit_lens(sm, hp, b, feats, cfg.n_tokens)
+        except AutointerpError as e:  # a hookpoint outside the residual stream's reach
+            for c in cols.columns:
+                cols.set(b.name, c.name, Cell.undefined(str(e)))
+            continue
         expl = [top_tokens_explanation(ln, cfg.n_tokens) for ln in lens]
         own = [e[1] for e in expl]
         perm = derangement(len(feats), env.suite.seed)
