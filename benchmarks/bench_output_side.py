@@ -51,7 +51,7 @@ def naive_seconds(env, runner, n: int) -> tuple[float, int]:
     t = time.perf_counter()
     for b, c in jobs[:n]:
         row = torch.from_numpy(ids[c.seq : c.seq + 1].astype(np.int64))
-        x = torch.from_numpy(np.asarray(acts[c.seq : c.seq + 1], dtype=np.float32))
+        x = torch.from_numpy(np.array(acts[c.seq : c.seq + 1], dtype=np.float32))
         keep = torch.from_numpy(np.asarray(mask[c.seq : c.seq + 1]))
         with torch.no_grad():
             lp0 = F.log_softmax(env.sm.model(input_ids=row).logits.float(), -1)
