@@ -278,6 +278,9 @@ class AblationConfig(_Strict):
     enabled: bool = True
     n_contexts: int = Field(8, gt=0)
     n_logit_tokens: int = Field(5, gt=0)
+    #: measured positions: the max-activating one and the next n_positions - 1 (docs/output.md)
+    n_positions: int = Field(4, gt=0)
+    batch_size: int = Field(32, gt=0)
 
 
 class OutputConfig(_Strict):
@@ -287,6 +290,13 @@ class OutputConfig(_Strict):
     enabled: bool = True
     n_tokens: int = Field(10, gt=0)
     n_prompts: int = Field(16, gt=0)
+    #: neutral prompts: the first prompt_len tokens of held-out corpus rows
+    prompt_len: int = Field(16, ge=2)
+    #: amplification: alpha * direction with ||alpha * direction|| = strength * mean ||x||
+    strength: float = Field(1.0, gt=0)
+    #: also an LLM-written summary of the logit-lens tokens (the explainer role), scored too
+    llm_explanations: bool = False
+    batch_size: int = Field(64, gt=0)
 
 
 class CausalConfig(_Strict):

@@ -327,3 +327,33 @@ def test_committed_run_shows_simulated_vs_true(tmp_path):
     assert f"Simulated vs true · {len(sim)} scored examples" in dom
     assert dom.count('class="ex sim"') == len(sim)
     assert dom.count("simulated ") >= sum(len(t) for t in sim["tokens"].to_list())
+
+
+def test_panel_shows_logit_lens_and_ablation_effect_when_the_run_has_them(tmp_path):
+    from autointerp.columns import StageColumns, save_columns
+
+    run = synth_run(tmp_path / "s" / "r", seed=1, n_scored=4)
+    rows = read_chunk(report.write_browser(run).parent / "data" / "list-0.js")["rows"]
+    b, f = rows[0][0], rows[0][1]
+    out = StageColumns("output", [])
+    out.extra["features"] = {
+        b: [{"feature": f, "top": [[" apostrophe", 1.5]], "bottom": [[" zzz", -2.0]],
+             "explanation": 'tokens: " apostrophe"', "score": 0.7, "null": 0.1, "lift": 0.6}]
+    }  # fmt: skip
+    abl = StageColumns("ablation", [])
+    abl.extra["features"] = {
+        b: [{"feature": f, "kl": 0.25, "ce_delta": 0.125, "n_contexts": 8, "n_pairs": 30,
+             "falls": [["s", -1.5]], "rises": [["t", 0.5]]}]
+    }  # fmt: skip
+    save_columns(run, out)
+    save_columns(run, abl)
+    index = report.write_browser(run)
+    dom, err = chromium(index, f"open={b}:{f}", tmp_path)
+    check_no_errors(dom, err)
+    assert 'class="causal-output"' in dom and 'class="causal-ablation"' in dom
+    assert '" apostrophe" 1.5' in dom and "lift 0.6" in dom
+    assert "Ablation effect" in dom and "KL 0.25" in dom and 'falls when ablated: "s" -1.5' in dom
+    other = f"{rows[1][0]}:{rows[1][1]}"  # a feature without them: no such sections
+    dom, err = chromium(index, f"open={other}", tmp_path)
+    check_no_errors(dom, err)
+    assert f'data-open="{other}"' in dom and 'class="causal-output"' not in dom

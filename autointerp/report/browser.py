@@ -6,8 +6,10 @@ id, explanation, top tokens, density, and per simulation method its score and li
 shuffled-explanation null. The rows are written in list chunks of ``LIST_CHUNK`` rows
 (``browser/data/list-<n>.js``); the full detail of each feature (explanation and status, every
 score with its null and method, the top / quantile / random windows with per-token activations,
-and the simulated-vs-true activations of its scored examples from ``simulations.parquet``)
-in detail chunks of ``FEAT_CHUNK`` features per basis (``browser/data/feat-<basis>-<n>.js``).
+the simulated-vs-true activations of its scored examples from ``simulations.parquet``, and when
+the run has ``columns/output.json`` / ``columns/ablation.json``, its logit-lens tokens, output
+explanation and score, and ablation effect) in detail chunks of ``FEAT_CHUNK`` features per
+basis (``browser/data/feat-<basis>-<n>.js``).
 Each chunk is a script that calls ``window.AI.add({...})``: <script> tags load from file://
 where fetch() of JSON is blocked. The page loads the list chunks in order and appends their
 rows as they arrive, renders one page of rows at a time, and adds the <script> of a detail chunk
@@ -135,6 +137,39 @@ def _feature_info(run: Run) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["basis"], int(r["feature"])): r for r in f.iter_rows(named=True)}
 
 
+def _causal(run_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """Per (basis, feature): its logit-lens tokens, output explanation and score
+    (``columns/output.json``) and ablation effect (``columns/ablation.json``), when the run has
+    them."""
+    from autointerp.columns import load_columns
+
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for cols in load_columns(run_dir):
+        if cols.stage not in ("ablation", "output"):
+            continue
+        for basis, feats in (cols.extra.get("features") or {}).items():
+            for f in feats:
+                d = out.setdefault((basis, int(f["feature"])), {})
+                if cols.stage == "ablation":
+                    d["ablation"] = {
+                        k: _r(f.get(k)) if isinstance(f.get(k), float) else f.get(k)
+                        for k in ("kl", "ce_delta", "n_contexts", "n_pairs", "falls", "rises")
+                    } | ({"reason": f["reason"]} if f.get("reason") else {})
+                else:
+                    llm = f.get("llm_explanation") or {}
+                    d["output"] = {
+                        "lens_top": f.get("top") or [],
+                        "lens_bottom": f.get("bottom") or [],
+                        "explanation": f.get("explanation", ""),
+                        "score": _r(f.get("score")),
+                        "null": _r(f.get("null")),
+                        "lift": _r(f.get("lift")),
+                        "llm_explanation": llm.get("text", ""),
+                        "llm_score": _r(f.get("llm_score")),
+                    }
+    return out
+
+
 def _iter_records(path: Path):
     with path.open() as f:
         for line in f:
@@ -177,6 +212,7 @@ def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
     methods, scores = _score_table(run)
     info = _feature_info(run)
     sims = _simulations(run)
+    causal = _causal(run.path)
     dens: dict[tuple[str, int], float] = {}
     if run.density is not None and {"basis", "feature", "density"} <= set(run.density.columns):
         d = run.density
@@ -216,6 +252,7 @@ def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
                     "test_quantile": [_example(e) for e in rec.get("test_quantile") or []],
                     "test_random": [_example(e) for e in rec.get("test_random") or []],
                     "sims": sims.get((basis, fid), []),
+                    **({"causal": causal[(basis, fid)]} if (basis, fid) in causal else {}),
                 }
                 rows.append(
                     [

@@ -144,6 +144,7 @@ function showPanel(){var p=$('panel'),key=st.open;if(!key)return;
     var stt=g.real?g.real[5]+(g.real[6]?': '+g.real[6]:''):'';
     tr.appendChild(el('td',stt,g.real&&g.real[5]!=='ok'?'bad':''));t.appendChild(tr);});
   if(!order.length)p.appendChild(el('p','no scores','muted'));else p.appendChild(t);
+  if(d.causal)causalPanel(p,d.causal);
   if(bi&&bi.diagnostics){p.appendChild(el('h3','Diagnostics of basis '+r[F.basis]));
     var dt=el('table');Object.keys(bi.diagnostics).forEach(function(k){
       var tr=document.createElement('tr');tr.appendChild(el('td',k));
@@ -185,6 +186,24 @@ function showPanel(){var p=$('panel'),key=st.open;if(!key)return;
         sp.title='true '+fmt(a,3)+' \u00b7 simulated '+fmt(v,3);
         sp.appendChild(tt);sp.appendChild(pp);div.appendChild(sp);});p.appendChild(div);});}
   document.documentElement.setAttribute('data-open',key);}
+function toks(list){return list.map(function(x){return JSON.stringify(x[0])+' '+fmt(x[1],3);})
+  .join(', ');}
+function causalPanel(p,c){var o=c.output,a=c.ablation;
+  if(o){var s=el('div',null,'causal-output');s.appendChild(el('h3','Output side'));
+    s.appendChild(el('div','logit lens, promoted: '+toks(o.lens_top),'lens-top'));
+    s.appendChild(el('div','logit lens, suppressed: '+toks(o.lens_bottom),'muted'));
+    s.appendChild(el('div','output score '+fmt(o.score,3)+' (other feature\u2019s tokens '+
+      fmt(o.null,3)+', lift '+fmt(o.lift,3)+') nats','muted'));
+    if(o.llm_explanation)s.appendChild(el('div','LLM summary: '+o.llm_explanation+
+      ' (score '+fmt(o.llm_score,3)+')','muted'));p.appendChild(s);}
+  if(a){var s2=el('div',null,'causal-ablation');s2.appendChild(el('h3','Ablation effect'));
+    s2.appendChild(el('div',a.kl===null?'undefined: '+(a.reason||''):'KL '+fmt(a.kl,4)+
+      ' \u00b7 CE change '+fmt(a.ce_delta,4)+' nats \u00b7 '+a.n_contexts+' contexts, '+
+      a.n_pairs+' positions','muted'));
+    if(a.falls&&a.falls.length)s2.appendChild(el('div','falls when ablated: '+toks(a.falls),
+      'abl-falls'));
+    if(a.rises&&a.rises.length)s2.appendChild(el('div','rises when ablated: '+toks(a.rises),
+      'muted'));p.appendChild(s2);}}
 window.AI={add:function(o){
   if(o.type==='list'){o.rows.forEach(function(r){
       r.hay=(r[F.basis]+' '+r[F.feature]+' '+r[F.basis]+':'+r[F.feature]+' '+r[F.explanation]+

@@ -12,6 +12,8 @@ metrics         ``list[dict]`` (one row per basis)           :mod:`autointerp.st
 density         ``{basis: np.ndarray}``                      :mod:`autointerp.stages.density`
 records         :class:`~autointerp.stages.records.RecordSet` :mod:`autointerp.stages.records`
 diagnostics     ``list[dict]``                               :mod:`autointerp.stages.records`
+ablation        :class:`~autointerp.columns.StageColumns`    :mod:`autointerp.stages.output_side`
+output          :class:`~autointerp.columns.StageColumns`    :mod:`autointerp.stages.output_side`
 explain         ``{(basis, feature, style): row}``           :mod:`autointerp.stages.explain`
 score           ``list[item]`` (rows of every scorer)        :mod:`autointerp.stages.score`
 (plug-ins)      anything                                     :func:`autointerp.run.register_stage`
@@ -28,6 +30,7 @@ from autointerp.stages.density import DENSITY
 from autointerp.stages.explain import EXPLAIN
 from autointerp.stages.gate import GATE
 from autointerp.stages.metrics import METRICS
+from autointerp.stages.output_side import ABLATION, OUTPUT
 from autointerp.stages.outputs import REPORT
 from autointerp.stages.records import DIAGNOSTICS, RECORDS
 from autointerp.stages.score import SCORE
@@ -43,13 +46,16 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
     DENSITY,
     RECORDS,
     DIAGNOSTICS,
+    ABLATION,  # no LLM: before the LLM stages
+    OUTPUT,
     EXPLAIN,
     SCORE,
     REPORT,
 )
 
 #: the --force names (a plug-in stage adds its own)
-FORCE_NAMES = ("tokens", "activations", "bases", "metrics", "records", "explain", "score", "report")
+FORCE_NAMES = ("tokens", "activations", "bases", "metrics", "records", "explain", "score", "report",
+               "ablation", "output")  # fmt: skip
 
 
 def suite_stages() -> list[Stage]:

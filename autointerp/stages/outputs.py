@@ -25,6 +25,7 @@ SIM_SCHEMA = {
 
 
 def write_outputs(ctx: StageContext, inputs: dict[str, Any]) -> None:
+    from autointerp.columns import StageColumns, save_columns
     from autointerp.saebench import write_saebench_json
 
     env = ctx.env
@@ -32,6 +33,9 @@ def write_outputs(ctx: StageContext, inputs: dict[str, Any]) -> None:
     suite = env.suite
     bases, metrics, densities = inputs["bases"], inputs["metrics"], inputs["density"]
     store.write_json(store.out("diagnostics.json"), inputs["diagnostics"])
+    for value in inputs.values():  # stage-contributed leaderboard columns
+        if isinstance(value, StageColumns):
+            save_columns(store.run_dir, value)
     for row in metrics:  # L0 over the whole corpus, next to the held-out tokens' L0
         row["l0_corpus"] = float(densities[row["basis"]].sum())
     store.write_parquet(pl.DataFrame(metrics), store.out("metrics.parquet"))
@@ -84,7 +88,8 @@ def write_outputs(ctx: StageContext, inputs: dict[str, Any]) -> None:
 REPORT = Stage(
     "report",
     write_outputs,
-    deps=("gate", "bases", "metrics", "density", "records", "diagnostics", "explain", "score"),
+    deps=("gate", "bases", "metrics", "density", "records", "diagnostics", "explain", "score")
+    + ("ablation", "output"),
     doc="every stage's values -> the run's parquet tables",
 )
 

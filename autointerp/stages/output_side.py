@@ -1,0 +1,258 @@
+"""Stages ``ablation`` and ``output`` (docs/output.md): the causal and output-side columns of
+every basis, computed on the scored features (the records stage's), each a
+:class:`~autointerp.columns.StageColumns` (``stages/<name>-<h>.json``; the report copies it to
+``columns/<name>.json``).
+
+``ablation``: each feature removed on its top contexts (error term kept): next-token KL and CE
+change, the tokens whose log-probabilities fall / rise most. ``output``: the logit-lens tokens
+of each feature direction, an output explanation from them (``top_tokens``; opt-in an LLM
+summary), and the output score (amplify the feature on neutral prompts: do the explanation's
+tokens gain probability, against another feature's tokens)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autointerp.columns import Cell, ColumnDoc, StageColumns
+from autointerp.errors import AutointerpError
+from autointerp.run.stage import Artifact, FileCodec, Stage, StageContext
+from autointerp.run.store import RunStore
+
+ABLATION_COLUMNS = [
+    ColumnDoc(
+        "ablation_kl",
+        "mean over scored features of KL(P_orig || P_ablated) of the next token when the "
+        "feature is removed on its top contexts (error term kept); nats",
+        better="higher",
+    ),
+    ColumnDoc(
+        "ablation_ce_delta",
+        "mean over scored features of the change in CE loss of the actual next tokens when "
+        "the feature is removed on its top contexts; nats, > 0: the feature helped",
+        better="higher",
+    ),
+]
+OUTPUT_COLUMNS = [
+    ColumnDoc(
+        "output_score",
+        "mean over scored features of the log-probability gain (nats) of the feature's "
+        "logit-lens tokens when it is amplified on neutral prompts",
+        better="higher",
+    ),
+    ColumnDoc(
+        "output_score_lift",
+        "output_score minus the same gain for another feature's logit-lens tokens "
+        "(shuffled-tokens null), mean over features",
+        better="higher",
+    ),
+    ColumnDoc(
+        "output_score_llm",
+        "output_score of the LLM summaries of the logit-lens tokens (their words' tokens)",
+        better="higher",
+    ),
+]
+
+
+class ColumnsCodec(FileCodec):
+    """A :class:`StageColumns` as JSON (``to_dict``)."""
+
+    suffix = ".json"
+
+    def save(self, path: Path, value: StageColumns) -> None:
+        RunStore.write_json(path, value.to_dict())
+
+    def load(self, path: Path) -> StageColumns:
+        import json
+
+        return StageColumns.from_dict(json.loads(path.read_text()))
+
+
+def mean_cell(values: list[float | None], ctx: StageContext, what: str) -> Cell:
+    """Mean over features with a bootstrap CI; undefined (with the reason) when none."""
+    from autointerp.stats import bootstrap_mean_ci
+
+    s = ctx.env.suite
+    ci = bootstrap_mean_ci(values, n_boot=s.scoring.n_bootstrap, seed=s.seed)
+    if ci.n == 0:
+        return Cell.undefined(f"no feature with a defined {what}", n=0)
+    return Cell(ci.mean, ci.low, ci.high, ci.n)
+
+
+def _key(ctx: StageContext, inputs: dict[str, Any], section: str) -> dict[str, Any]:
+    s = ctx.env.suite
+    return {
+        "records": inputs["records"].hashes,
+        "acts": ctx.upstream.get("activations"),
+        "cfg": getattr(s.causal, section).model_dump(exclude={"batch_size"}),
+        "seed": s.seed,
+        "n_boot": s.scoring.n_bootstrap,
+        "v": 1,
+    }
+
+
+def _data(inputs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return inputs["tokens"].ids, inputs["activations"].acts, inputs["split"].mask
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def compute_ablation(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns:
+    from autointerp.causal.ablation import ablation_effects_many
+    from autointerp.causal.hook_forward import HookForward
+
+    env = ctx.env
+    cfg = env.suite.causal.ablation
+    cols = StageColumns("ablation", list(ABLATION_COLUMNS))
+    if not cfg.enabled:
+        cols.extra["disabled"] = "suite.causal.ablation.enabled = false"
+        return cols
+    ids, acts, mask = _data(inputs)
+    fwd = HookForward(env.sm, env.sm.hookpoint(env.suite.model.hookpoint))
+    bases = inputs["bases"]
+    recs = {b.name: (b, inputs["records"].records.get(b.name) or []) for b in bases}
+    t = time.perf_counter()
+    effects = ablation_effects_many(
+        fwd, recs, ids, acts, mask, n_contexts=cfg.n_contexts, n_positions=cfg.n_positions,
+        n_logit_tokens=cfg.n_logit_tokens, batch_size=cfg.batch_size,
+    )  # fmt: skip
+    cols.extra.update(
+        resumed_at_hookpoint=fwd.resumes,
+        seconds=round(time.perf_counter() - t, 3),
+        features={n: [e.to_dict() for e in eff] for n, eff in effects.items()},
+    )
+    for b in bases:
+        eff = effects[b.name]
+        cols.set(b.name, "ablation_kl", mean_cell([e.kl for e in eff], ctx, "ablation KL"))
+        cols.set(
+            b.name, "ablation_ce_delta", mean_cell([e.ce_delta for e in eff], ctx, "CE change")
+        )
+    return cols
+
+
+ABLATION = Stage(
+    "ablation",
+    compute_ablation,
+    deps=("tokens", "activations", "split", "bases", "records"),
+    key=lambda ctx, inputs: _key(ctx, inputs, "ablation"),
+    artifact=Artifact(ColumnsCodec()),
+    doc="records -> each scored feature ablated on its top contexts: KL, CE change, logit shifts",
+)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def output_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    k = _key(ctx, inputs, "output")
+    if ctx.env.suite.causal.output.llm_explanations:
+        p = ctx.env.protocol
+        k.update(llm=p["llm"]["explainer"], max_tokens=ctx.env.suite.explain.max_tokens)
+    return k
+
+
+async def _llm_texts(ctx: StageContext, basis: str, lens: list, n: int) -> list[dict]:
+    from autointerp.causal.output_explain import llm_explanation
+    from autointerp.llm.types import Tag
+    from autointerp.stages.explain import gather_fatal
+
+    env = ctx.env
+    client = env.llm.clients(ctx)["explainer"]
+    out: list[dict] = [{} for _ in lens]
+
+    async def one(i: int) -> None:
+        out[i] = await llm_explanation(
+            client, lens[i], n, max_tokens=env.suite.explain.max_tokens,
+            max_parse_retries=env.suite.llm.explainer.max_parse_retries,
+            tag=Tag("output", basis, lens[i].feature),
+        )  # fmt: skip
+
+    await gather_fatal([one(i) for i in range(len(lens))])
+    env.llm.flush()
+    return out
+
+
+async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns:
+    from autointerp.causal.hook_forward import HookForward
+    from autointerp.causal.logit_lens import logit_lens
+    from autointerp.causal.output_explain import token_sets_for, top_tokens_explanation
+    from autointerp.causal.output_score import amplification_gains, derangement, neutral_rows
+
+    env = ctx.env
+    cfg = env.suite.causal.output
+    cols = StageColumns("output", [c for c in OUTPUT_COLUMNS if cfg.llm_explanations or
+                                   c.name != "output_score_llm"])  # fmt: skip
+    if not cfg.enabled:
+        cols.extra["disabled"] = "suite.causal.output.enabled = false"
+        return cols
+    ids, acts, mask = _data(inputs)
+    sm = env.sm
+    hp = sm.hookpoint(env.suite.model.hookpoint)
+    fwd = HookForward(sm, hp)
+    rows = neutral_rows(inputs["split"].metric_rows, cfg.n_prompts)
+    cols.extra.update(
+        prompts={"rows": rows.tolist(), "prompt_len": cfg.prompt_len, "strength": cfg.strength},
+        features={},
+        seconds={},
+    )
+    for b in inputs["bases"]:
+        recs = inputs["records"].records.get(b.name) or []
+        t = time.perf_counter()
+        feats = [r.feature for r in recs]
+        try:
+            lens = logit_lens(sm, hp, b, feats, cfg.n_tokens)
+        except AutointerpError as e:  # a hookpoint outside the residual stream's reach
+            for c in cols.columns:
+                cols.set(b.name, c.name, Cell.undefined(str(e)))
+            continue
+        expl = [top_tokens_explanation(ln, cfg.n_tokens) for ln in lens]
+        own = [e[1] for e in expl]
+        perm = derangement(len(feats), env.suite.seed)
+        sets = [own, [own[j] for j in perm]]
+        llm = await _llm_texts(ctx, b.name, lens, cfg.n_tokens) if cfg.llm_explanations else []
+        if llm:
+            sets.append(token_sets_for([d.get("text", "") for d in llm], sm.tokenizer))
+        gains, alpha = amplification_gains(
+            fwd, b, feats, sets, ids, acts, mask, rows, prompt_len=cfg.prompt_len,
+            strength=cfg.strength, batch_size=cfg.batch_size,
+        )  # fmt: skip
+        score = [_num(v) for v in gains[0]] if feats else []
+        lift = [
+            _num(gains[0, i] - gains[1, i]) if len(feats) > 1 else None for i in range(len(feats))
+        ]
+        per = []
+        for i, ln in enumerate(lens):
+            d = {**ln.to_dict(), "explanation": expl[i][0], "alpha": float(alpha[i]),
+                 "score": score[i], "null": _num(gains[1, i]), "lift": lift[i]}  # fmt: skip
+            if llm:
+                d.update(llm_explanation=llm[i], llm_score=_num(gains[2, i]))
+            per.append(d)
+        cols.extra["features"][b.name] = per
+        cols.extra["seconds"][b.name] = round(time.perf_counter() - t, 3)
+        cols.set(b.name, "output_score", mean_cell(score, ctx, "output score"))
+        cols.set(b.name, "output_score_lift", mean_cell(lift, ctx, "output score lift"))
+        if llm:
+            cols.set(
+                b.name,
+                "output_score_llm",
+                mean_cell([_num(v) for v in gains[2]], ctx, "LLM output score"),
+            )
+    return cols
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+OUTPUT = Stage(
+    "output",
+    compute_output,
+    deps=("tokens", "activations", "split", "bases", "records"),
+    key=output_key,
+    artifact=Artifact(ColumnsCodec()),
+    doc="records -> logit-lens tokens, output explanations and output scores per feature",
+)
