@@ -100,7 +100,7 @@ def test_causal_stages_in_a_suite(no_llm, tmp_path):
     man = json.loads((rd / "manifest.json").read_text())
     assert {"ioi", "attribution"} <= {s["stage"] for s in man["stages"]}
     md = (rd / "leaderboard.md").read_text()
-    assert "Causal and output-side" in md and "ioi kl k1" in md
+    assert "Causal and output-side" in md and "| ioi_kl_k1 |" in md
     rd2, st = _run(tmp_path, suite)  # a rerun: cached
     assert st["ioi"] == "cached" and st["attribution"] == "cached"
 
@@ -120,3 +120,19 @@ def test_tokenizer_without_single_token_names_gives_reasons(no_llm, tmp_path, ti
     assert cell.value is None and "single-token names" in cell.reason
     assert cols["attribution"].rows["neurons"]["attr_ioi_top10"].value is None
     assert cols["attribution"].rows["neurons"]["attr_loss_top10"].value is not None
+
+
+def test_html_report_has_the_causal_table_and_the_ioi_plot(no_llm, tmp_path):
+    from autointerp.report import leaderboard_table, load_run, render_html, render_json
+
+    suite = tiny_suite(tmp_path)
+    rd, _ = _run(tmp_path, suite)
+    run = load_run(rd)
+    board = leaderboard_table([run])
+    page = render_html(board, [run], plots=True)
+    assert "Causal and output-side" in page and 'alt="IOI patching curve: KL vs k"' in page
+    assert "never reaches half the unpatched KL" in page
+    row = board.table.filter(board.table["basis"] == "pca").to_dicts()[0]
+    assert row["ioi_kl_k1_n"] == 12 and isinstance(row["ioi_kl_k1_n"], int)
+    assert row["ioi_half_kl_features"] is None or row["ioi_half_kl_features"] >= 1
+    assert "ioi_kl_k1" in json.loads(render_json(board))["legend"]
