@@ -237,9 +237,9 @@ def test_planted_direction_reaches_half_kl_with_one_feature(sm):
         for order in ("ABBA", "BABA"):
             a, b = (io, s) if order == "ABBA" else (s, io)
             ca, cb = (c, s) if order == "ABBA" else (s, c)
-            enc = lambda x: tuple([bos, *tok.encode(x, add_special_tokens=False)])  # noqa: E731
-            pairs.append(IOIPair(t, order, io, s, c, enc(tpl.format(A=a, B=b, S=s)),
-                                 enc(tpl.format(A=ca, B=cb, S=s)), ids[io], ids[s], ids[c]))  # fmt: skip
+            clean = (bos, *tok.encode(tpl.format(A=a, B=b, S=s), add_special_tokens=False))
+            cf = (bos, *tok.encode(tpl.format(A=ca, B=cb, S=s), add_special_tokens=False))
+            pairs.append(IOIPair(t, order, io, s, c, clean, cf, ids[io], ids[s], ids[c]))
     hp = sm.hookpoint("blocks.0.hook_resid_pre")
     d = patching.prepare(sm, hp, pairs)
     emb = sm.model.get_input_embeddings().weight
