@@ -162,7 +162,7 @@ def test_grad_x_activation_matches_finite_differences(sm, data):
     from autointerp.causal.intervene import hidden
 
     x = hidden(sm, hp, ids)
-    la = loss_attribution(sm, hp, b, ids, x, ex, 2, batch_size=1)
+    la = loss_attribution(sm, hp, [b], ids, x, ex, 2, batch_size=1)[b.name]
     cc, e2 = encode_with_error(b, x)
     j = int(np.argmax(np.abs(la).sum(0)))
     mj = torch.zeros(64)

@@ -96,7 +96,7 @@ def test_causal_stages_in_a_suite(no_llm, tmp_path):
     attr = cols["attribution"]
     for row in attr.rows.values():
         for c in ("attr_ioi_top1pct", "attr_ioi_top10", "attr_loss_top1pct", "attr_loss_top10"):
-            assert 0 < row[c].value <= 1 and row[c].ci_low <= row[c].value <= row[c].ci_high
+            assert 0 < row[c].value <= 1 and 0 < row[c].ci_low <= row[c].ci_high <= 1
     man = json.loads((rd / "manifest.json").read_text())
     assert {"ioi", "attribution"} <= {s["stage"] for s in man["stages"]}
     md = (rd / "leaderboard.md").read_text()

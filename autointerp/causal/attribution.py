@@ -20,65 +20,64 @@ import torch
 import torch.nn.functional as F
 
 from autointerp.bases.base import Basis
-from autointerp.causal.intervene import decode_with_error, encode_with_error, last_logprobs
-from autointerp.causal.patching import IOIData
+from autointerp.causal.intervene import encode_with_error
+from autointerp.causal.patching import Group, IOIData, decoder_grad, grad_at
 from autointerp.metrics import _resume_at
 from autointerp.model import Hookpoint, SubjectModel, splice
 
 
-def _grad_x_act(c: torch.Tensor, w: torch.Tensor, metric) -> torch.Tensor:
-    """``sum_t w[t] * c[t, i] * dm/dc[t, i]`` per row ``[B, F]``."""
-    c = c.detach().requires_grad_(True)
-    with torch.enable_grad():
-        metric(c).backward()
-    assert c.grad is not None
-    return (c.detach() * c.grad * w[..., None].to(c.grad)).sum(1)
-
-
 def ioi_attribution(sm: SubjectModel, hp: Hookpoint, data: IOIData, basis: Basis) -> np.ndarray:
     """``[P, F]``: grad x activation of the IOI logit difference, per prompt (BOS, when the
-    prompts start with it, is not counted: its codes are not features of the text)."""
+    prompts start with it, is not counted: its codes are not features of the text). The
+    gradient at the hookpoint is computed once per group and shared by every basis."""
     out = np.zeros((len(data.pairs), basis.n_features))
     bos = sm.bos_token_id
     for g in data.groups:
+        gx = _ld_grad(sm, hp, data, g)
         with torch.no_grad():
-            c, err = encode_with_error(basis, g.x_clean)
+            c, _err = encode_with_error(basis, g.x_clean)
+        w = (g.clean != bos) if bos is not None else torch.ones_like(g.clean, dtype=torch.bool)
+        gc = decoder_grad(basis, c, gx)
+        out[g.rows] = (c * gc * w[..., None].to(c)).sum(1).double().cpu().numpy()
+    return out
+
+
+def _ld_grad(sm: SubjectModel, hp: Hookpoint, data: IOIData, g: Group) -> torch.Tensor:
+    got = getattr(g, "_grad_ld", None)
+    if got is None:
         io = torch.tensor([data.pairs[i].io_id for i in g.rows])
         s = torch.tensor([data.pairs[i].s_id for i in g.rows])
         ar = torch.arange(len(g.rows))
-        w = (g.clean != bos) if bos is not None else torch.ones_like(g.clean, dtype=torch.bool)
 
-        def metric(cc, g=g, err=err, io=io, s=s, ar=ar):
-            lp = last_logprobs(sm, hp, g.clean, decode_with_error(basis, cc, err), data.skip)
+        def metric(lp: torch.Tensor) -> torch.Tensor:
             return (lp[ar, io.to(lp.device)] - lp[ar, s.to(lp.device)]).sum()
 
-        out[g.rows] = _grad_x_act(c, w, metric).double().cpu().numpy()
-    return out
+        got = grad_at(sm, hp, g, data.skip, metric)
+        g._grad_ld = got  # type: ignore[attr-defined]
+    return got
 
 
 def loss_attribution(
     sm: SubjectModel,
     hp: Hookpoint,
-    basis: Basis,
+    bases: list[Basis],
     ids: torch.Tensor,
     acts: torch.Tensor,
     exclude: torch.Tensor,
     skip: int,
     batch_size: int = 8,
-) -> np.ndarray:
-    """``[rows, F]``: grad x activation of each row's summed next-token CE. ``acts`` are the
-    cached activations at ``hp`` for ``ids``; codes at ``exclude`` positions (special tokens)
-    are not counted, nor are the predictions made from them."""
-    out = np.zeros((len(ids), basis.n_features))
+) -> dict[str, np.ndarray]:
+    """Per basis ``[rows, F]``: grad x activation of each row's summed next-token CE. ``acts``
+    are the cached activations at ``hp`` for ``ids``; codes at ``exclude`` positions (special
+    tokens) are not counted, nor are the predictions made from them. One backward pass per
+    batch, shared by every basis."""
+    out = {b.name: np.zeros((len(ids), b.n_features)) for b in bases}
     dtype = next(sm.model.parameters()).dtype
     for s in range(0, len(ids), batch_size):
         b_ids = ids[s : s + batch_size].to(sm.device)
         ex = exclude[s : s + batch_size].to(sm.device)
-        with torch.no_grad():
-            c, err = encode_with_error(basis, acts[s : s + batch_size])
-
-        def metric(cc, b_ids=b_ids, ex=ex, err=err):
-            x = decode_with_error(basis, cc, err)
+        x = acts[s : s + batch_size].to(sm.device, torch.float32).requires_grad_(True)
+        with torch.enable_grad():
             if skip:
                 with _resume_at(sm, skip, x.to(dtype)):
                     logits = sm.model(input_ids=b_ids, use_cache=False).logits
@@ -87,9 +86,14 @@ def loss_attribution(
                     logits = sm.model(input_ids=b_ids, use_cache=False).logits
             lp = F.log_softmax(logits[:, :-1].float(), -1)
             nll = -lp.gather(-1, b_ids[:, 1:, None]).squeeze(-1)
-            return (nll * (~ex[:, :-1])).sum()
-
-        out[s : s + batch_size] = _grad_x_act(c, ~ex, metric).double().cpu().numpy()
+            (nll * (~ex[:, :-1])).sum().backward()
+        assert x.grad is not None
+        for b in bases:
+            with torch.no_grad():
+                c, _err = encode_with_error(b, x.detach())
+            gc = decoder_grad(b, c, x.grad)
+            a = (c * gc * (~ex)[..., None].to(c)).sum(1)
+            out[b.name][s : s + batch_size] = a.double().cpu().numpy()
     return out
 
 

@@ -9,7 +9,9 @@ name are identical in both prompts and left untouched.
 * Ranking (attribution patching, one backward pass): ``a_i = sum_pairs sum_t delta[t, i] *
   dM/dc[t, i]`` at the clean point, with ``M = KL(P_cf || P)`` at the last position; features are
   patched in order of ``|a_i|`` (one ranking pooled over the pairs, as the paper's one feature
-  set for the whole task).
+  set for the whole task). The clean point is the same activation ``x_clean`` for every basis
+  (``decode(c) + e = x_clean``), so ``dM/dx`` is computed once (:func:`prepare`) and each basis
+  only maps it through its decoder: ``dM/dc = (d decode / dc)^T dM/dx``.
 * Curve: for each k, ``KL(P_cf || P_{S_k})`` at the last position per pair, and the edit size
   ``||X_clean - X_{S_k}||_F / ||X_clean - X_cf||_F`` (Frobenius norm over the positions and
   width of one prompt, relative to the full counterfactual edit).
@@ -50,6 +52,7 @@ class Group:
     x_cf: torch.Tensor
     logp_clean: torch.Tensor  # [B, V] last position, full forward
     logp_cf: torch.Tensor
+    grad_kl: torch.Tensor | None = None  # [B, T, d] dKL(P_cf || P)/dx at x_clean
 
 
 @dataclass
@@ -77,6 +80,24 @@ class Curve:
     info: dict = field(default_factory=dict)
 
 
+def grad_at(sm: SubjectModel, hp: Hookpoint, g: Group, skip: int, metric) -> torch.Tensor:
+    """``d metric(last log-probs) / dx`` at ``x_clean`` ``[B, T, d]`` (one backward pass)."""
+    x = g.x_clean.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        metric(last_logprobs(sm, hp, g.clean, x, skip)).backward()
+    assert x.grad is not None
+    return x.grad.detach()
+
+
+def decoder_grad(basis: Basis, c: torch.Tensor, grad_x: torch.Tensor) -> torch.Tensor:
+    """``dM/dc = (d decode / dc)^T dM/dx`` at codes ``c [..., F]`` for ``grad_x [..., d]``."""
+    cc = c.detach().reshape(-1, c.shape[-1]).requires_grad_(True)
+    with torch.enable_grad():
+        x = basis.decode(cc)
+        (gc,) = torch.autograd.grad(x, cc, grad_outputs=grad_x.reshape(x.shape).to(x))
+    return gc.reshape(c.shape)
+
+
 @torch.no_grad()
 def prepare(sm: SubjectModel, hp: Hookpoint, pairs: list[IOIPair]) -> IOIData:
     by_len: dict[int, list[int]] = {}
@@ -97,6 +118,9 @@ def prepare(sm: SubjectModel, hp: Hookpoint, pairs: list[IOIPair]) -> IOIData:
         lpf = last_logprobs(sm, hp, cf, None, 0)
         g = Group(np.array(rows), clean, cf, patch, hidden(sm, hp, clean), hidden(sm, hp, cf),
                   lpc, lpf)  # fmt: skip
+        g.grad_kl = grad_at(
+            sm, hp, g, skip or 0, lambda lp, g=g: kl_last(g.logp_cf.to(lp.device), lp).sum()
+        )
         groups.append(g)
         io = torch.tensor([pairs[i].io_id for i in rows])
         s = torch.tensor([pairs[i].s_id for i in rows])
@@ -115,18 +139,14 @@ def _codes(basis: Basis, g: Group) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 def attribution(sm: SubjectModel, hp: Hookpoint, data: IOIData, basis: Basis) -> np.ndarray:
     """Per pair and feature ``a[p, i] = sum_t delta[t, i] * dKL/dc[t, i]`` at the clean point
-    ``[P, F]`` (one forward and backward pass per group)."""
+    ``[P, F]`` (the gradient at the hookpoint, shared by every basis, through the decoder)."""
     out = np.zeros((len(data.pairs), basis.n_features))
     for g in data.groups:
         with torch.no_grad():
-            c, err, delta = _codes(basis, g)
-        c = c.detach().requires_grad_(True)
-        with torch.enable_grad():
-            x = decode_with_error(basis, c, err)
-            lp = last_logprobs(sm, hp, g.clean, x, data.skip)
-            kl_last(g.logp_cf.to(lp.device), lp).sum().backward()
-        assert c.grad is not None
-        out[g.rows] = (delta * c.grad).sum(1).double().cpu().numpy()
+            c, _err, delta = _codes(basis, g)
+        assert g.grad_kl is not None
+        gc = decoder_grad(basis, c, g.grad_kl)
+        out[g.rows] = (delta * gc).sum(1).double().cpu().numpy()
     return out
 
 
@@ -153,18 +173,29 @@ def patched_runs(
     for g in data.groups:
         c, err, delta = _codes(basis, g)
         full = (g.x_cf - g.x_clean).flatten(1).norm(dim=1)
-        xs = torch.cat([decode_with_error(basis, c + delta * m.to(c.device), err) for m in sets])
+        # sets that differ only on features whose delta is 0 in this group give the same state:
+        # run each distinct one once
+        support = delta.abs().flatten(0, 1).amax(0) > 0
+        keys = [
+            tuple(torch.nonzero(m.to(support.device) & support).flatten().tolist()) for m in sets
+        ]
+        uniq = list(dict.fromkeys(keys))
+        masks = [sets[keys.index(k)] for k in uniq]
+        n_u = len(masks)
+        xs = torch.cat([decode_with_error(basis, c + delta * m.to(c.device), err) for m in masks])
         b = len(g.rows)
-        ids = g.clean.repeat(n_sets, 1)
-        ref = g.logp_cf.repeat(n_sets, 1)
+        ids = g.clean.repeat(n_u, 1)
+        ref = g.logp_cf.repeat(n_u, 1)
         kls = []
         for s in range(0, len(xs), batch_size):
             lp = last_logprobs(sm, hp, ids[s : s + batch_size], xs[s : s + batch_size], data.skip)
             kls.append(kl_last(ref[s : s + batch_size].to(lp.device), lp))
-        kl[:, g.rows] = torch.cat(kls).reshape(n_sets, b).double().cpu().numpy()
-        d = (xs - g.x_clean.repeat(n_sets, 1, 1).to(xs.device)).flatten(1).norm(dim=1)
-        rel = d.reshape(n_sets, b) / full.to(d.device)
-        edit[:, g.rows] = rel.double().cpu().numpy()
+        kl_u = torch.cat(kls).reshape(n_u, b).double().cpu().numpy()
+        d = (xs - g.x_clean.repeat(n_u, 1, 1).to(xs.device)).flatten(1).norm(dim=1)
+        rel_u = (d.reshape(n_u, b) / full.to(d.device)).double().cpu().numpy()
+        pick = [uniq.index(k) for k in keys]
+        kl[:, g.rows] = kl_u[pick]
+        edit[:, g.rows] = rel_u[pick]
     return kl, edit
 
 

@@ -96,14 +96,14 @@ def compute_attribution(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, 
     else:
         idx_ioi = boot_idx(len(data.pairs), suite.seed)
     idx_loss = boot_idx(len(rows), suite.seed)
+    loss = loss_attribution(sm, hp, inputs["bases"], ids, x, ex, skip, suite.metrics.batch_size)
     for b in inputs["bases"]:
         if data is not None:
             a = ioi_attribution(sm, hp, data, b)
             t1, t10 = _cells(a, idx_ioi, len(data.pairs), "IOI prompts")
             cols.set(b.name, "attr_ioi_top1pct", t1)
             cols.set(b.name, "attr_ioi_top10", t10)
-        a = loss_attribution(sm, hp, b, ids, x, ex, skip, suite.metrics.batch_size)
-        t1, t10 = _cells(a, idx_loss, len(rows), "corpus rows")
+        t1, t10 = _cells(loss[b.name], idx_loss, len(rows), "corpus rows")
         cols.set(b.name, "attr_loss_top1pct", t1)
         cols.set(b.name, "attr_loss_top10", t10)
     n_tok = int((~ex[:, :-1]).sum())
