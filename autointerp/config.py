@@ -208,6 +208,9 @@ class IOIConfig(_Strict):
     ks: list[int] = [1, 2, 4, 8, 16, 32, 64, 128]
     #: the paper's greedy elimination (exact, slow): opt-in
     greedy: bool = False
+    #: greedy mode: candidate features (largest |attribution|) and thresholds logspace(-5, 0, n)
+    greedy_candidates: int = Field(64, gt=0)
+    greedy_thresholds: int = Field(10, gt=0)
     batch_size: int = Field(64, gt=0)
 
 

@@ -263,3 +263,23 @@ def test_non_residual_hookpoint_uses_spliced_full_forwards(sm):
     none = torch.zeros(64, dtype=torch.bool)
     kl, edit = patching.patched_runs(sm, hp, d, neuron_basis(32, k=4), [none], batch_size=3)
     assert kl[0] == pytest.approx(d.kl_clean, rel=1e-3, abs=1e-6) and np.all(edit[0] < 1e-6)
+
+
+def test_greedy_elimination_points_are_the_kl_of_their_sets(sm, data):
+    """Greedy mode: ascending set sizes ending at k = all; each point's KL is the KL of the
+    recorded set; a larger threshold never keeps more features."""
+    from autointerp.causal.greedy import greedy_curve
+    from autointerp.config import IOIConfig
+
+    hp = sm.hookpoint(HP)
+    b = neuron_basis(32, k=None)
+    cfg = IOIConfig(greedy=True, greedy_candidates=6, greedy_thresholds=3, batch_size=16)
+    c = greedy_curve(sm, hp, data, b, cfg, seed=0)
+    assert c.ks == sorted(set(c.ks)) and c.ks[-1] == 64 and c.ks[-2] <= 6
+    assert c.info["mode"] == "greedy" and c.info["candidates"] == 6
+    for size, feats in c.info["sets"].items():
+        assert len(feats) == int(size)
+        m = torch.zeros(64, dtype=torch.bool)
+        m[feats] = True
+        kl, _ = patching.patched_runs(sm, hp, data, b, [m], batch_size=16)
+        assert c.kl[c.ks.index(int(size))] == pytest.approx(kl[0], rel=1e-5, abs=1e-9)

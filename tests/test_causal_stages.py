@@ -136,3 +136,15 @@ def test_html_report_has_the_causal_table_and_the_ioi_plot(no_llm, tmp_path):
     assert row["ioi_kl_k1_n"] == 12 and isinstance(row["ioi_kl_k1_n"], int)
     assert row["ioi_half_kl_features"] is None or row["ioi_half_kl_features"] >= 1
     assert "ioi_kl_k1" in json.loads(render_json(board))["legend"]
+
+
+def test_greedy_mode_in_the_stage(no_llm, tmp_path):
+    ioi = {"n_pairs": 6, "greedy": True, "greedy_candidates": 4, "greedy_thresholds": 2}
+    suite = tiny_suite(tmp_path, ioi=ioi, attribution={"enabled": False})
+    rd, st = _run(tmp_path, suite)
+    cols = {c.stage: c for c in load_columns(rd)}
+    assert "attribution" not in cols  # disabled: no columns file
+    ioi_cols = cols["ioi"]
+    assert ioi_cols.extra["mode"] == "greedy"
+    assert ioi_cols.extra["curves"]["pca"]["mode"] == "greedy"
+    assert ioi_cols.rows["pca"]["ioi_kl_k1"].value is not None

@@ -91,7 +91,10 @@ def ioi_columns(data: IOIData, curves: list[Curve], kinds: dict[str, str], seed:
     for c in curves:
         cols.set(c.basis, "ioi_logit_diff", ld)
         for k in KL_KS:
-            if k in c.ks[:-1] or k == c.n_features:
+            if c.info.get("mode") == "greedy":  # the greedy set whose size is nearest to k
+                j = int(np.argmin([abs(x - k) for x in c.ks]))
+                cols.set(c.basis, f"ioi_kl_k{k}", mean_cell(c.kl[j], idx))
+            elif k in c.ks[:-1] or k == c.n_features:
                 cols.set(c.basis, f"ioi_kl_k{k}", mean_cell(c.kl[c.ks.index(k)], idx))
             else:
                 why = f"k = {k} is not in causal.ioi.ks or not below the basis's feature count"
@@ -99,7 +102,7 @@ def ioi_columns(data: IOIData, curves: list[Curve], kinds: dict[str, str], seed:
         if rnd is None or c is rnd:
             why = "no random-directions basis in the run" if rnd is None else "the null itself"
             cols.set(c.basis, "ioi_kl_k16_lift", Cell.undefined(why, n))
-        elif 16 in c.ks and 16 in rnd.ks:
+        elif 16 in c.ks and 16 in rnd.ks and "mode" not in c.info:
             d = rnd.kl[rnd.ks.index(16)] - c.kl[c.ks.index(16)]
             cols.set(c.basis, "ioi_kl_k16_lift", mean_cell(d, idx))
         else:
