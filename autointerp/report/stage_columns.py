@@ -93,7 +93,8 @@ def schema(docs: dict[str, ColumnDoc]) -> dict[str, Any]:
     for c in docs:
         out.update({c: pl.Float64, f"{c}_ci_low": pl.Float64, f"{c}_ci_high": pl.Float64})
         out[f"{c}_n"] = pl.Int64
-    out[UNDEFINED] = pl.Utf8
+    if docs:
+        out[UNDEFINED] = pl.Utf8
     return out
 
 

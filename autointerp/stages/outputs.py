@@ -85,11 +85,13 @@ def write_outputs(ctx: StageContext, inputs: dict[str, Any]) -> None:
 def write_stage_columns(run_dir: Any, inputs: dict[str, Any]) -> None:
     """``columns/<stage>.json`` for every input that is a :class:`StageColumns` dict (the
     causal and output-side stages, plug-ins included)."""
-    from autointerp.columns import StageColumns, save_columns
+    from autointerp.columns import StageColumns, columns_path, save_columns
 
-    for v in inputs.values():
+    for name, v in inputs.items():
         if isinstance(v, dict) and {"stage", "columns", "rows"} <= v.keys():
             save_columns(run_dir, StageColumns.from_dict(v))
+        elif v is None:  # a disabled stage: no columns (drop those of an earlier invocation)
+            columns_path(run_dir, name).unlink(missing_ok=True)
 
 
 REPORT = Stage(
