@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/autointerp/work")
     ap.add_argument("--no-attribution", action="store_true")
+    ap.add_argument("--no-ioi", action="store_true", help="only the attribution part")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
@@ -92,6 +93,14 @@ def main() -> None:
     t0 = time.perf_counter()
     data = patching.prepare(sm, hp, ioi_pairs(sm.tokenizer, args.pairs, 0, sm.bos_token_id))
     t_prep = time.perf_counter() - t0
+    print(f"prepare (clean / counterfactual states, gradient at the hookpoint) {t_prep:.1f} s")
+    if not args.no_ioi:
+        ioi_part(args, sm, hp, data, bases, t0, t_prep)
+    if not args.no_attribution:
+        attribution_part(args, sm, hp, data, bases)
+
+
+def ioi_part(args, sm, hp, data, bases, t0: float, t_prep: float) -> None:
     curves, per = [], {}
     for b in bases:
         t = time.perf_counter()
@@ -125,9 +134,10 @@ def main() -> None:
             cells.append(f"{c.value:16.3f}" if c.value is not None else f"{'undefined':>16}")
         print(f"{b.name:10} " + "  ".join(cells))
     for c in curves:
-        print(f"  {c.name:9} KL by k {dict(zip(c.ks, np.round(c.kl.mean(1), 3).tolist()))}")
-    if args.no_attribution:
-        return
+        print(f"  {c.basis:9} KL by k {dict(zip(c.ks, np.round(c.kl.mean(1), 3).tolist()))}")
+
+
+def attribution_part(args, sm, hp, data, bases) -> None:
     from autointerp.causal.attribution import concentration, ioi_attribution, loss_attribution
     from autointerp.stages.tokens import held_out_rows
 

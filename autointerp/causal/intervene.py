@@ -70,16 +70,16 @@ def last_logprobs(
     return F.log_softmax(out.logits[:, -1].float(), dim=-1)
 
 
-def resume_layers(sm: SubjectModel, hp: Hookpoint, ids: torch.Tensor) -> int:
+def resume_layers(
+    sm: SubjectModel, hp: Hookpoint, ids: torch.Tensor, x: torch.Tensor, full: torch.Tensor
+) -> int:
     """Layers a run from a given activation at ``hp`` skips: ``_n_skippable``, checked once on
-    ``ids`` (the resumed clean run must match the full forward within 1e-3 in float32, 5e-2
-    otherwise), else 0 (spliced full forwards)."""
+    ``ids`` with their activations ``x`` and full-forward last log-probs ``full`` (the resumed
+    run must match within 1e-3 in float32, 5e-2 otherwise), else 0 (spliced full forwards)."""
     skip = _n_skippable(sm, hp)
     if not skip:
         return 0
     with torch.no_grad():
-        x = hidden(sm, hp, ids)
-        full = last_logprobs(sm, hp, ids, None, 0)
         res = last_logprobs(sm, hp, ids, x, skip)
     dtype = next(sm.model.parameters()).dtype
     tol = 1e-3 if dtype == torch.float32 else 5e-2

@@ -31,13 +31,12 @@ from autointerp.bases.base import Basis
 from autointerp.causal.intervene import (
     decode_with_error,
     encode_with_error,
-    hidden,
     kl_last,
     last_logprobs,
     resume_layers,
 )
 from autointerp.causal.ioi_prompts import IOIPair
-from autointerp.model import Hookpoint, SubjectModel
+from autointerp.model import Hookpoint, SubjectModel, splice
 
 
 @dataclass
@@ -80,6 +79,22 @@ class Curve:
     info: dict = field(default_factory=dict)
 
 
+def forward_with_hidden(
+    sm: SubjectModel, hp: Hookpoint, ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One full forward: the activations at ``hp`` ``[B, T, d]`` (float32) and the last
+    position's log-probs ``[B, V]``."""
+    got: list[torch.Tensor] = []
+
+    def grab(a: torch.Tensor) -> torch.Tensor:
+        got.append(a.detach().float())
+        return a
+
+    with splice(hp, grab):
+        lp = last_logprobs(sm, hp, ids, None, 0)
+    return got[0], lp
+
+
 def grad_at(sm: SubjectModel, hp: Hookpoint, g: Group, skip: int, metric) -> torch.Tensor:
     """``d metric(last log-probs) / dx`` at ``x_clean`` ``[B, T, d]`` (one backward pass)."""
     x = g.x_clean.detach().clone().requires_grad_(True)
@@ -110,14 +125,13 @@ def prepare(sm: SubjectModel, hp: Hookpoint, pairs: list[IOIPair]) -> IOIData:
     for _n, rows in sorted(by_len.items()):
         clean = torch.tensor([pairs[i].clean_ids for i in rows])
         cf = torch.tensor([pairs[i].cf_ids for i in rows])
-        if skip is None:
-            skip = resume_layers(sm, hp, clean)
         first = (clean != cf).int().argmax(1)
         patch = torch.arange(clean.shape[1])[None, :] >= first[:, None]
-        lpc = last_logprobs(sm, hp, clean, None, 0)
-        lpf = last_logprobs(sm, hp, cf, None, 0)
-        g = Group(np.array(rows), clean, cf, patch, hidden(sm, hp, clean), hidden(sm, hp, cf),
-                  lpc, lpf)  # fmt: skip
+        x_clean, lpc = forward_with_hidden(sm, hp, clean)
+        x_cf, lpf = forward_with_hidden(sm, hp, cf)
+        if skip is None:
+            skip = resume_layers(sm, hp, clean, x_clean, lpc)
+        g = Group(np.array(rows), clean, cf, patch, x_clean, x_cf, lpc, lpf)
         g.grad_kl = grad_at(
             sm, hp, g, skip or 0, lambda lp, g=g: kl_last(g.logp_cf.to(lp.device), lp).sum()
         )
