@@ -206,6 +206,9 @@ class IOIConfig(_Strict):
     n_pairs: int = Field(64, ge=2)
     #: values of k (the number of patched features); every basis also gets k = all
     ks: list[int] = [1, 2, 4, 8, 16, 32, 64, 128]
+    #: one feature ranking for all pairs (pooled |attribution|, the paper's one feature set for
+    #: the task) or one per pair (each prompt's own top-k)
+    ranking: Literal["pooled", "per_pair"] = "pooled"
     #: the paper's greedy elimination (exact, slow): opt-in
     greedy: bool = False
     #: greedy mode: candidate features (largest |attribution|) and thresholds logspace(-5, 0, n)

@@ -283,3 +283,23 @@ def test_greedy_elimination_points_are_the_kl_of_their_sets(sm, data):
         m[feats] = True
         kl, _ = patching.patched_runs(sm, hp, data, b, [m], batch_size=16)
         assert c.kl[c.ks.index(int(size))] == pytest.approx(kl[0], rel=1e-5, abs=1e-9)
+
+
+def test_per_pair_sets(sm, data):
+    """A [P, F] set equal on every row gives the [F] set's results; the per-pair ranking
+    patches each pair's own top-k (k = 1: one feature per pair, chosen by its own |a[p, i]|)."""
+    hp = sm.hookpoint(HP)
+    b = neuron_basis(32, k=None)
+    m = torch.zeros(64, dtype=torch.bool)
+    m[[1, 40]] = True
+    one, e1 = patching.patched_runs(sm, hp, data, b, [m], batch_size=8)
+    per, e2 = patching.patched_runs(sm, hp, data, b, [m.expand(10, 64)], batch_size=8)
+    np.testing.assert_allclose(one, per, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(e1, e2, rtol=1e-6)
+    c = patching.ioi_curve(sm, hp, data, b, [1], ranking="per_pair")
+    a = patching.attribution(sm, hp, data, b)
+    own = torch.zeros(10, 64, dtype=torch.bool)
+    own[torch.arange(10), torch.from_numpy(np.abs(a).argmax(1))] = True
+    kl, _ = patching.patched_runs(sm, hp, data, b, [own], batch_size=8)
+    np.testing.assert_allclose(c.kl[0], kl[0], rtol=1e-5, atol=1e-9)
+    assert c.info["ranking"] == "per_pair"

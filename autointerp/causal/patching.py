@@ -178,25 +178,27 @@ def patched_runs(
     sets: list[torch.Tensor],
     batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """KL(P_cf || P_S) and the relative edit size per feature set S (a bool mask [F]) and
-    pair: two arrays ``[len(sets), P]``. All (set, pair) states of a group are stacked and run
-    ``batch_size`` rows at a time."""
+    """KL(P_cf || P_S) and the relative edit size per feature set S and pair: two arrays
+    ``[len(sets), P]``. A set is a bool mask ``[F]`` (one set for every pair) or ``[P, F]``
+    (one per pair). All (set, pair) states of a group are stacked and run ``batch_size`` rows
+    at a time; states that differ only on features whose delta is 0 are the same state and
+    run once."""
     n_sets, n_pairs = len(sets), len(data.pairs)
     kl = np.zeros((n_sets, n_pairs))
     edit = np.zeros((n_sets, n_pairs))
     for g in data.groups:
         c, err, delta = _codes(basis, g)
         full = (g.x_cf - g.x_clean).flatten(1).norm(dim=1)
-        # sets that differ only on features whose delta is 0 in this group give the same state:
-        # run each distinct one once
-        support = delta.abs().flatten(0, 1).amax(0) > 0
-        keys = [
-            tuple(torch.nonzero(m.to(support.device) & support).flatten().tolist()) for m in sets
-        ]
+        support = delta.abs().amax(1) > 0  # [B, F]
+        rows = torch.from_numpy(g.rows)
+        masks_g = [(m if m.dim() == 1 else m[rows]).to(support.device) & support for m in sets]
+        keys = [m.cpu().numpy().tobytes() for m in masks_g]
         uniq = list(dict.fromkeys(keys))
-        masks = [sets[keys.index(k)] for k in uniq]
+        masks = [masks_g[keys.index(k)] for k in uniq]
         n_u = len(masks)
-        xs = torch.cat([decode_with_error(basis, c + delta * m.to(c.device), err) for m in masks])
+        xs = torch.cat(
+            [decode_with_error(basis, c + delta * m[:, None, :].to(c), err) for m in masks]
+        )
         b = len(g.rows)
         ids = g.clean.repeat(n_u, 1)
         ref = g.logp_cf.repeat(n_u, 1)
@@ -220,16 +222,25 @@ def ioi_curve(
     basis: Basis,
     ks: list[int],
     batch_size: int = 64,
+    ranking: str = "pooled",
 ) -> Curve:
-    """The patching curve of ``basis`` (see the module docstring)."""
+    """The patching curve of ``basis`` (see the module docstring). ``ranking="per_pair"``
+    ranks the features of each pair by its own ``|a[p, i]|`` instead of the pooled one."""
     a = attribution(sm, hp, data, basis)
     pooled = a.sum(0)
     order = np.argsort(-np.abs(pooled), kind="stable")
     kv = k_values(ks, basis.n_features)
+    if ranking == "per_pair":
+        orders = torch.from_numpy(np.argsort(-np.abs(a), axis=1, kind="stable").copy())
     sets = []
     for k in kv:
-        m = torch.zeros(basis.n_features, dtype=torch.bool)
-        m[torch.from_numpy(order[:k].copy())] = True
+        if ranking == "per_pair":
+            m = torch.zeros(a.shape, dtype=torch.bool)
+            m.scatter_(1, orders[:, :k], True)
+        else:
+            m = torch.zeros(basis.n_features, dtype=torch.bool)
+            m[torch.from_numpy(order[:k].copy())] = True
         sets.append(m)
     kl, edit = patched_runs(sm, hp, data, basis, sets, batch_size)
-    return Curve(basis.name, basis.n_features, kv, kl, edit, pooled, order)
+    info = {"ranking": ranking}
+    return Curve(basis.name, basis.n_features, kv, kl, edit, pooled, order, info)

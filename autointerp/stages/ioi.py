@@ -90,7 +90,7 @@ def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any] | N
 
             c = greedy_curve(sm, hp, data, b, cfg, suite.seed)
         else:
-            c = patching.ioi_curve(sm, hp, data, b, list(cfg.ks), cfg.batch_size)
+            c = patching.ioi_curve(sm, hp, data, b, list(cfg.ks), cfg.batch_size, cfg.ranking)
         c.info["seconds"] = round(time.perf_counter() - tb, 2)
         curves.append(c)
         log.info("ioi: %s done in %.1f s", b.name, c.info["seconds"])
@@ -100,7 +100,7 @@ def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any] | N
     cols.extra.update(
         seconds=round(secs, 2),
         resumed_at_layer=data.skip,
-        mode="greedy" if cfg.greedy else "attribution",
+        mode="greedy" if cfg.greedy else f"attribution, {cfg.ranking} ranking",
         n_pairs=len(pairs),
     )
     log.info("ioi: %d pairs x %d bases in %.1f s", len(pairs), len(curves), secs)
