@@ -9,6 +9,7 @@ edit size, attribution concentration). No assertions.
 
     python benchmarks/bench_ioi.py                         # 64 pairs, 5 bases, 2 threads
     python benchmarks/bench_ioi.py --pairs 16 --baseline-pairs 2 --no-attribution
+    python benchmarks/bench_ioi.py --ranking per_pair --no-attribution --baseline-pairs 0
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/autointerp/work")
     ap.add_argument("--no-attribution", action="store_true")
     ap.add_argument("--no-ioi", action="store_true", help="only the attribution part")
+    ap.add_argument("--ranking", choices=["pooled", "per_pair"], default="pooled")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
@@ -104,12 +106,12 @@ def ioi_part(args, sm, hp, data, bases, t0: float, t_prep: float) -> None:
     curves, per = [], {}
     for b in bases:
         t = time.perf_counter()
-        curves.append(patching.ioi_curve(sm, hp, data, b, KS, 64))
+        curves.append(patching.ioi_curve(sm, hp, data, b, KS, 64, args.ranking))
         per[b.name] = time.perf_counter() - t
     t_stage = time.perf_counter() - t0
     n_states = sum(len(c.ks) for c in curves) * args.pairs
     tb = baseline(sm, hp, data, bases[1], curves[1], args.baseline_pairs)
-    per_state = tb / (args.baseline_pairs * len(curves[1].ks))
+    per_state = tb / max(1, args.baseline_pairs * len(curves[1].ks))
     n_k = n_states // args.pairs // len(bases)
     print(f"\nIOI: {args.pairs} pairs x {len(bases)} bases x ~{n_k} k = {n_states} patched "
           f"states; resumed at layer {data.skip}")  # fmt: skip
