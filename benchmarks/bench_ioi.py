@@ -120,10 +120,11 @@ def ioi_part(args, sm, hp, data, bases, t0: float, t_prep: float) -> None:
         + ", ".join(f"{k} {v:.1f}" for k, v in per.items())
         + ")"
     )
-    print(
-        f"  one full forward per state     {per_state * n_states:8.1f} s  (measured "
-        f"{tb:.1f} s on {args.baseline_pairs} pairs x {len(curves[1].ks)} k, scaled)"
-    )
+    if args.baseline_pairs:
+        print(
+            f"  one full forward per state     {per_state * n_states:8.1f} s  (measured "
+            f"{tb:.1f} s on {args.baseline_pairs} pairs x {len(curves[1].ks)} k, scaled)"
+        )
     cols = ioi_columns(data, curves, {b.name: b.kind for b in bases}, 0)
     print("\n" + cols.extra["notes"][0])
     names = [c.name for c in cols.columns]
