@@ -260,8 +260,14 @@ class IOIConfig(_Strict):
     n_pairs: int = Field(64, ge=2)
     #: values of k (the number of patched features); every basis also gets k = all
     ks: list[int] = [1, 2, 4, 8, 16, 32, 64, 128]
+    #: one feature ranking for all pairs (pooled |attribution|, the paper's one feature set for
+    #: the task) or one per pair (each prompt's own top-k)
+    ranking: Literal["pooled", "per_pair"] = "pooled"
     #: the paper's greedy elimination (exact, slow): opt-in
     greedy: bool = False
+    #: greedy mode: candidate features (largest |attribution|) and thresholds logspace(-5, 0, n)
+    greedy_candidates: int = Field(64, gt=0)
+    greedy_thresholds: int = Field(10, gt=0)
     batch_size: int = Field(64, gt=0)
 
 
@@ -276,7 +282,7 @@ class AblationConfig(_Strict):
     """Ablate each scored feature on its top contexts: next-token KL, CE change, logit shifts."""
 
     enabled: bool = True
-    n_contexts: int = Field(8, gt=0)
+    n_contexts: int = Field(4, gt=0)
     n_logit_tokens: int = Field(5, gt=0)
     #: measured positions: the max-activating one and the next n_positions - 1 (docs/output.md)
     n_positions: int = Field(4, gt=0)

@@ -32,6 +32,8 @@ def reduced_suite():
     )
     d["explain"].update(max_examples=4)
     d["metrics"].update(n_tokens=256)
+    d["causal"]["ioi"].update(n_pairs=8, ks=[1, 4, 16])
+    d["causal"]["attribution"].update(n_tokens=256)
     for role in ("explainer", "simulator", "scorer"):
         d["llm"][role].update(n_ctx=4096, max_parse_retries=1)
     return suite_from_dict(d)

@@ -15,12 +15,14 @@ import html
 
 import polars as pl
 
+from autointerp.report import stage_columns
 from autointerp.report.columns import LEGEND, OTHER_METRICS, display_columns, fmt_ci, scorer_legend
 from autointerp.report.html_browser import _json_for_script, browser_data
 from autointerp.report.html_plots import (
     _score_values,
     plot_density,
     plot_distributions,
+    plot_ioi_curves,
     plot_scatter,
 )
 from autointerp.report.runs import Run
@@ -187,6 +189,7 @@ def render_html(
         parts.append(f"<h2>{title} <code>{e(pid or '(none)')}</code></h2>")
         parts.append(f'<p class="note">Runs: {e(", ".join(board.runs_by_group[pid]))}</p>')
         parts.append(_html_table(df, f"table-{gi}", board.scorer_columns))
+        parts.append(stage_columns.html_table(df, board.stage_columns, f"causal-{gi}"))
         if plots and len(df):
             imgs = [
                 plot_scatter(
@@ -197,12 +200,14 @@ def render_html(
                 ),
                 plot_distributions(df, _score_values(df, by_label)),
                 plot_density(board.density.get(pid, pl.DataFrame()), df),
+                plot_ioi_curves([by_label[k] for k in by_label if k[1] in set(df["run"])]),
             ]
             alts = [
                 "L0 vs simulation score",
                 "L0 vs CE loss score",
                 "score distributions",
                 "score by density bin",
+                "IOI patching curve: KL vs k",
             ]
             parts.append('<div class="plots">')
             parts += [f'<img alt="{a}" src="{u}">' for a, u in zip(alts, imgs) if u]
@@ -221,7 +226,11 @@ def render_html(
         parts += [f"<li>{e(n)}</li>" for n in board.notes]
         parts.append("</ul>")
     parts.append('<h2>Legend</h2><dl class="legend">')
-    legend = {**LEGEND, **scorer_legend(board.scorer_columns)}
+    legend = {
+        **LEGEND,
+        **scorer_legend(board.scorer_columns),
+        **stage_columns.legend(board.stage_columns),
+    }
     parts += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in legend.items()]
     parts.append("</dl>")
     data = browser_data(runs, max_features)

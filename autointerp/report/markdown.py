@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from autointerp.report import stage_columns
 from autointerp.report.columns import LEGEND, display_columns, fmt_ci, fmt_value, scorer_legend
 from autointerp.report.table import Leaderboard
 
@@ -69,6 +70,7 @@ def render_markdown(board: Leaderboard) -> str:
             "",
             _md_table(df, display_columns(df, board.scorer_columns)),
             "",
+            *stage_columns.markdown(df, board.stage_columns),
         ]
         flagged = [r for r in df.iter_rows(named=True) if r.get("flag")]
         if flagged:
@@ -127,4 +129,5 @@ def render_markdown(board: Leaderboard) -> str:
     )
     out += [f"- **{k}**: {v}" for k, v in LEGEND.items()]
     out += [f"- **{k}**: {v}" for k, v in scorer_legend(board.scorer_columns).items()]
+    out += [f"- **{k}**: {v}" for k, v in stage_columns.legend(board.stage_columns).items()]
     return "\n".join(out) + "\n"

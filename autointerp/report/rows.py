@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 
 from autointerp import stats
+from autointerp.report import stage_columns
 from autointerp.report.columns import (
     BASE_SCHEMA,
     FLAG_TEXT,
@@ -148,6 +149,7 @@ def _run_rows(
                 f"{run.label}: some scores carry protocol id(s) {sorted(other)} that differ "
                 f"from the manifest's {run.protocol_id!r}; the run is filed under the manifest's"
             )
+    notes.extend(f"{run.label}: {n}" for n in stage_columns.notes(run.columns))
     plugins, clash = plugin_scorers(run)
     if clash:
         notes.append(
@@ -237,6 +239,7 @@ def _run_rows(
                     t = stats.paired_test(a, b)
                     row.update(_lift_cols("lift_vs_shuffled", lf, t))
             row.update(_pmi_counts(method, sc.counts))
+            row.update(stage_columns.basis_cells(run.columns, basis))
             row.update(_diagnostic_cols(run.diagnostics.get(basis)))
             row["flag"] = "; ".join(
                 f

@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from autointerp.columns import StageColumns, load_columns
 from autointerp.errors import AutointerpError
 from autointerp.types import FeatureRecord
 
@@ -46,6 +47,8 @@ class Run:
     density: pl.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the stage-contributed columns (``columns/<stage>.json``: causal, output-side, ...)
+    columns: list[StageColumns] = field(default_factory=list)
 
     @property
     def suite(self) -> str:
@@ -166,7 +169,14 @@ def load_run(run_dir: str | Path) -> Run:
     if (path / "diagnostics.json").is_file():
         diag = {d["basis"]: d for d in json.loads((path / "diagnostics.json").read_text())}
     notes += gate_notes(manifest.get("gate") or {})
-    return Run(path, manifest, metrics, scores, features, density, notes, diag)
+    try:
+        columns = load_columns(path)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise AutointerpError(
+            f"{path / 'columns'} holds a damaged stage-columns file ({e}); re-run the report "
+            "stage for this run (--force report) or delete the file"
+        ) from e
+    return Run(path, manifest, metrics, scores, features, density, notes, diag, columns)
 
 
 def gate_notes(gate: dict[str, Any]) -> list[str]:

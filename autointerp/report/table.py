@@ -10,7 +10,9 @@ from typing import Any
 import polars as pl
 
 from autointerp import stats
+from autointerp.columns import ColumnDoc
 from autointerp.errors import AutointerpError
+from autointerp.report import stage_columns as stage_cols
 from autointerp.report.columns import _F, _I, BASE_SCHEMA
 from autointerp.report.rows import _nan_to_none, _run_rows, plugin_scorers
 from autointerp.report.runs import Run
@@ -74,6 +76,8 @@ class Leaderboard:
     seed: int
     level: float
     scorer_columns: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: the stage-contributed columns of the runs (``columns/<stage>.json``), {column: doc}
+    stage_columns: dict[str, ColumnDoc] = field(default_factory=dict)
 
     @property
     def table(self) -> pl.DataFrame:
@@ -95,13 +99,16 @@ class Leaderboard:
         )
 
 
-def _frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+def _frame(rows: list[dict[str, Any]], typed: dict[str, Any] | None = None) -> pl.DataFrame:
+    """Rows -> a table of ``BASE_SCHEMA``, then ``typed`` columns (stage columns), then any
+    other column as Float64."""
+    typed = {k: v for k, v in (typed or {}).items() if k not in BASE_SCHEMA}
     extra = []
     for r in rows:
         for k in r:
-            if k not in BASE_SCHEMA and k not in extra:
+            if k not in BASE_SCHEMA and k not in typed and k not in extra:
                 extra.append(k)
-    schema = {**BASE_SCHEMA, **{k: _F for k in extra}}
+    schema = {**BASE_SCHEMA, **typed, **{k: _F for k in extra}}
     norm = []
     for r in rows:
         d = {}
@@ -172,6 +179,9 @@ def leaderboard_table(
     order = ([reference] if reference is not None else []) + [p for p in by_pid if p != reference]
     groups, density, protocols, set_apart, runs_by_group = {}, {}, {}, [], {}
     scorer_columns: dict[str, tuple[str, str]] = {}
+    docs: dict[str, ColumnDoc] = {}
+    for r in runs:
+        docs.update(stage_cols.run_columns(r.columns))
     ref_proto = by_pid[reference][0].protocol if reference is not None else {}
     for pid in order:
         rows, drows = [], []
@@ -192,7 +202,7 @@ def leaderboard_table(
                 )
         protocols[pid] = by_pid[pid][0].protocol
         runs_by_group[pid] = [r.label for r in by_pid[pid]]
-        groups[pid] = sort_table(_frame(rows), sort_by, descending)
+        groups[pid] = sort_table(_frame(rows, stage_cols.schema(docs)), sort_by, descending)
         density[pid] = pl.from_dicts(drows) if drows else pl.DataFrame()
     return Leaderboard(
         groups,
@@ -206,4 +216,5 @@ def leaderboard_table(
         seed,
         level,
         dict(sorted(scorer_columns.items())),
+        docs,
     )

@@ -9,6 +9,7 @@ import json
 import math
 from typing import Any
 
+from autointerp.report import stage_columns
 from autointerp.report.columns import LEGEND, scorer_legend
 from autointerp.report.table import Leaderboard
 
@@ -55,7 +56,11 @@ def board_to_dict(board: Leaderboard) -> dict[str, Any]:
             },
             "set_apart": [s.to_dict() for s in board.set_apart],
             "notes": board.notes,
-            "legend": {**LEGEND, **scorer_legend(board.scorer_columns)},
+            "legend": {
+                **LEGEND,
+                **scorer_legend(board.scorer_columns),
+                **stage_columns.legend(board.stage_columns),
+            },
         }
     )
 

@@ -8,6 +8,8 @@ activations     :class:`~.activations.Activations`           :mod:`autointerp.st
 split           :class:`~autointerp.stages.tokens.Split`     :mod:`autointerp.stages.tokens`
 gate            ``{basis: GateReport dict}``                 :mod:`autointerp.stages.gate`
 bases           ``list[Basis]``                              :mod:`autointerp.stages.bases`
+ioi             ``StageColumns`` dict (IOI patching)         :mod:`autointerp.stages.ioi`
+attribution     ``StageColumns`` dict (latent attribution)   :mod:`autointerp.stages.attribution`
 metrics         ``list[dict]`` (one row per basis)           :mod:`autointerp.stages.metrics`
 density         ``{basis: np.ndarray}``                      :mod:`autointerp.stages.density`
 records         :class:`~autointerp.stages.records.RecordSet` :mod:`autointerp.stages.records`
@@ -25,10 +27,12 @@ from __future__ import annotations
 
 from autointerp.run.stage import Stage, registered_stages
 from autointerp.stages.activations import ACTIVATIONS
+from autointerp.stages.attribution import ATTRIBUTION
 from autointerp.stages.bases import BASES
 from autointerp.stages.density import DENSITY
 from autointerp.stages.explain import EXPLAIN
 from autointerp.stages.gate import GATE
+from autointerp.stages.ioi import IOI
 from autointerp.stages.metrics import METRICS
 from autointerp.stages.output_side import ABLATION, OUTPUT
 from autointerp.stages.outputs import REPORT
@@ -42,6 +46,8 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
     GATE,  # before anything expensive: activations, fits, LLM stages
     ACTIVATIONS,
     BASES,
+    IOI,  # causal stages: bases + the subject model, no LLM
+    ATTRIBUTION,
     METRICS,
     DENSITY,
     RECORDS,

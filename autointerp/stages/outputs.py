@@ -83,13 +83,28 @@ def write_outputs(ctx: StageContext, inputs: dict[str, Any]) -> None:
     store.write_parquet(pl.DataFrame(scores, schema=score_schema()), store.out("scores.parquet"))
     sims = [s for it in items for s in it["sims"]]
     store.write_parquet(pl.DataFrame(sims, schema=SIM_SCHEMA), store.out("simulations.parquet"))
+    write_stage_columns(store.run_dir, inputs)
+
+
+def write_stage_columns(run_dir: Any, inputs: dict[str, Any]) -> None:
+    """``columns/<stage>.json`` for every input that is a :class:`StageColumns` dict (the
+    causal and output-side stages, plug-ins included)."""
+    from autointerp.columns import StageColumns, columns_path, save_columns
+
+    for name, v in inputs.items():
+        if isinstance(v, dict) and {"stage", "columns", "rows"} <= v.keys():
+            save_columns(run_dir, StageColumns.from_dict(v))
+        elif v is None:  # a disabled stage: no columns (drop those of an earlier invocation)
+            columns_path(run_dir, name).unlink(missing_ok=True)
 
 
 REPORT = Stage(
     "report",
     write_outputs,
-    deps=("gate", "bases", "metrics", "density", "records", "diagnostics", "explain", "score")
-    + ("ablation", "output"),
+    deps=(
+        *("gate", "bases", "metrics", "density", "records", "diagnostics", "explain", "score"),
+        *("ioi", "attribution", "ablation", "output"),
+    ),
     doc="every stage's values -> the run's parquet tables",
 )
 

@@ -1,0 +1,91 @@
+"""Interventions on a basis's codes with the error term kept, and forward passes that start
+at the hookpoint.
+
+Every basis is treated as ``x = decode(c) + e`` with ``c = encode(x)`` and the error term
+``e = x - decode(encode(x))`` held fixed, so an edit of the codes changes only the chosen
+features: ``x' = decode(c') + e``. With ``c' = c`` this gives back ``x`` exactly (up to float
+rounding).
+
+Runs from an edited activation start at the hookpoint from the given residual (the layers
+before it are skipped, as :func:`autointerp.metrics._resume_at` does) when the hookpoint is in
+the residual stream; at any other hookpoint (``mlp_out``, ``attn_out``, ``mlp.hook_post``) the
+activation is spliced into a full forward (:func:`autointerp.model.splice`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from autointerp.bases.base import Basis
+from autointerp.metrics import _n_skippable, _resume_at
+from autointerp.model import Hookpoint, SubjectModel, run_to_hookpoint, splice
+
+
+def encode_with_error(basis: Basis, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes ``[..., F]`` of ``x [..., d]`` and the error term ``x - decode(codes)``."""
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1]).to(basis.device, torch.float32)
+    c = basis.encode(flat)
+    err = flat - basis.decode(c)
+    return c.reshape(*shape[:-1], -1), err.reshape(shape)
+
+
+def decode_with_error(basis: Basis, c: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+    """``decode(c) + err`` for codes ``[..., F]``."""
+    return basis.decode(c.reshape(-1, c.shape[-1])).reshape(err.shape) + err
+
+
+def hidden(sm: SubjectModel, hp: Hookpoint, ids: torch.Tensor) -> torch.Tensor:
+    """Activations ``[B, T, width]`` at ``hp`` (float32)."""
+    return run_to_hookpoint(sm, hp, ids.to(sm.device)).float()
+
+
+@contextlib.contextmanager
+def _given(sm: SubjectModel, hp: Hookpoint, x: torch.Tensor, skip: int) -> Iterator[None]:
+    dtype = next(sm.model.parameters()).dtype
+    if skip:
+        with _resume_at(sm, skip, x.to(sm.device, dtype)):
+            yield
+    else:
+        with splice(hp, lambda a: x.to(a.device, a.dtype)):
+            yield
+
+
+def last_logprobs(
+    sm: SubjectModel, hp: Hookpoint, ids: torch.Tensor, x: torch.Tensor | None, skip: int
+) -> torch.Tensor:
+    """Next-token log-probs ``[B, V]`` at the last position of ``ids``; with ``x`` given, the
+    activation at ``hp`` is ``x`` (the run starts there when ``skip`` > 0). Keeps the graph
+    when grad is enabled."""
+    ctx = _given(sm, hp, x, skip) if x is not None else contextlib.nullcontext()
+    with ctx:
+        try:
+            out = sm.model(input_ids=ids.to(sm.device), use_cache=False, logits_to_keep=1)
+        except TypeError:  # models without logits_to_keep
+            out = sm.model(input_ids=ids.to(sm.device), use_cache=False)
+    return F.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+
+def resume_layers(
+    sm: SubjectModel, hp: Hookpoint, ids: torch.Tensor, x: torch.Tensor, full: torch.Tensor
+) -> int:
+    """Layers a run from a given activation at ``hp`` skips: ``_n_skippable``, checked once on
+    ``ids`` with their activations ``x`` and full-forward last log-probs ``full`` (the resumed
+    run must match within 1e-3 in float32, 5e-2 otherwise), else 0 (spliced full forwards)."""
+    skip = _n_skippable(sm, hp)
+    if not skip:
+        return 0
+    with torch.no_grad():
+        res = last_logprobs(sm, hp, ids, x, skip)
+    dtype = next(sm.model.parameters()).dtype
+    tol = 1e-3 if dtype == torch.float32 else 5e-2
+    return skip if torch.allclose(full, res, atol=tol, rtol=0) else 0
+
+
+def kl_last(logp_ref: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """``KL(P_ref || P) = sum_v p_ref(v) (log p_ref(v) - log p(v))`` per row ``[B]``."""
+    return (logp_ref.exp() * (logp_ref - logp)).sum(-1)
