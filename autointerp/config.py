@@ -85,7 +85,7 @@ class HookpointRange(_Strict):
     def _layers_ok(cls, v: str) -> str:
         parts = v.split(":")
         ok = len(parts) in (2, 3) and all(p.strip().isdigit() for p in parts)
-        if not ok or not range(*(int(p) for p in parts)):
+        if not ok or int(parts[-1]) == 0 or not range(*(int(p) for p in parts)):
             raise ValueError(
                 'layers is "start:stop" or "start:stop:step" (non-negative integers, stop '
                 'excluded, at least one layer), e.g. "0:30:3"'

@@ -134,5 +134,6 @@ def write_sweep_report(root: Path, member_dirs: dict[str, Path]) -> list[Path]:
         f'per layer" style="max-width:100%" src="data:image/png;base64,{png}">'
     )
     page = root / "leaderboard.html"
-    atomic_write_text(page, render_html(board, runs, preface=preface))
+    # the per-run plots (L0 vs score, distributions) are in each member's page
+    atomic_write_text(page, render_html(board, runs, preface=preface, plots=False))
     return [*written, md, csv, js, page]
