@@ -93,6 +93,18 @@ def test_member_suite_is_the_hand_written_single_suite():
     )
 
 
+def test_bundled_layers_suite():
+    from autointerp.sweep import member_suites
+
+    suite = load_suite("evals/layers.toml")
+    members = member_suites(suite)
+    assert list(members) == [f"blocks.{i}.hook_resid_post" for i in range(0, 30, 3)]
+    assert [b.kind for b in suite.bases] == ["sae", "pca", "ica", "neurons", "random"]
+    assert suite.records.n_features == 16
+    m = members["blocks.27.hook_resid_post"]
+    assert m.model.hookpoint == "blocks.27.hook_resid_post" and m.model.hookpoints is None
+
+
 def test_suite_run_refuses_a_sweep(tmp_path):
     from autointerp.pipeline import SuiteRun
 
