@@ -1,8 +1,8 @@
 """A cold sweep over H hookpoints vs H separate single-hookpoint runs of the same work.
 
     python benchmarks/bench_sweep.py                       # H=3 of evals/layers.toml, small
-    python benchmarks/bench_sweep.py --hookpoints 10 --n-tokens 102400 --n-features 16
-                                                           # the whole layers suite (long)
+    python benchmarks/bench_sweep.py --hookpoints 10 --n-tokens 102400 --n-features 16 \
+        --metrics-tokens 2048                              # the whole layers suite (long)
 
 Both arms run in this process, one after the other, each on a fresh work dir and a fresh LLM
 response cache (nothing computed by one arm is found by the other; the dequantised GGUF in
@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 
-def small_suite(path: str, n_hook: int, n_tokens: int, n_features: int):
+def small_suite(path: str, n_hook: int, n_tokens: int, n_features: int, metrics_tokens: int):
     """The suite at ``n_hook`` of its hookpoints spread over its range (deepest kept), scaled."""
     from autointerp.config import load_suite, suite_from_dict
 
@@ -37,6 +37,7 @@ def small_suite(path: str, n_hook: int, n_tokens: int, n_features: int):
     d["model"]["hookpoints"] = [names[i] for i in sorted(pick)]
     d["corpus"]["n_tokens"] = n_tokens
     d["records"]["n_features"] = n_features
+    d["metrics"]["n_tokens"] = metrics_tokens
     d["name"] = f"bench-sweep-{n_hook}"
     return suite_from_dict(d, "bench_sweep")
 
@@ -53,12 +54,15 @@ def main() -> None:
     ap.add_argument("--hookpoints", type=int, default=3, help="H: hookpoints swept (default 3)")
     ap.add_argument("--n-tokens", type=int, default=16384, help="corpus tokens (default 16384)")
     ap.add_argument("--n-features", type=int, default=2, help="scored features per basis")
+    ap.add_argument("--metrics-tokens", type=int, default=256, help="held-out metric tokens")
     args = ap.parse_args()
 
     from autointerp.pipeline import SuiteRun, run_suite
     from autointerp.sweep import member_suites
 
-    suite = small_suite(args.suite, args.hookpoints, args.n_tokens, args.n_features)
+    suite = small_suite(
+        args.suite, args.hookpoints, args.n_tokens, args.n_features, args.metrics_tokens
+    )
     members = member_suites(suite)
     bases = ", ".join(b.label for b in suite.bases)
     print(f"sweep {suite.name}: {', '.join(members)}; {args.n_tokens} tokens, "
