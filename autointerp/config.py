@@ -110,7 +110,6 @@ class ModelConfig(_Strict):
     #: opt-in random-model null: ``reinit = { seed = 0 }`` (absent = the trained weights)
     reinit: ReinitConfig | None = None
 
-
     @model_validator(mode="after")
     def _one_or_many(self) -> ModelConfig:
         if self.hookpoints is None:

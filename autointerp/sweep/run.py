@@ -82,7 +82,9 @@ class SweepRun:
         progress: bool = True,
         llm_cache: str | Path | None = None,
         retry_failed: bool = False,
+        max_cost: float | None = None,
     ) -> None:
+        """``max_cost`` (USD) applies to each member run on its own."""
         from autointerp.model import cache_dir
 
         self.suite = suite
@@ -97,6 +99,7 @@ class SweepRun:
         self.force = tuple(force)
         self.progress = progress
         self.retry_failed = retry_failed
+        self.max_cost = max_cost
         self.llm_cache = Path(llm_cache) if llm_cache else cache_dir() / "llm-cache.sqlite"
         self.member_dirs = {h: self.store.out(hookpoint_folder(h)) for h in self.members}
         self.member_summaries: dict[str, list[dict[str, Any]]] = {}
@@ -145,6 +148,7 @@ class SweepRun:
                 progress=self.progress,
                 llm_cache=self.llm_cache,
                 retry_failed=self.retry_failed,
+                max_cost=self.max_cost,
                 subject_model=env._sm,
             )
             rd = run.run()
