@@ -40,6 +40,11 @@ def _print_summary(rd: Path) -> None:
     """The leaderboard, its sanity flags and the per-stage time summary of this invocation
     (stage, seconds, computed / cached / reused from another run)."""
     print((rd / "leaderboard.md").read_text())
+    if (rd / "sweep.json").is_file():  # a sweep's root: its members print their own
+        from autointerp.sweep.summary import print_sweep_summary
+
+        print_sweep_summary(rd)
+        return
     from autointerp.report import leaderboard_table, load_run
 
     board = leaderboard_table([load_run(rd)])

@@ -69,22 +69,83 @@ class ReinitConfig(_Strict):
     seed: int = 0
 
 
+#: hookpoint kinds a layer range may name (``blocks.L.hook_<kind>``)
+RANGE_KINDS = ("resid_pre", "resid_post", "mlp_out", "attn_out")
+
+
+class HookpointRange(_Strict):
+    """``layers = "start:stop[:step]"`` (Python's range: stop excluded) of one ``kind``:
+    ``{ layers = "0:30:3", kind = "resid_post" }`` is blocks.0, 3, ..., 27's hook_resid_post."""
+
+    layers: str
+    kind: Literal["resid_pre", "resid_post", "mlp_out", "attn_out"] = "resid_post"
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_ok(cls, v: str) -> str:
+        parts = v.split(":")
+        ok = len(parts) in (2, 3) and all(p.strip().isdigit() for p in parts)
+        if not ok or int(parts[-1]) == 0 or not range(*(int(p) for p in parts)):
+            raise ValueError(
+                'layers is "start:stop" or "start:stop:step" (non-negative integers, stop '
+                'excluded, at least one layer), e.g. "0:30:3"'
+            )
+        return v
+
+    def names(self) -> list[str]:
+        return [f"blocks.{i}.hook_{self.kind}" for i in range(*map(int, self.layers.split(":")))]
+
+
 class ModelConfig(_Strict):
+    """``hookpoint``: where a single-hookpoint suite reads activations. ``hookpoints``: a sweep
+    instead (a list of names, or a :class:`HookpointRange`), one forward pass for all of them
+    and one sub-run per hookpoint (docs/sweep.md); give one of the two, not both."""
+
     name: str = "smollm2-gguf"
     hookpoint: str = "blocks.6.hook_resid_post"
+    hookpoints: list[str] | HookpointRange | None = None
     device: str = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: int = Field(16, gt=0)
     #: opt-in random-model null: ``reinit = { seed = 0 }`` (absent = the trained weights)
     reinit: ReinitConfig | None = None
 
+    @model_validator(mode="after")
+    def _one_or_many(self) -> ModelConfig:
+        if self.hookpoints is None:
+            return self
+        if "hookpoint" in self.model_fields_set:
+            raise ValueError(
+                "give model.hookpoint (one hookpoint) or model.hookpoints (a sweep), not both; "
+                "remove one of them"
+            )
+        names = self.sweep_hookpoints or []
+        if not names:
+            raise ValueError("model.hookpoints is empty; name at least one hookpoint")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model.hookpoints names {dup} more than once")
+        return self
+
     @model_serializer(mode="wrap")
-    def _drop_unset_reinit(self, handler: Any) -> dict[str, Any]:
-        # a suite without reinit dumps (and so hashes) exactly as before the field existed
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # a suite without reinit / a single-hookpoint suite dumps (and so hashes) exactly as
+        # before those fields existed; a sweep dumps its hookpoints only, so it validates again
         d = handler(self)
-        if isinstance(d, dict) and d.get("reinit") is None:
-            d.pop("reinit", None)
+        if isinstance(d, dict):
+            if d.get("reinit") is None:
+                d.pop("reinit", None)
+            d.pop("hookpoints" if self.hookpoints is None else "hookpoint", None)
         return d
+
+    @property
+    def sweep_hookpoints(self) -> list[str] | None:
+        """The sweep's hookpoint names in the given order (None: a single-hookpoint suite)."""
+        if self.hookpoints is None:
+            return None
+        if isinstance(self.hookpoints, HookpointRange):
+            return self.hookpoints.names()
+        return list(self.hookpoints)
 
 
 class CorpusConfig(_Strict):

@@ -19,6 +19,7 @@ from typing import Any
 
 from autointerp.bases.kinds import FIT_VERSION
 from autointerp.config import Suite, check_name, load_suite
+from autointerp.errors import ConfigError
 from autointerp.results import stable_hash
 from autointerp.run.runner import Runner
 from autointerp.run.store import RunStore
@@ -66,18 +67,28 @@ class SuiteRun:
         llm_cache: str | Path | None = None,
         retry_failed: bool = False,
         max_cost: float | None = None,
+        run_dir: str | Path | None = None,
+        subject_model: Any = None,
     ) -> None:
+        """``run_dir``: this exact directory instead of ``results_root/<suite>/<run>`` (a
+        sweep's sub-run); ``subject_model``: an already loaded model to use (not reloaded)."""
         from autointerp.model import cache_dir
 
+        if suite.model.hookpoints is not None:
+            raise ConfigError(
+                f"suite {suite.name!r} names several hookpoints (model.hookpoints): run it with "
+                "run_suite() or autointerp.sweep.SweepRun, not SuiteRun"
+            )
         self.suite = suite
         self.protocol = protocol_of(suite)
         self.protocol_id = stable_hash(self.protocol)
         self.config_hash = stable_hash(suite.model_dump())
         name = check_name(run_name, "run name") if run_name else f"run-{self.config_hash}"
         self.store = RunStore(
-            Path(results_root) / suite.name / name,
+            Path(run_dir) if run_dir else Path(results_root) / suite.name / name,
             Path(work_dir) if work_dir else cache_dir() / "work",
         )
+        self.subject_model = subject_model
         self.paths = RunPaths(self.store)
         self.force = tuple(force)
         self.progress = progress
@@ -99,6 +110,8 @@ class SuiteRun:
             llm_cache=self.llm_cache,
             max_cost=self.max_cost,
         )
+        if self.subject_model is not None:
+            env._sm = self.subject_model
         self.runner = Runner(self.stages, self.store, env, force=self.force, progress=self.progress)
 
         def finish(runner: Runner) -> None:
@@ -119,7 +132,12 @@ class SuiteRun:
 
 
 def run_suite(suite: Suite | str | Path, **kwargs: Any) -> Path:
-    """Run a suite (a ``Suite`` or a TOML path); returns the run directory."""
+    """Run a suite (a ``Suite`` or a TOML path); returns the run directory (a sweep's root
+    when the suite names several hookpoints)."""
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
+    if suite.model.hookpoints is not None:
+        from autointerp.sweep.run import SweepRun
+
+        return SweepRun(suite, member_run=SuiteRun, **kwargs).run()
     return SuiteRun(suite, **kwargs).run()

@@ -167,9 +167,15 @@ def _html_table(
 
 
 def render_html(
-    board: Leaderboard, runs: list[Run], *, max_features: int = 400, plots: bool = True
+    board: Leaderboard,
+    runs: list[Run],
+    *,
+    max_features: int = 400,
+    plots: bool = True,
+    preface: str = "",
 ) -> str:
-    """The whole page. ``max_features`` caps the feature browser; ``plots=False`` skips PNGs."""
+    """The whole page. ``max_features`` caps the feature browser; ``plots=False`` skips PNGs;
+    ``preface``: HTML shown first, before the tables (a sweep's layer figure)."""
     e = html.escape
     by_label = {(r.suite, r.name): r for r in runs}
     parts = [
@@ -184,6 +190,8 @@ def render_html(
         "Click a column header to sort. Rows of kind <i>random</i> are the random-directions "
         "null.</p>",
     ]
+    if preface:
+        parts.append(preface)
     for gi, (pid, df) in enumerate(board.groups.items()):
         title = "Reference protocol" if pid == board.reference else "Set apart: protocol"
         parts.append(f"<h2>{title} <code>{e(pid or '(none)')}</code></h2>")

@@ -1,0 +1,208 @@
+"""Run a sweep: the graph ``tokens -> sweep-activations -> member:<hp> ... -> sweep-report`` at
+the sweep's root ``results/<suite>/<run>/``; each member is a whole single-hookpoint run of
+the suite in ``<root>/<hookpoint>/`` (:mod:`autointerp.sweep.members`). The subject model is
+loaded once and handed to every member; in-process LLMs are loaded once per process anyway."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from autointerp.config import Suite, check_name
+from autointerp.results import stable_hash
+from autointerp.run.runner import Runner
+from autointerp.run.stage import Stage, StageContext, registered_stages
+from autointerp.run.store import RunStore
+from autointerp.stages import FORCE_NAMES
+from autointerp.stages.activations import ACTIVATIONS, acts_key
+from autointerp.stages.env import SuiteEnv
+from autointerp.stages.tokens import TOKENS
+from autointerp.sweep.members import hookpoint_folder, member_suites
+
+#: the sweep's own stages (each member run has the suite's stages)
+SWEEP_ACTIVATIONS, SWEEP_REPORT = "sweep-activations", "sweep-report"
+
+
+def acts_path(store: RunStore, member: Suite, tokens_hash: str) -> Path:
+    """Where the member's ``activations`` stage keeps its activations (same key, same hash)."""
+    ctx = SimpleNamespace(env=SimpleNamespace(suite=member), upstream={"tokens": tokens_hash})
+    return store.work(f"acts-{ACTIVATIONS.hash(acts_key(ctx, {}))}.npy")  # type: ignore[arg-type]
+
+
+class SweepEnv(SuiteEnv):
+    """The root's environment: a :class:`SuiteEnv` of the first member (the corpus, the model)
+    plus the members and how to run one."""
+
+    def __init__(self, sweep: Suite, members: dict[str, Suite], store: RunStore, **kw: Any):
+        super().__init__(next(iter(members.values())), store, **kw)
+        self.sweep = sweep
+        self.members = members
+
+
+def compute_sweep_acts(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Path]:
+    from autointerp.sweep.activations import sweep_activations
+
+    env: SweepEnv = ctx.env
+    paths = {h: acts_path(env.store, s, ctx.upstream["tokens"]) for h, s in env.members.items()}
+    if ctx.forced:
+        for p in paths.values():
+            p.unlink(missing_ok=True)
+    todo = [h for h, p in paths.items() if not p.exists()]
+    if todo:
+        sm = env.sm
+        done = sweep_activations(
+            sm,
+            [sm.hookpoint(h) for h in todo],
+            inputs["tokens"].ids,
+            [paths[h] for h in todo],
+            batch_size=env.sweep.model.batch_size,
+            progress=ctx.progress,
+        )
+        ctx.report.computed = sum(done)
+    ctx.report.cached = len(paths) - len(todo)
+    return paths
+
+
+class SweepRun:
+    """One execution of a sweep suite; ``run()`` does every stage, skipping finished ones.
+    ``member_run`` makes one member's run (``autointerp.pipeline.SuiteRun``'s signature)."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        *,
+        member_run: Callable[..., Any],
+        results_root: str | Path = "results",
+        run_name: str | None = None,
+        work_dir: str | Path | None = None,
+        force: tuple[str, ...] = (),
+        progress: bool = True,
+        llm_cache: str | Path | None = None,
+        retry_failed: bool = False,
+        max_cost: float | None = None,
+    ) -> None:
+        """``max_cost`` (USD) applies to each member run on its own."""
+        from autointerp.model import cache_dir
+
+        self.suite = suite
+        self.members = member_suites(suite)
+        self.config_hash = stable_hash(suite.model_dump())
+        name = check_name(run_name, "run name") if run_name else f"run-{self.config_hash}"
+        self.store = RunStore(
+            Path(results_root) / suite.name / name,
+            Path(work_dir) if work_dir else cache_dir() / "work",
+        )
+        self.member_run = member_run
+        self.force = tuple(force)
+        self.progress = progress
+        self.retry_failed = retry_failed
+        self.max_cost = max_cost
+        self.llm_cache = Path(llm_cache) if llm_cache else cache_dir() / "llm-cache.sqlite"
+        self.member_dirs = {h: self.store.out(hookpoint_folder(h)) for h in self.members}
+        self.member_summaries: dict[str, list[dict[str, Any]]] = {}
+        self.stages = self._graph()
+        self.runner: Runner | None = None
+        Runner(self.stages, self.store, force=self.force)  # an unknown --force fails here
+
+    def _graph(self) -> list[Stage]:
+        names = tuple(FORCE_NAMES) + tuple(s.name for s in registered_stages())
+        member_force = tuple(n for n in names if n not in ("tokens", "activations"))
+        acts = Stage(
+            SWEEP_ACTIVATIONS,
+            compute_sweep_acts,
+            deps=("tokens",),
+            forced_by=("activations",),
+            doc="token rows -> activations at every hookpoint, one forward pass",
+        )
+        members = [
+            Stage(
+                f"member:{h}",
+                self._member_stage(h),
+                deps=(SWEEP_ACTIVATIONS,),
+                forced_by=member_force,
+                doc=f"the suite's run at {h}",
+            )
+            for h in self.members
+        ]
+        report = Stage(
+            SWEEP_REPORT,
+            self._report_stage,
+            deps=tuple(s.name for s in members),
+            forced_by=("report",),
+            doc="members' leaderboards -> one grouped by hookpoint, the layer figure",
+        )
+        return [TOKENS, acts, *members, report]
+
+    def _member_stage(self, h: str) -> Callable[[StageContext, dict[str, Any]], Path]:
+        def compute(ctx: StageContext, inputs: dict[str, Any]) -> Path:
+            env: SweepEnv = ctx.env
+            force = tuple(f for f in self.force if f not in ("tokens", "activations"))
+            run = self.member_run(
+                self.members[h],
+                run_dir=self.member_dirs[h],
+                work_dir=self.store.work_dir,
+                force=force,
+                progress=self.progress,
+                llm_cache=self.llm_cache,
+                retry_failed=self.retry_failed,
+                max_cost=self.max_cost,
+                subject_model=env._sm,
+            )
+            rd = run.run()
+            if env._sm is None:  # the member loaded it: the next members reuse it
+                env._sm = run.runner.env._sm
+            self.member_summaries[h] = run.summary()
+            if run.runner.computed_anything():
+                ctx.report.computed = 1
+            else:
+                ctx.report.cached = 1
+            return rd
+
+        return compute
+
+    def _report_stage(self, ctx: StageContext, inputs: dict[str, Any]) -> list[Path]:
+        from autointerp.sweep.report import write_sweep_report
+
+        ctx.report.ran = True
+        return write_sweep_report(self.store.run_dir, dict(self.member_dirs))
+
+    def run(self) -> Path:
+        """Every stage, skipping finished ones, under an exclusive lock on the sweep's root."""
+        t0 = time.perf_counter()
+        env = SweepEnv(
+            self.suite,
+            self.members,
+            self.store,
+            progress=self.progress,
+            retry_failed=self.retry_failed,
+            llm_cache=self.llm_cache,
+        )
+        self.runner = Runner(self.stages, self.store, env, force=self.force, progress=self.progress)
+
+        def start(runner: Runner) -> None:
+            self.store.write_json(self.store.out("suite.json"), self.suite.model_dump())
+
+        def finish(runner: Runner) -> None:
+            self.store.write_json(
+                self.store.out("sweep.json"),
+                {
+                    "suite": self.suite.name,
+                    "config_hash": self.config_hash,
+                    "hookpoints": list(self.members),
+                    "members": {h: d.name for h, d in self.member_dirs.items()},
+                    "stages": runner.summary(),
+                    "member_stages": self.member_summaries,
+                    "timings": {**env.timings},
+                    "this_invocation_s": round(time.perf_counter() - t0, 3),
+                },
+            )
+
+        self.runner.run(prepare=start, finalize=finish)
+        return self.store.run_dir
+
+    def summary(self) -> list[dict[str, Any]]:
+        """The last run's per-stage rows at the sweep's root (stage, seconds, status)."""
+        return self.runner.summary() if self.runner else []
