@@ -201,10 +201,12 @@ class LLMClient(ABC):
         cache: bool = True,
     ) -> list[PromptLogprobs]:
         """:meth:`prompt_logprobs` of each prompt (``only_at[i]`` for prompt ``i``), each cached
-        and accounted as its own call. A backend with ``batch_prompts`` evaluates the prompts
-        not in the cache in one padded forward pass; others make one call per prompt."""
+        (same key as one :meth:`prompt_logprobs` call) and accounted as its own call. A backend
+        that batches (:meth:`_batch_size` > 1 or 0) evaluates the prompts not in the cache in
+        requests / passes of up to that many (0: all); others make one call per prompt."""
         ats = list(only_at) if only_at is not None else [None] * len(prompts)
-        if not self.batch_prompts or len(prompts) < 2:
+        size = await self._batch_size() if len(prompts) > 1 else 1
+        if size == 1:
             return list(
                 await asyncio.gather(
                     *(
@@ -227,22 +229,71 @@ class LLMClient(ABC):
                 req["only_at"] = a
             keys.append(self.key_for("prompt_logprobs", req))
         out: list[PromptLogprobs | None] = [None] * len(prompts)
-
-        def from_cache() -> None:
-            if cache:
-                for i, k in enumerate(keys):
-                    if out[i] is None:
-                        out[i] = self._cached("prompt_logprobs", k, tag)
-
-        from_cache()
-        async with self._state().sem:
-            from_cache()  # again: a concurrent caller may have computed some meanwhile
-            first: dict[str, int] = {}
+        if cache:
             for i, k in enumerate(keys):
-                if out[i] is None:
-                    first.setdefault(k, i)
-            idx = list(first.values())
-            if idx:
+                out[i] = self._cached("prompt_logprobs", k, tag)
+        st = self._state()
+        own: dict[str, int] = {}  # key -> the index this call computes it for
+        shared: dict[str, asyncio.Future] = {}  # keys another caller is computing
+        for i, k in enumerate(keys):
+            if out[i] is not None or k in own or k in shared:
+                continue
+            if cache and (pending := st.inflight.get(k)) is not None:
+                shared[k] = pending
+                continue
+            own[k] = i
+            if cache:
+                st.inflight[k] = asyncio.get_running_loop().create_future()
+        idx = list(own.values())
+        step = size if size > 0 else max(1, len(idx))
+        chunks = [idx[j : j + step] for j in range(0, len(idx), step)]
+        try:
+            done = await asyncio.gather(
+                *(self._one_batch(c, prompts, ats, keys, top_logprobs, tag, cache) for c in chunks),
+                return_exceptions=True,
+            )
+        finally:
+            for k in own if cache else ():
+                fut = st.inflight.pop(k, None)
+                if fut is not None and not fut.done():  # its request never ran to the end
+                    fut.set_exception(LLMError("the batched request for this prompt was cancelled"))
+                    fut.exception()
+        for c, res in zip(chunks, done, strict=True):
+            if isinstance(res, BaseException):
+                raise res
+            for i, r in zip(c, res, strict=True):
+                out[i] = r
+        for i, k in enumerate(keys):  # repeated within the list, or computed by another caller
+            if out[i] is None:
+                t0 = time.perf_counter()
+                src = out[own[k]] if k in own else await asyncio.shield(shared[k])
+                assert src is not None
+                out[i] = self._hit(
+                    decode_response("prompt_logprobs", encode_response(src)),
+                    k,
+                    tag,
+                    time.perf_counter() - t0,
+                )
+        return [r for r in out if r is not None]
+
+    async def _one_batch(
+        self,
+        idx: list[int],
+        prompts: list[str],
+        ats: list[list[int] | None],
+        keys: list[str],
+        top_logprobs: int,
+        tag: Tag,
+        cache: bool,
+    ) -> list[PromptLogprobs]:
+        """One batched request / pass for ``prompts[i] for i in idx``: each answer costed,
+        accounted, cached and handed to callers waiting on its key."""
+        st = self._state()
+        futs = [st.inflight.get(keys[i]) if cache else None for i in idx]
+        try:
+            async with st.sem:
+                if self.ledger is not None:
+                    self.ledger.check_budget()  # --max-cost: no new request once reached
                 batch = await self._with_retries(
                     lambda: self._prompt_logprobs_batch(
                         [prompts[i] for i in idx], top_logprobs, [ats[i] for i in idx]
@@ -250,19 +301,32 @@ class LLMClient(ABC):
                     sum(len(prompts[i]) // 3 + 1 for i in idx),
                     keys[idx[0]],
                 )
-                share = batch.usage.latency_s / len(idx)
-                for i, res in zip(idx, batch.results, strict=True):
-                    res.usage.latency_s = share
-                    self._store(res, "prompt_logprobs", keys[i], tag, cache)
-                    out[i] = res
-        for i, k in enumerate(keys):  # a prompt repeated within the batch
-            if out[i] is None:
-                src = out[first[k]]
-                assert src is not None
-                out[i] = self._hit(
-                    decode_response("prompt_logprobs", encode_response(src)), k, tag, 0.0
+            if len(batch.results) != len(idx):
+                raise LLMError(
+                    f"{self.backend}: {len(batch.results)} answers for {len(idx)} prompts"
                 )
-        return [r for r in out if r is not None]
+        except BaseException as e:
+            if self.ledger is not None and isinstance(e, Exception):
+                if not isinstance(e, BudgetExceeded):
+                    self.ledger.record_failure(
+                        tag,
+                        f"{type(e).__name__}: {e} ({len(idx)} prompts in one request)",
+                        backend=self.backend,
+                        model=self.model,
+                        kind="prompt_logprobs",
+                    )
+            for f in futs:
+                if f is not None and not f.done():
+                    f.set_exception(e)
+                    f.exception()  # mark retrieved: followers re-raise it themselves
+            raise
+        share = batch.usage.latency_s / len(idx)
+        for i, res, f in zip(idx, batch.results, futs, strict=True):
+            res.usage.latency_s = share
+            self._store(res, "prompt_logprobs", keys[i], tag, cache)
+            if f is not None and not f.done():
+                f.set_result(res)
+        return batch.results
 
     async def _prompt_logprobs_batch(
         self, prompts: list[str], top_logprobs: int, only_at: list[list[int] | None]
@@ -295,6 +359,11 @@ class LLMClient(ABC):
         only_at: list[int] | None = None,
     ) -> PromptLogprobs:
         raise NotImplementedError
+
+    async def _batch_size(self) -> int:
+        """Prompts per batched prompt-logprob request or pass: 1 = one call per prompt, 0 = all
+        of a :meth:`prompt_logprobs_many` call at once (``batch_prompts`` backends)."""
+        return 0 if self.batch_prompts else 1
 
     async def _prompt_request_extra(self) -> dict[str, Any]:
         """Extra fields that change what a prompt-logprobs answer means (e.g. alignment)."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from autointerp.llm.registry import is_known, unknown_backend_message
 
@@ -30,6 +30,10 @@ class LLMConfig(BaseModel):
     ``echo_alignment``: how a server's echoed prompt logprobs are aligned (``auto`` probes once;
     llama.cpp servers are ``shifted``, OpenAI's API ``standard``). ``prices``: extra price table
     (a TOML/JSON path or ``{model: {input, cached_input, output}}`` in USD per 1M tokens).
+    ``prompt_batch``: prompts per completions request for prompt logprobs (``openai`` backend):
+    ``"auto"`` sends a two-prompt list once and batches when the server answers it correctly
+    (vLLM, OpenAI), else one prompt per request (llama-cpp-python's server takes one); ``1``
+    one request per prompt; ``N`` up to N prompts per request, unprobed.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -57,6 +61,22 @@ class LLMConfig(BaseModel):
     prompt_logprobs: bool | None = None
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    prompt_batch: int | Literal["auto"] = "auto"
+
+    @field_validator("prompt_batch")
+    @classmethod
+    def _batch_size(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f'prompt_batch must be "auto" or a count >= 1, got {v}')
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # the default is left out, so suites that do not set it keep their hashes
+        d = handler(self)
+        if d.get("prompt_batch") == "auto":
+            d.pop("prompt_batch", None)
+        return d
 
     @field_validator("backend")
     @classmethod

@@ -7,6 +7,12 @@ overhead benchmark's 50 ms server), and injects faults at a seeded rate: 429 wit
 is logged with its request key (sha256 of model + messages/prompt + sampling fields) and
 outcome, so tests can check that no request was paid for twice. Not a mock: it is a real server
 the clients talk HTTP to (``keep_alive=True``: persistent connections, like a real one).
+
+``/v1/completions`` takes ``prompt`` as a string or a list (one choice per prompt, ``index`` =
+the prompt's position, usage summed), answered after ONE latency per request, as a batching
+server (vLLM) answers a short list in about the time of one prompt. ``GET /v1/stats`` returns
+``{"requests": POSTs answered, "prompts": prompts in them}`` (the log stays in a child
+process under ``server_process``; the overhead benchmark reads its request count here).
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ class FaultServer:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}
+        self.stats = {"requests": 0, "prompts": 0}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -82,6 +89,10 @@ class FaultServer:
                 server._handle(self, body)
 
             def do_GET(self) -> None:  # noqa: N802
+                if self.path.endswith("/stats"):
+                    with server._lock:
+                        self._send(200, dict(server.stats))
+                    return
                 self._send(200, {"object": "list", "data": [{"id": "fault", "object": "model"}]})
 
             def _send(self, status: int, obj: Any, headers: dict[str, str] | None = None):
@@ -133,7 +144,11 @@ class FaultServer:
             h._send(200, b"<html>\x00not json{{")
         else:
             time.sleep(self.slow_s if outcome == "slow" else self.latency_s)
-            h._send(200, self._ok(h.path, body, key))
+            ans = self._ok(h.path, body, key)
+            with self._lock:
+                self.stats["requests"] += 1
+                self.stats["prompts"] += len(ans["choices"])
+            h._send(200, ans)
 
     def _record(self, key: str, path: str, outcome: str, auth_ok: bool = True) -> None:
         with self._lock:
@@ -161,31 +176,19 @@ class FaultServer:
                 },
             }
         prompt = body.get("prompt") or ""
-        words, offs, pos = [], [], 0
-        for w in prompt.split(" "):
-            tok = w if pos == 0 else " " + w
-            offs.append(pos if pos == 0 else pos - 1)
-            words.append(tok)
-            pos += len(w) + 1
-        top = [None] + [{t: -0.5, " x": -1.5} for t in words[1:]]
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        choices = [_echo_choice(str(p), i) for i, p in enumerate(prompts)]
+        n_toks = sum(len(c["logprobs"]["tokens"]) for c in choices)
         return {
             "id": "cmpl-" + key[:8],
             "object": "text_completion",
             "model": body.get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "text": prompt + " x",
-                    "finish_reason": "length",
-                    "logprobs": {
-                        "tokens": words,
-                        "text_offset": offs,
-                        "token_logprobs": [None] + [-0.5] * (len(words) - 1),
-                        "top_logprobs": top,
-                    },
-                }
-            ],
-            "usage": {"prompt_tokens": len(words), "completion_tokens": 1, "total_tokens": 0},
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": n_toks,
+                "completion_tokens": len(choices),
+                "total_tokens": n_toks + len(choices),
+            },
         }
 
     # -------------------------------------------------------------------------------------
@@ -207,6 +210,36 @@ class FaultServer:
     def outcomes(self, key: str | None = None) -> list[str]:
         with self._lock:
             return [e.outcome for e in self.log if key is None or e.key == key]
+
+
+def echo_logprob(before: str) -> float:
+    """The server's logprob of a prompt token given the text ``before`` it: -0.5 down to
+    -2.25 by a hash of that text, so a prefix changes it (the PMI simulator sees a signal)."""
+    return -0.5 - (hashlib.sha256(before.encode()).digest()[0] % 8) / 4
+
+
+def _echo_choice(prompt: str, index: int) -> dict[str, Any]:
+    """One echo choice: a token per space-separated word with logprob ``echo_logprob(text
+    before it)`` (none for the first) and " x" at -3 in its top."""
+    words, offs, pos = [], [], 0
+    for w in prompt.split(" "):
+        tok = w if pos == 0 else " " + w
+        offs.append(pos if pos == 0 else pos - 1)
+        words.append(tok)
+        pos += len(w) + 1
+    lps = [echo_logprob(prompt[:o]) for o in offs[1:]]
+    top = [None] + [{t: lp, " x": -3.0} for t, lp in zip(words[1:], lps, strict=True)]
+    return {
+        "index": index,
+        "text": prompt + " x",
+        "finish_reason": "length",
+        "logprobs": {
+            "tokens": words,
+            "text_offset": offs,
+            "token_logprobs": [None, *lps],
+            "top_logprobs": top,
+        },
+    }
 
 
 def _serve(kw: dict[str, Any], q: Any, stop: Any) -> None:

@@ -29,6 +29,7 @@ def _litellm():
 
 @register_backend("litellm")
 class LiteLLMClient(RemoteClient):
+    echo_lists = False  # one prompt per completions request (prompt lists not checked here)
     backend = "litellm"
 
     def __init__(self, cfg=None, **kw: Any):

@@ -3,7 +3,9 @@
 The SDK's own retries are off (``max_retries=0``); autointerp retries. Bodies are read raw and
 parsed here, so a garbage body is a retryable error rather than a crash. Prompt logprobs use the
 completions endpoint with ``echo=True, logprobs=N, max_tokens=1``; see ``openai_format`` for the
-alignment handling (``echo_alignment``).
+alignment handling (``echo_alignment``). Several prompts go in one completions request
+(``prompt`` as a list, one choice per prompt) once the server has shown it answers such a list
+correctly (``prompt_batch``, see ``remote``).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class OpenAIClient(RemoteClient):
         create = self._client.chat.completions.with_raw_response.create
         return await self._request(create, model=self.model, **kw)
 
-    async def _echo(self, prompt: str, top_logprobs: int) -> Any:
+    async def _echo(self, prompt: str | list[str], top_logprobs: int) -> Any:
         return await self._request(
             self._client.completions.with_raw_response.create,
             model=self.model,
@@ -81,6 +83,9 @@ class OpenAIClient(RemoteClient):
             echo=True,
             logprobs=top_logprobs,
         )
+
+    async def _echo_many(self, prompts: list[str], top_logprobs: int) -> Any:
+        return await self._echo(prompts, top_logprobs)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         await self._client.close()

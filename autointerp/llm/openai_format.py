@@ -9,6 +9,7 @@ from typing import Any
 from autointerp.errors import FatalLLMError, LLMError
 from autointerp.llm.types import (
     ChatResponse,
+    PromptBatch,
     PromptLogprobs,
     TokenLogprob,
     TransientLLMError,
@@ -142,6 +143,75 @@ def parse_echo(d: Any, prompt: str, shifted: bool, candidates: list[str] | None)
         exact_candidates=False,
         token_logprobs=tlp,
     )
+
+
+def split_total(total: int, weights: list[int]) -> list[int]:
+    """``total`` split in proportion to ``weights`` (largest remainder): the parts sum to it."""
+    w = sum(weights)
+    if w <= 0:
+        weights, w = [1] * len(weights), len(weights)
+    exact = [total * x / w for x in weights]
+    parts = [int(e) for e in exact]
+    for i in sorted(range(len(exact)), key=lambda i: parts[i] - exact[i])[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def parse_echo_batch(d: Any, prompts: list[str], shifted: bool) -> PromptBatch:
+    """One completions echo body for a list of prompts -> one ``PromptLogprobs`` per prompt
+    (``choices[i].index`` = prompt index). A body whose choices are not one per prompt, or whose
+    echoed text is not its prompt, is an error, never a silently wrong answer. The request's
+    usage is split over the prompts: prompt tokens in proportion to each prompt's echoed tokens,
+    completion tokens evenly (both sum to the request's)."""
+    try:
+        by_index = {int(c["index"]): c for c in d["choices"]}
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        raise TransientLLMError(f"malformed completions response ({type(e).__name__}: {e})") from e
+    if sorted(by_index) != list(range(len(prompts))):
+        raise LLMError(
+            f"the server answered choices {sorted(by_index)[:8]} for {len(prompts)} prompts in "
+            "one request; it does not batch prompt lists: set prompt_batch = 1 for this role"
+        )
+    out = []
+    for i, p in enumerate(prompts):
+        c = by_index[i]
+        text = c.get("text")
+        if isinstance(text, str) and not text.startswith(p):
+            raise LLMError(
+                f"choice {i} of a batched echo does not echo prompt {i}; the server mixes up "
+                "prompt lists: set prompt_batch = 1 for this role"
+            )
+        out.append(parse_echo({"choices": [c]}, p, shifted, None))
+    total = usage_from(d.get("usage"))
+    sizes = [len(r.tokens) for r in out]
+    for r, pt, ct, cached in zip(
+        out,
+        split_total(total.prompt_tokens, sizes),
+        split_total(total.completion_tokens, [1] * len(out)),
+        split_total(total.cached_tokens, sizes),
+        strict=True,
+    ):
+        r.usage = Usage(prompt_tokens=pt, completion_tokens=ct, cached_tokens=cached)
+    return PromptBatch(results=out, usage=total)
+
+
+BATCH_PROBE = ["apple river stone", "cloud lamp"]
+
+
+async def probe_batch(client: Any) -> tuple[bool, str]:
+    """Send ``BATCH_PROBE`` as one two-prompt echo request, one attempt; (True, "") when the
+    server answers one correct echo per prompt, else (False, why). Only a yes is cached."""
+    key = client.key_for("batch_probe", {"prompt": BATCH_PROBE})
+    if client.cache is not None and client.cache.get(key) is not None:
+        return True, ""
+    try:
+        d = await client._echo_many(BATCH_PROBE, 1)
+        parse_echo_batch(d, BATCH_PROBE, False)
+    except Exception as e:  # noqa: BLE001 - any failure: one prompt per request
+        return False, f"{type(e).__name__}: {e}"
+    if client.cache is not None:
+        client.cache.put(key, "batch_probe", {"batch": True})
+    return True, ""
 
 
 async def probe_alignment(client: Any) -> bool:

@@ -6,16 +6,22 @@ request is sent (``_send_chat``, ``_echo``) and how transport errors are classif
 from __future__ import annotations
 
 import ipaddress
+import logging
 from abc import abstractmethod
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlparse
 
+from autointerp.errors import AutointerpError
 from autointerp.llm import openai_format as fmt
 from autointerp.llm.base import LLMClient
-from autointerp.llm.types import ChatResponse, Message, PromptLogprobs
+from autointerp.llm.types import ChatResponse, Message, PromptBatch, PromptLogprobs
 
 LOCAL_KEY = "sk-local-no-key"
+#: prompts per completions request once a server has answered a prompt list correctly
+AUTO_BATCH = 64
+
+log = logging.getLogger("autointerp.llm")
 
 
 @lru_cache(maxsize=256)  # asked for every call's cost; parsing the address cost ~0.1 ms
@@ -32,6 +38,8 @@ def is_local_url(url: str | None) -> bool:
 class RemoteClient(LLMClient):
     supports_prompt_logprobs = True
     supports_top_logprobs = True
+    #: can send a list of prompts in one completions request (``_echo_many``)
+    echo_lists = True
 
     def __init__(self, cfg=None, **kw: Any):
         super().__init__(cfg, **kw)
@@ -45,6 +53,14 @@ class RemoteClient(LLMClient):
         self._shifted: bool | None = {"standard": False, "shifted": True}.get(
             self.cfg.echo_alignment
         )
+        pb = self.cfg.prompt_batch
+        if pb != "auto" and pb > 1 and not self.echo_lists:
+            raise AutointerpError(
+                f"the {self.backend} backend sends one prompt per request: set prompt_batch "
+                f'to "auto" or 1 (got {pb})'
+            )
+        #: prompts per echo request once known; None: probe on the first batched call
+        self._batch: int | None = (1 if not self.echo_lists else None) if pb == "auto" else pb
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
@@ -59,6 +75,10 @@ class RemoteClient(LLMClient):
     @abstractmethod
     async def _echo(self, prompt: str, top_logprobs: int) -> Any:
         """One completions request with ``echo=True, logprobs=N, max_tokens=1``."""
+
+    async def _echo_many(self, prompts: list[str], top_logprobs: int) -> Any:
+        """One completions request with a list of prompts (``echo_lists`` backends)."""
+        raise NotImplementedError
 
     async def _chat(self, messages: list[Message], **p: Any) -> ChatResponse:
         kw: dict[str, Any] = dict(
@@ -79,6 +99,27 @@ class RemoteClient(LLMClient):
                 if self._shifted is None:
                     self._shifted = await fmt.probe_alignment(self)
         return {"shifted": self._shifted}
+
+    async def _batch_size(self) -> int:
+        if self._batch is None:
+            async with self._state().lock:
+                if self._batch is None:
+                    ok, why = await fmt.probe_batch(self)
+                    if not ok:
+                        log.info(
+                            "%s at %s does not batch prompt lists (%s): one prompt per request",
+                            self.backend,
+                            self.base_url,
+                            why[:200],
+                        )
+                    self._batch = AUTO_BATCH if ok else 1
+        return self._batch
+
+    async def _prompt_logprobs_batch(
+        self, prompts: list[str], top_logprobs: int, only_at: list[list[int] | None]
+    ) -> PromptBatch:
+        d = await self._echo_many(prompts, top_logprobs)
+        return fmt.parse_echo_batch(d, prompts, bool(self._shifted))
 
     async def _prompt_logprobs(
         self,
