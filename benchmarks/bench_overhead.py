@@ -8,16 +8,20 @@ and the PMI simulator served by the loopback OpenAI-compatible server
 (``autointerp.llm.faultserver``) at a fixed latency per call and concurrency 32, against the
 bundled in-process model for a small count.
 
-Per run it prints features/s, LLM calls, the LLM-bound ideal wall time ``calls x latency /
-concurrency`` and the share of the wall time outside it, ``1 - ideal / wall`` (at 0 ms every
-second is the harness's: features/s is its ceiling). For the in-process model the time outside
-the LLM is the wall time minus the LLM calls' own latency (they run one batch at a time).
+Each loopback run is made twice, ``--prompt-batch 1 auto``: one completions request per PMI
+prompt (the old path) and the prompts of a feature in one request (``llm.*.prompt_batch``; the
+server answers a list after one latency, as a batching server would). Per run it prints
+features/s, the HTTP requests the server answered (its ``/v1/stats``), the LLM-bound ideal
+wall time ``requests x latency / concurrency`` and the share of the wall time outside it,
+``1 - ideal / wall`` (at 0 ms every second is the harness's: features/s is its ceiling). For
+the in-process model the time outside the LLM is the wall time minus the LLM calls' own
+latency (they run one batch at a time).
 Target: under 10% outside the LLM at 50 ms per call and concurrency 32, and seconds per feature
 flat (linear total) from 512 to 16,384 latents. First, the journals: 100,000 appends one item at
 a time and a load, against an fsync per item. Prints figures; asserts nothing.
 
     python benchmarks/bench_overhead.py [--sizes 512 4608 16384] [--latency-ms 0 50]
-        [--inprocess 16] [--conc 32]
+        [--inprocess 16] [--conc 32] [--prompt-batch 1 auto]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +96,9 @@ def suite(root: Path, n: int, llm: dict, records_n: int | str = "all"):
     )  # fmt: skip
 
 
-def loopback_llm(url: str, conc: int) -> dict:
-    c = {"backend": "openai", "model": "loopback", "base_url": url, "max_concurrency": conc}
+def loopback_llm(url: str, conc: int, batch: str = "auto") -> dict:
+    c = {"backend": "openai", "model": "loopback", "base_url": url, "max_concurrency": conc,
+         "prompt_batch": batch if batch == "auto" else int(batch)}  # fmt: skip
     return {"explainer": c, "simulator": c, "scorer": c}
 
 
@@ -153,6 +159,8 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 50.0])
     ap.add_argument("--conc", type=int, default=32)
     ap.add_argument("--inprocess", type=int, default=16, help="features (0: skip)")
+    ap.add_argument("--prompt-batch", nargs="+", default=["1", "auto"],
+                    help="llm prompt_batch per loopback run: 1 = a request per prompt")  # fmt: skip
     ap.add_argument("--keep", type=Path, default=None, help="keep run dirs here")
     ap.add_argument("--journal-lines", type=int, default=100_000, help="0: skip")
     a = ap.parse_args()
@@ -163,14 +171,19 @@ def main() -> None:
     rows = []
     for n in a.sizes:
         for ms in a.latency_ms:
-            with server_process(latency_s=ms / 1000, keep_alive=True) as url:
-                r = one_run(root, f"n{n}-{ms:g}ms", suite(root, n, loopback_llm(url, a.conc)))
-            calls = r["usage"].get("calls", 0) - r["usage"].get("cache_hits", 0)
-            r.update(n=n, llm=f"loopback {ms:g} ms", ideal=calls * ms / 1000 / a.conc, calls=calls)
-            rows.append(r)
-            _print_row(r)
+            for pb in a.prompt_batch:
+                with server_process(latency_s=ms / 1000, keep_alive=True) as url:
+                    s = suite(root, n, loopback_llm(url, a.conc, pb))
+                    r = one_run(root, f"n{n}-{ms:g}ms-b{pb}", s)
+                    with urllib.request.urlopen(url + "/stats") as f:
+                        calls = json.loads(f.read())["requests"]
+                tag = "per prompt" if pb == "1" else f"batch {pb}"
+                r.update(n=n, llm=f"loopback {ms:g} ms {tag}", calls=calls,
+                         ideal=calls * ms / 1000 / a.conc)  # fmt: skip
+                rows.append(r)
+                _print_row(r)
     # the harness's own cost per feature of explain + score: the fastest 0 ms run's
-    zero = [_llm_stages(r) / max(r["features"], 1) for r in rows if r["llm"] == "loopback 0 ms"]
+    zero = [_llm_stages(r) / max(r["features"], 1) for r in rows if "loopback 0 ms" in r["llm"]]
     if a.inprocess:
         r = one_run(root, "inprocess", suite(root, 512, inprocess_llm(), a.inprocess))
         r["calls"] = r["usage"].get("calls", 0) - r["usage"].get("cache_hits", 0)
@@ -181,11 +194,12 @@ def main() -> None:
         rows.append(r)
         _print_row(r)
     print(
-        "\nexplain + score stages (the per-feature LLM stages); LLM-bound = calls x latency / "
+        "\nexplain + score stages (the per-feature LLM stages); calls = HTTP requests the "
+        "server answered; LLM-bound = calls x latency / "
         f"concurrency {a.conc}; outside LLM = 1 - LLM-bound / their wall time"
     )
-    print("latents  llm                  features  calls  run wall s  LLM stages s  feat/s  "
-          "ms/feat  LLM-bound s  outside LLM  records s")  # fmt: skip
+    print("latents  llm                          features  calls  run wall s  LLM stages s  "
+          "feat/s  ms/feat  LLM-bound s  outside LLM  records s")  # fmt: skip
     for r in rows:
         _print_row(r, table=True)
 
@@ -203,7 +217,7 @@ def _print_row(r: dict, table: bool = False) -> None:
         print(f"[{r['n']} latents, {r['llm']}] {r['features']} features in {r['wall']:.1f} s; "
               f"stages {stages}", flush=True)  # fmt: skip
         return
-    print(f"{r['n']:7d}  {r['llm']:19s}  {r['features']:8d}  {r['calls']:5d}  {r['wall']:10.1f}  "
+    print(f"{r['n']:7d}  {r['llm']:27s}  {r['features']:8d}  {r['calls']:5d}  {r['wall']:10.1f}  "
           f"{es:12.1f}  {f / es:6.1f}  {1000 * es / f:7.1f}  {r['ideal']:11.1f}  "
           f"{100 * out:10.1f}%  {st.get('records', 0):9.1f}")  # fmt: skip
 
