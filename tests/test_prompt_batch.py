@@ -25,7 +25,9 @@ WINDOWS = [
 
 
 def _examples() -> list[Example]:
-    return [Example(tokens=t, token_ids=[0] * len(t), acts=[0.0] * len(t), kind="top") for t in WINDOWS]
+    return [
+        Example(tokens=t, token_ids=[0] * len(t), acts=[0.0] * len(t), kind="top") for t in WINDOWS
+    ]
 
 
 def _pmi(fs: FaultServer, batch, expl: str, cache=None, ledger=None):
