@@ -118,7 +118,22 @@ def one_run(root: Path, tag: str, s) -> dict:
     usage = man.get("llm_usage", {}).get("total", {})
     stages = {r["stage"]: r["seconds"] for r in man.get("stages", [])}
     n_feat = sum(1 for _ in (rd / "records").glob("*.jsonl") for _ in _.open())
-    return {"wall": wall, "features": n_feat, "usage": usage, "stages": stages}
+    return {"wall": wall, "features": n_feat, "usage": usage, "stages": stages, "dir": rd}
+
+
+def same_scores(dirs: list[Path]) -> bool:
+    """Whether the runs wrote the same score values and simulated predictions."""
+    import pandas as pd
+
+    def load(d: Path) -> tuple:
+        sc = pd.read_parquet(d / "scores.parquet")
+        sc = sc.sort_values(["basis", "feature", "scorer", "variant"]).reset_index(drop=True)
+        sim = pd.read_parquet(d / "simulations.parquet")
+        sim = sim.sort_values(["basis", "feature", "example", "kind"]).reset_index(drop=True)
+        return sc["value"].tolist(), [list(p) for p in sim["pred"]]
+
+    got = [load(d) for d in dirs]
+    return all(json.dumps(g) == json.dumps(got[0]) for g in got[1:])
 
 
 def journal_figures(root: Path, n: int = 100_000) -> None:
@@ -171,6 +186,7 @@ def main() -> None:
     rows = []
     for n in a.sizes:
         for ms in a.latency_ms:
+            dirs = []
             for pb in a.prompt_batch:
                 with server_process(latency_s=ms / 1000, keep_alive=True) as url:
                     s = suite(root, n, loopback_llm(url, a.conc, pb))
@@ -181,7 +197,12 @@ def main() -> None:
                 r.update(n=n, llm=f"loopback {ms:g} ms {tag}", calls=calls,
                          ideal=calls * ms / 1000 / a.conc)  # fmt: skip
                 rows.append(r)
+                dirs.append(r["dir"])
                 _print_row(r)
+            if len(dirs) > 1:
+                same = same_scores(dirs)
+                print(f"[{n} latents, {ms:g} ms] scores and predictions identical across "
+                      f"--prompt-batch {' '.join(a.prompt_batch)}: {same}")  # fmt: skip
     # the harness's own cost per feature of explain + score: the fastest 0 ms run's
     zero = [_llm_stages(r) / max(r["features"], 1) for r in rows if "loopback 0 ms" in r["llm"]]
     if a.inprocess:

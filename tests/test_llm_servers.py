@@ -233,3 +233,38 @@ def test_pmi_through_server_backends_matches_in_process(llama_server):
         assert res.extra["n_missing"] < len(toks)  # most tokens are in the top-20
         war = toks.index(" war")
         assert res.pred[0][war] == pytest.approx(exact.pred[0][war], abs=0.05)
+
+
+def test_llama_server_takes_one_prompt_per_request_and_pmi_is_unchanged(llama_server):
+    """llama-cpp-python's server answers a prompt list with HTTP 500 (it asserts one prompt):
+    ``prompt_batch = "auto"`` finds that out and sends one prompt per request, with the same
+    PMI scores as ``prompt_batch = 1``; an explicit list size is an error, never a wrong score."""
+    from autointerp.errors import LLMError
+    from autointerp.scoring.simulation import simulate
+    from autointerp.types import Example
+
+    llm = local_client().llm
+    ids = llm.tokenize(b"The army won the battle and the war ended.", add_bos=False)
+    toks = [llm.detokenize([i]).decode() for i in ids]
+    exs = [Example(tokens=toks, token_ids=ids, acts=[0.0] * len(ids), kind="top")]
+
+    def run(**kw):
+        cl = make_client(LLMConfig(backend="openai", model="s", base_url=llama_server, **kw))
+
+        async def go():
+            try:
+                return await simulate("war and the military", exs, cl, method="pmi"), (
+                    await cl._batch_size()
+                )
+            finally:
+                await cl.aclose()
+
+        return asyncio.run(go())
+
+    one, n1 = run(prompt_batch=1)
+    auto, n_auto = run()
+    assert n1 == n_auto == 1
+    assert auto.pred == one.pred and auto.extra == one.extra
+    assert max(one.pred[0]) > 0  # a real signal: the explanation raises some tokens
+    with pytest.raises(LLMError, match="HTTP 500"):
+        run(prompt_batch=2, max_retries=0)
