@@ -137,3 +137,15 @@ def test_prompt_batch_config():
     one = suite_from_dict({"llm": {"simulator": {**sim, "prompt_batch": 1}}})
     assert one.llm.simulator.prompt_batch == 1
     assert stable_hash(one.model_dump()) != stable_hash(plain.model_dump())
+
+
+def test_llm_calls_journal_rows_equal_asdict():
+    """The journal writes ``vars(record)`` (no deep copy): equal to ``asdict`` while a
+    CallRecord holds scalars only."""
+    from dataclasses import asdict, fields
+
+    from autointerp.llm.accounting import CallRecord
+
+    r = CallRecord("score", "sae", 3, "openai", "m", "prompt_logprobs", False, 9, 0, 1, 0.1, 0.2)
+    assert dict(vars(r)) == asdict(r)
+    assert all(f.type in ("str", "int", "bool", "float") for f in fields(CallRecord))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -172,4 +171,6 @@ class LLMSession:
             return
         new = self._ledger.records[self._flushed :]
         self._flushed += len(new)
-        self.env.store.journal("llm_calls.jsonl").append([asdict(r) for r in new])
+        # a CallRecord holds scalars only: its __dict__ is asdict() without the deep copies
+        # (9 us -> 0.3 us a record; one record per prompt, ~20 per PMI-scored feature)
+        self.env.store.journal("llm_calls.jsonl").append([dict(vars(r)) for r in new])
