@@ -26,7 +26,9 @@ from autointerp.cli import main
 from autointerp.report import browser
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "results" / "default" / "run-ef33e30770bb"
+COMMITTED = (
+    ROOT / "results" / "default" / "run-41a41fcd8cea"
+)  # the bundled default suite's run (config hash)
 WORDS = ["river", "number", "quote", "bracket", "verb", "plural", "city", "the"]  # tokens
 TOPICS = ["ocean", "digits", "speech", "parens", "actions", "many", "places", "articles"]
 BASES = [("sae", "sae", 14336), ("random", "random", 2048)]

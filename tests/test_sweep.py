@@ -17,7 +17,9 @@ from autointerp.config import load_suite, suite_from_dict
 from autointerp.errors import ConfigError
 from autointerp.results import stable_hash
 
-COMMITTED = Path(__file__).resolve().parents[1] / "results" / "default" / "run-ef33e30770bb"
+COMMITTED = (
+    Path(__file__).resolve().parents[1] / "results" / "default" / "run-41a41fcd8cea"
+)  # the bundled default suite's run (config hash)
 
 # --------------------------------------------------------------------------- config
 
@@ -324,3 +326,12 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     status = {r["stage"]: r["status"] for r in again["stages"]}
     assert status["sweep-activations"] == "cached (2)"
     assert all(status[f"member:{h}"] == "cached" for h in HOOKS), status
+
+
+def test_committed_default_run_is_named_by_the_default_suite():
+    """The committed run is the bundled default suite's own run (``run-<config hash>``)."""
+    from autointerp.results import stable_hash
+
+    suite = load_suite(Path(__file__).resolve().parents[1] / "evals" / "default.toml")
+    assert COMMITTED.name == f"run-{stable_hash(suite.model_dump())}"
+    assert (COMMITTED / "manifest.json").is_file()
