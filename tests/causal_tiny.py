@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 
-import torch
-
 from autointerp.causal.ioi_prompts import NAMES, TEMPLATES
 
 
@@ -28,23 +26,13 @@ def word_tokenizer():
 
 
 def tiny_word_model(n_layers: int = 3, d_model: int = 32, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.conftest import make_tiny_model
 
-    from autointerp.model import SubjectModel
-
-    tok = word_tokenizer()
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=d_model,
-        intermediate_size=2 * d_model,
-        num_hidden_layers=n_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+    return make_tiny_model(
+        n_layers,
+        d_model,
+        seed,
+        tok=word_tokenizer(),
+        name="tiny-words",
         initializer_range=0.3,  # logits far from uniform: KLs well above float noise
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
     )
-    model = LlamaForCausalLM(cfg).eval().requires_grad_(False)
-    return SubjectModel(model=model, tokenizer=tok, name="tiny-words", device=torch.device("cpu"))

@@ -29,12 +29,22 @@ def make_char_tokenizer():
     )
 
 
-def make_tiny_model(n_layers: int = 4, d_model: int = 32, seed: int = 0):
+def make_tiny_model(
+    n_layers: int = 4,
+    d_model: int = 32,
+    seed: int = 0,
+    *,
+    tok=None,
+    name: str = "tiny-llama",
+    **config,
+):
+    """A random-weight Llama on ``tok`` (default: the character tokenizer); ``config``
+    overrides LlamaConfig fields (e.g. ``initializer_range``)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from autointerp.model import SubjectModel
 
-    tok = make_char_tokenizer()
+    tok = tok or make_char_tokenizer()
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tok),
@@ -46,9 +56,10 @@ def make_tiny_model(n_layers: int = 4, d_model: int = 32, seed: int = 0):
         max_position_embeddings=256,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
+        **config,
     )
     model = LlamaForCausalLM(cfg).eval().requires_grad_(False)
-    return SubjectModel(model=model, tokenizer=tok, name="tiny-llama", device=torch.device("cpu"))
+    return SubjectModel(model=model, tokenizer=tok, name=name, device=torch.device("cpu"))
 
 
 @pytest.fixture
