@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.bases.kinds import FIT_VERSION
-from autointerp.config import Suite, check_name, load_suite
+from autointerp.config import Suite, load_suite
 from autointerp.errors import ConfigError
 from autointerp.results import stable_hash
 from autointerp.run.runner import Runner
 from autointerp.run.store import RunStore
 from autointerp.stages import FORCE_NAMES, suite_stages
-from autointerp.stages.env import SuiteEnv, protocol_of
+from autointerp.stages.env import SuiteEnv, llm_cache_path, protocol_of, suite_store
 from autointerp.stages.tokens import held_out_rows
 
 STAGES = FORCE_NAMES  # the --force names of the built-in stages
@@ -72,7 +72,6 @@ class SuiteRun:
     ) -> None:
         """``run_dir``: this exact directory instead of ``results_root/<suite>/<run>`` (a
         sweep's sub-run); ``subject_model``: an already loaded model to use (not reloaded)."""
-        from autointerp.model import cache_dir
 
         if suite.model.hookpoints is not None:
             raise ConfigError(
@@ -82,11 +81,8 @@ class SuiteRun:
         self.suite = suite
         self.protocol = protocol_of(suite)
         self.protocol_id = stable_hash(self.protocol)
-        self.config_hash = stable_hash(suite.model_dump())
-        name = check_name(run_name, "run name") if run_name else f"run-{self.config_hash}"
-        self.store = RunStore(
-            Path(run_dir) if run_dir else Path(results_root) / suite.name / name,
-            Path(work_dir) if work_dir else cache_dir() / "work",
+        self.config_hash, self.store = suite_store(
+            suite, results_root=results_root, run_name=run_name, work_dir=work_dir, run_dir=run_dir
         )
         self.subject_model = subject_model
         self.paths = RunPaths(self.store)
@@ -94,7 +90,7 @@ class SuiteRun:
         self.progress = progress
         self.retry_failed = retry_failed
         self.max_cost = max_cost  # USD: no new LLM request once spent (autointerp.llm.budget)
-        self.llm_cache = Path(llm_cache) if llm_cache else cache_dir() / "llm-cache.sqlite"
+        self.llm_cache = llm_cache_path(llm_cache)
         self.stages = suite_stages()
         self.runner: Runner | None = None
         Runner(self.stages, self.store, force=self.force)  # an unknown --force fails here

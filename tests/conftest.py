@@ -8,6 +8,7 @@ tokenizer built in memory (no downloads, < 1 s). Tests marked ``slow`` use the r
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,6 +61,23 @@ def make_tiny_model(
     )
     model = LlamaForCausalLM(cfg).eval().requires_grad_(False)
     return SubjectModel(model=model, tokenizer=tok, name=name, device=torch.device("cpu"))
+
+
+SENTENCE = "The cat sat on the mat. A dog ran to 12 red doors. "
+
+
+def save_tiny_files(
+    tmp_path: Path, sm, sentence: str = SENTENCE, repeat: int = 200
+) -> tuple[Path, Path]:
+    """``(model_dir, corpus)``: ``sm`` saved as an HF folder ``tmp_path/tiny`` (once) and a text
+    corpus of ``sentence`` repeated, for suites that load both by path."""
+    model_dir = tmp_path / "tiny"
+    if not model_dir.exists():
+        sm.model.save_pretrained(model_dir)
+        sm.tokenizer.save_pretrained(model_dir)
+    text = tmp_path / "corpus.txt"
+    text.write_text(sentence * repeat)
+    return model_dir, text
 
 
 @pytest.fixture

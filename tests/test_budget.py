@@ -15,15 +15,11 @@ from autointerp.llm.config import LLMConfig
 from autointerp.llm.faultserver import FaultServer
 from autointerp.pipeline import SuiteRun
 from autointerp.types import Example, FeatureRecord
+from tests.conftest import save_tiny_files
 
 
 def _suite(tmp_path: Path, tiny_model, url: str):
-    model_dir = tmp_path / "tiny"
-    if not model_dir.exists():
-        tiny_model.model.save_pretrained(model_dir)
-        tiny_model.tokenizer.save_pretrained(model_dir)
-    text = tmp_path / "corpus.txt"
-    text.write_text("The cat sat on the mat. A dog ran to 12 red doors. " * 200)
+    model_dir, text = save_tiny_files(tmp_path, tiny_model)
     llm = {"backend": "openai", "model": "gpt-4o-mini", "base_url": url, "max_concurrency": 1}
     return suite_from_dict(
         {

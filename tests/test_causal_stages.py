@@ -16,6 +16,7 @@ from autointerp.pipeline import SuiteRun
 from autointerp.scoring.registry import SCORERS, ScorerResult, register_scorer
 from autointerp.types import Score
 from tests.causal_tiny import tiny_word_model
+from tests.conftest import save_tiny_files
 
 
 class _Len:
@@ -42,12 +43,9 @@ def no_llm():
 
 
 def tiny_suite(tmp_path: Path, **causal):
-    sm = tiny_word_model()
-    model_dir = tmp_path / "tiny"
-    sm.model.save_pretrained(model_dir)
-    sm.tokenizer.save_pretrained(model_dir)
-    text = tmp_path / "corpus.txt"
-    text.write_text("The cat sat on the mat . A dog ran to 12 red doors . " * 200)
+    model_dir, text = save_tiny_files(
+        tmp_path, tiny_word_model(), "The cat sat on the mat . A dog ran to 12 red doors . "
+    )
     return suite_from_dict(
         {
             "name": "causal",

@@ -21,6 +21,7 @@ from autointerp.config import Suite, load_suite, suite_from_dict
 from autointerp.errors import AutointerpError, CheckpointError, ConfigError
 from autointerp.journal import Journal, JournalError, RunLock, encode_line
 from autointerp.pipeline import SuiteRun
+from tests.conftest import save_tiny_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -310,12 +311,7 @@ max_concurrency = 8
 
 def _tiny_suite(tmp_path: Path, tiny_model, url: str, name: str = "tiny") -> Path:
     """A whole suite on the tiny model and a local text file, every LLM role on ``url``."""
-    model_dir = tmp_path / "tiny"
-    if not model_dir.exists():
-        tiny_model.model.save_pretrained(model_dir)
-        tiny_model.tokenizer.save_pretrained(model_dir)
-    text = tmp_path / "corpus.txt"
-    text.write_text("The cat sat on the mat. A dog ran to 12 red doors. " * 300)
+    model_dir, text = save_tiny_files(tmp_path, tiny_model, repeat=300)
     roles = "".join(
         f'\n[llm.{r}]\nbackend = "openai"\nmodel = "m"\nbase_url = "{url}"\nmax_retries = 0\n'
         for r in ("explainer", "simulator", "scorer")

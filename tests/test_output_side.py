@@ -19,6 +19,7 @@ from autointerp.causal.logit_lens import feature_directions, lens_logits, logit_
 from autointerp.causal.output_score import amplification_gains, derangement
 from autointerp.model import run_to_hookpoint, splice
 from autointerp.types import Example, FeatureRecord
+from tests.conftest import save_tiny_files
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -240,12 +241,7 @@ def test_unembedding_direction_tops_its_logit_lens_and_amplifying_it_raises_the_
 def tiny_suite(tmp_path: Path, tiny_model, **causal):
     from autointerp.config import suite_from_dict
 
-    model_dir = tmp_path / "tiny"
-    if not model_dir.exists():
-        tiny_model.model.save_pretrained(model_dir)
-        tiny_model.tokenizer.save_pretrained(model_dir)
-    text = tmp_path / "corpus.txt"
-    text.write_text("The cat sat on the mat. A dog ran to 12 red doors. " * 200)
+    model_dir, text = save_tiny_files(tmp_path, tiny_model)
     return suite_from_dict(
         {
             "name": "out",

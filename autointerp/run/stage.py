@@ -88,8 +88,25 @@ class NpyCodec(FileCodec):
         return np.load(path)
 
 
+class ColumnsCodec(FileCodec):
+    """A stage's leaderboard columns (:class:`autointerp.columns.StageColumns`) as the JSON of
+    ``to_dict()``; ``None`` (a disabled stage) as ``null``."""
+
+    suffix = ".json"
+
+    def save(self, path: Path, value: Any) -> None:
+        RunStore.write_json(path, None if value is None else value.to_dict())
+
+    def load(self, path: Path) -> Any:
+        from autointerp.columns import StageColumns
+
+        d = json.loads(path.read_text())
+        return None if d is None else StageColumns.from_dict(d)
+
+
 JSON = JsonCodec()
 NPY = NpyCodec()
+STAGE_COLUMNS = ColumnsCodec()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ activations     :class:`~.activations.Activations`           :mod:`autointerp.st
 split           :class:`~autointerp.stages.tokens.Split`     :mod:`autointerp.stages.tokens`
 gate            ``{basis: GateReport dict}``                 :mod:`autointerp.stages.gate`
 bases           ``list[Basis]``                              :mod:`autointerp.stages.bases`
-ioi             ``StageColumns`` dict (IOI patching)         :mod:`autointerp.stages.ioi`
+ioi             ``StageColumns`` (IOI patching)              :mod:`autointerp.stages.ioi`
 attribution     ``StageColumns`` dict (latent attribution)   :mod:`autointerp.stages.attribution`
 metrics         ``list[dict]`` (one row per basis)           :mod:`autointerp.stages.metrics`
 density         ``{basis: np.ndarray}``                      :mod:`autointerp.stages.density`

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from autointerp.columns import Cell, ColumnDoc, StageColumns
-from autointerp.run.stage import JSON, Artifact, Stage, StageContext
+from autointerp.run.stage import STAGE_COLUMNS, Artifact, Stage, StageContext
 
 log = logging.getLogger(__name__)
 ATTR_VERSION = 1
@@ -67,7 +67,7 @@ def _cells(a: np.ndarray, idx: np.ndarray, n: int, unit: str) -> tuple[Cell, Cel
     return out[0], out[1]
 
 
-def compute_attribution(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any] | None:
+def compute_attribution(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | None:
     from autointerp.causal.attribution import ioi_attribution, loss_attribution
     from autointerp.causal.summary import boot_idx
     from autointerp.stages.ioi import ioi_data, undefined_columns
@@ -116,7 +116,7 @@ def compute_attribution(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, 
         ],
     }
     log.info("attribution: %d bases in %.1f s", len(inputs["bases"]), secs)
-    return cols.to_dict()
+    return cols
 
 
 ATTRIBUTION = Stage(
@@ -124,6 +124,6 @@ ATTRIBUTION = Stage(
     compute_attribution,
     deps=("tokens", "activations", "split", "bases"),
     key=attribution_key,
-    artifact=Artifact(JSON),
+    artifact=Artifact(STAGE_COLUMNS),
     doc="bases + subject model -> gradient x activation concentration (docs/causal.md)",
 )

@@ -47,6 +47,36 @@ def protocol_of(suite: Suite) -> dict[str, Any]:
     }
 
 
+def suite_store(
+    suite: Suite,
+    *,
+    results_root: str | Path = "results",
+    run_name: str | None = None,
+    work_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
+) -> tuple[str, RunStore]:
+    """``(config hash, store)`` of a run of ``suite``: the run directory is ``run_dir``, else
+    ``results_root/<suite>/<run_name>`` (default name ``run-<config hash>``); heavy artifacts
+    go to ``work_dir`` (default: the cache dir's ``work``)."""
+    from autointerp.config import check_name
+    from autointerp.model import cache_dir
+
+    config_hash = stable_hash(suite.model_dump())
+    name = check_name(run_name, "run name") if run_name else f"run-{config_hash}"
+    store = RunStore(
+        Path(run_dir) if run_dir else Path(results_root) / suite.name / name,
+        Path(work_dir) if work_dir else cache_dir() / "work",
+    )
+    return config_hash, store
+
+
+def llm_cache_path(llm_cache: str | Path | None) -> Path:
+    """The LLM response cache: ``llm_cache``, else ``llm-cache.sqlite`` in the cache dir."""
+    from autointerp.model import cache_dir
+
+    return Path(llm_cache) if llm_cache else cache_dir() / "llm-cache.sqlite"
+
+
 class SuiteEnv:
     """The environment the suite's stages see as ``ctx.env``."""
 

@@ -8,7 +8,8 @@ import logging
 import time
 from typing import Any
 
-from autointerp.run.stage import JSON, Artifact, Stage, StageContext
+from autointerp.columns import StageColumns
+from autointerp.run.stage import STAGE_COLUMNS, Artifact, Stage, StageContext
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def undefined_columns(cols: Any, bases: list, reason: str) -> Any:
     return cols
 
 
-def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any] | None:
+def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | None:
     from autointerp.causal import patching
     from autointerp.causal.summary import ioi_columns
 
@@ -80,7 +81,7 @@ def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any] | N
         from autointerp.columns import StageColumns
 
         cols = StageColumns("ioi", list(IOI_COLUMNS))
-        return undefined_columns(cols, inputs["bases"], f"no IOI prompts: {why}").to_dict()
+        return undefined_columns(cols, inputs["bases"], f"no IOI prompts: {why}")
     pairs = data.pairs
     curves = []
     for b in inputs["bases"]:
@@ -104,7 +105,7 @@ def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any] | N
         n_pairs=len(pairs),
     )
     log.info("ioi: %d pairs x %d bases in %.1f s", len(pairs), len(curves), secs)
-    return cols.to_dict()
+    return cols
 
 
 IOI = Stage(
@@ -112,6 +113,6 @@ IOI = Stage(
     compute_ioi,
     deps=("bases",),
     key=ioi_key,
-    artifact=Artifact(JSON),
+    artifact=Artifact(STAGE_COLUMNS),
     doc="bases + subject model -> IOI patching curve and columns (docs/causal.md)",
 )

@@ -12,15 +12,13 @@ tokens gain probability, against another feature's tokens)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from autointerp.columns import Cell, ColumnDoc, StageColumns
 from autointerp.errors import AutointerpError
-from autointerp.run.stage import Artifact, FileCodec, Stage, StageContext
-from autointerp.run.store import RunStore
+from autointerp.run.stage import STAGE_COLUMNS, Artifact, Stage, StageContext
 
 ABLATION_COLUMNS = [
     ColumnDoc(
@@ -55,20 +53,6 @@ OUTPUT_COLUMNS = [
         better="higher",
     ),
 ]
-
-
-class ColumnsCodec(FileCodec):
-    """A :class:`StageColumns` as JSON (``to_dict``)."""
-
-    suffix = ".json"
-
-    def save(self, path: Path, value: StageColumns) -> None:
-        RunStore.write_json(path, value.to_dict())
-
-    def load(self, path: Path) -> StageColumns:
-        import json
-
-        return StageColumns.from_dict(json.loads(path.read_text()))
 
 
 def mean_cell(values: list[float | None], ctx: StageContext, what: str) -> Cell:
@@ -139,7 +123,7 @@ ABLATION = Stage(
     compute_ablation,
     deps=("tokens", "activations", "split", "bases", "records"),
     key=lambda ctx, inputs: _key(ctx, inputs, "ablation"),
-    artifact=Artifact(ColumnsCodec()),
+    artifact=Artifact(STAGE_COLUMNS),
     doc="records -> each scored feature ablated on its top contexts: KL, CE change, logit shifts",
 )
 
@@ -253,6 +237,6 @@ OUTPUT = Stage(
     compute_output,
     deps=("tokens", "activations", "split", "bases", "records"),
     key=output_key,
-    artifact=Artifact(ColumnsCodec()),
+    artifact=Artifact(STAGE_COLUMNS),
     doc="records -> logit-lens tokens, output explanations and output scores per feature",
 )

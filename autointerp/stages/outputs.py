@@ -25,7 +25,6 @@ SIM_SCHEMA = {
 
 
 def write_outputs(ctx: StageContext, inputs: dict[str, Any]) -> None:
-    from autointerp.columns import StageColumns, save_columns
     from autointerp.saebench import write_saebench_json
 
     env = ctx.env
@@ -33,9 +32,6 @@ def write_outputs(ctx: StageContext, inputs: dict[str, Any]) -> None:
     suite = env.suite
     bases, metrics, densities = inputs["bases"], inputs["metrics"], inputs["density"]
     store.write_json(store.out("diagnostics.json"), inputs["diagnostics"])
-    for value in inputs.values():  # stage-contributed leaderboard columns
-        if isinstance(value, StageColumns):
-            save_columns(store.run_dir, value)
     for row in metrics:  # L0 over the whole corpus, next to the held-out tokens' L0
         row["l0_corpus"] = float(densities[row["basis"]].sum())
     store.write_parquet(pl.DataFrame(metrics), store.out("metrics.parquet"))
@@ -87,12 +83,14 @@ def write_outputs(ctx: StageContext, inputs: dict[str, Any]) -> None:
 
 
 def write_stage_columns(run_dir: Any, inputs: dict[str, Any]) -> None:
-    """``columns/<stage>.json`` for every input that is a :class:`StageColumns` dict (the
-    causal and output-side stages, plug-ins included)."""
+    """``columns/<stage>.json`` for every input that is a :class:`StageColumns` (the causal
+    and output-side stages; a plug-in stage's value may also be its ``to_dict()``)."""
     from autointerp.columns import StageColumns, columns_path, save_columns
 
     for name, v in inputs.items():
-        if isinstance(v, dict) and {"stage", "columns", "rows"} <= v.keys():
+        if isinstance(v, StageColumns):
+            save_columns(run_dir, v)
+        elif isinstance(v, dict) and {"stage", "columns", "rows"} <= v.keys():
             save_columns(run_dir, StageColumns.from_dict(v))
         elif v is None:  # a disabled stage: no columns (drop those of an earlier invocation)
             columns_path(run_dir, name).unlink(missing_ok=True)

@@ -11,14 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from autointerp.config import Suite, check_name
-from autointerp.results import stable_hash
+from autointerp.config import Suite
 from autointerp.run.runner import Runner
 from autointerp.run.stage import Stage, StageContext, registered_stages
 from autointerp.run.store import RunStore
 from autointerp.stages import FORCE_NAMES
 from autointerp.stages.activations import ACTIVATIONS, acts_key
-from autointerp.stages.env import SuiteEnv
+from autointerp.stages.env import SuiteEnv, llm_cache_path, suite_store
 from autointerp.stages.tokens import TOKENS
 from autointerp.sweep.members import hookpoint_folder, member_suites
 
@@ -85,22 +84,18 @@ class SweepRun:
         max_cost: float | None = None,
     ) -> None:
         """``max_cost`` (USD) applies to each member run on its own."""
-        from autointerp.model import cache_dir
 
         self.suite = suite
         self.members = member_suites(suite)
-        self.config_hash = stable_hash(suite.model_dump())
-        name = check_name(run_name, "run name") if run_name else f"run-{self.config_hash}"
-        self.store = RunStore(
-            Path(results_root) / suite.name / name,
-            Path(work_dir) if work_dir else cache_dir() / "work",
+        self.config_hash, self.store = suite_store(
+            suite, results_root=results_root, run_name=run_name, work_dir=work_dir
         )
         self.member_run = member_run
         self.force = tuple(force)
         self.progress = progress
         self.retry_failed = retry_failed
         self.max_cost = max_cost
-        self.llm_cache = Path(llm_cache) if llm_cache else cache_dir() / "llm-cache.sqlite"
+        self.llm_cache = llm_cache_path(llm_cache)
         self.member_dirs = {h: self.store.out(hookpoint_folder(h)) for h in self.members}
         self.member_summaries: dict[str, list[dict[str, Any]]] = {}
         self.stages = self._graph()

@@ -18,6 +18,7 @@ from autointerp.pipeline import SuiteRun
 from autointerp.run import JSON, Artifact, Stage, register_stage, unregister_stage
 from autointerp.scoring.registry import SCORERS, ScorerResult, register_scorer
 from autointerp.types import Score
+from tests.conftest import save_tiny_files
 
 CALLS: dict[str, int] = {}
 
@@ -111,12 +112,7 @@ def _load_linear(d):
 
 
 def tiny_suite(tmp_path: Path, tiny_model, n_features: int = 3):
-    model_dir = tmp_path / "tiny"
-    if not model_dir.exists():
-        tiny_model.model.save_pretrained(model_dir)
-        tiny_model.tokenizer.save_pretrained(model_dir)
-    text = tmp_path / "corpus.txt"
-    text.write_text("The cat sat on the mat. A dog ran to 12 red doors. " * 200)
+    model_dir, text = save_tiny_files(tmp_path, tiny_model)
     return suite_from_dict(
         {
             "name": "plug",
