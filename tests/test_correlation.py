@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 
+import numpy as np
 import pytest
 
 from autointerp.errors import AutointerpError
@@ -26,6 +27,20 @@ def test_pooled_correlation_differs_from_mean_of_per_example():
     assert correlation_score(true, pred) == pytest.approx(99 / 101)
     per_example = [correlation_score([t], [p]) for t, p in zip(true, pred, strict=True)]
     assert per_example == [pytest.approx(-1.0), pytest.approx(-1.0)]
+
+
+def test_correlation_never_leaves_its_range_when_rounding_overshoots():
+    # a perfect (anti-)linear prediction: the pooled sums round to r = +-1.0000000000000002 on
+    # AVX2 numpy for these values; a correlation is a cosine and is clipped to [-1, 1]
+    for t, p in (([0.0, 1.0, 2.0, 3.0], [0.0, 0.3, 0.6, 0.9]),
+                 ([float(i) for i in range(8)], [0.7 * i for i in range(8)])):  # fmt: skip
+        assert correlation_score([t], [p]) == 1.0
+        assert correlation_score([t], [[-x for x in p]]) == -1.0
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        t = rng.random(int(rng.integers(3, 30)))
+        r = correlation_score([t.tolist()], [(1e-3 * t + rng.random()).tolist()])
+        assert r is not None and -1.0 <= r <= 1.0
 
 
 def test_constant_truth_is_undefined_constant_prediction_scores_zero():

@@ -53,6 +53,19 @@ def finished(tmp_path_factory):
     return rd, kw
 
 
+@pytest.fixture
+def own_run(finished, tmp_path):
+    """A private copy of the finished run for a test that changes it (journals cut, items
+    marked failed, the protocol changed): no test sees another's edits, in any order. The
+    work dir and the response cache are shared (content-keyed: reading them changes nothing)."""
+    import shutil
+
+    rd, kw = finished
+    results = tmp_path / "results"
+    shutil.copytree(kw["results_root"], results)
+    return results / rd.relative_to(kw["results_root"]), {**kw, "results_root": results}
+
+
 def test_all_bases_with_finite_numbers(finished):
     rd, _ = finished
     metrics = pl.read_parquet(rd / "metrics.parquet")
@@ -90,8 +103,8 @@ def _rows(path):
     return Journal(path).read()
 
 
-def test_rerun_resumes_without_llm_calls(finished):
-    rd, kw = finished
+def test_rerun_resumes_without_llm_calls(own_run):
+    rd, kw = own_run
     calls = rd / "stages" / "llm_calls.jsonl"
     n_calls = len(_rows(calls))
     before = pl.read_parquet(rd / "scores.parquet")
@@ -121,8 +134,8 @@ def test_pmi_and_floor_rows(finished):
     assert set(floor["null"]) == {"", "shuffled"}
 
 
-def test_torn_score_line_is_recomputed_and_reported(finished, caplog):
-    rd, kw = finished
+def test_torn_score_line_is_recomputed_and_reported(own_run, caplog):
+    rd, kw = own_run
     (score_file,) = (rd / "stages").glob("score-*.jsonl")
     before = pl.read_parquet(rd / "scores.parquet")
     lines = score_file.read_bytes().splitlines(keepends=True)
@@ -133,8 +146,8 @@ def test_torn_score_line_is_recomputed_and_reported(finished, caplog):
     assert pl.read_parquet(rd / "scores.parquet").sort(cols).equals(before.sort(cols))
 
 
-def test_retry_failed_reasks_only_failed_items(finished):
-    rd, kw = finished
+def test_retry_failed_reasks_only_failed_items(own_run):
+    rd, kw = own_run
     (exp_file,) = (rd / "stages").glob("explain-*.jsonl")
     (score_file,) = (rd / "stages").glob("score-*.jsonl")
     exp = Journal(exp_file).read()
@@ -177,10 +190,10 @@ def test_retry_failed_reasks_only_failed_items(finished):
     assert all(r["cache_hit"] or (r["basis"], r["feature"]) in really_failed for r in new)
 
 
-def test_changed_protocol_recomputes_instead_of_resuming(finished):
+def test_changed_protocol_recomputes_instead_of_resuming(own_run):
     """``--run r --set records.window=8`` on a finished window-16 run: new records, new
     explanations and scores (not the window-16 ones under the new protocol id)."""
-    rd, kw = finished
+    rd, kw = own_run
     old_pid = json.loads((rd / "manifest.json").read_text())["protocol_id"]
     calls = rd / "stages" / "llm_calls.jsonl"
     n_calls = len(_rows(calls))

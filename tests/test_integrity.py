@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -365,6 +364,33 @@ def _scores(results: Path) -> list[tuple]:
     return [tuple(r) for r in df.iter_rows()]
 
 
+def _kill_after_stage(p: subprocess.Popen, stage: str, timeout: float = 600) -> str:
+    """SIGKILL ``p`` the moment its log says ``stage`` finished (so the next stage is running);
+    return the stage that was running. Fails if the process had already exited."""
+    import re
+    import threading
+
+    seen = threading.Event()
+    lines: list[str] = []
+    pat = re.compile(rf"\[(\d+)/(\d+)\] {re.escape(stage)}: ")
+
+    def read():
+        for line in p.stderr:
+            lines.append(line)
+            if pat.search(line):
+                seen.set()
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    assert seen.wait(timeout), f"stage {stage!r} never finished:\n{''.join(lines)[-3000:]}"
+    assert p.poll() is None, f"the run ended before the kill after {stage!r}"
+    p.kill()  # SIGKILL: no cleanup runs
+    p.wait()
+    t.join(10)
+    assert p.returncode == -9
+    return stage
+
+
 @pytest.mark.slow
 def test_kill_9_at_any_stage_then_rerun_gives_the_same_results(tmp_path, tiny_model):
     from autointerp.llm.faultserver import FaultServer
@@ -377,14 +403,12 @@ def test_kill_9_at_any_stage_then_rerun_gives_the_same_results(tmp_path, tiny_mo
         assert "stage times" in out and "results in" in out
         want = _scores(tmp_path / "ref")
         assert want
-        for delay in (1.0, 3.0, 5.0, 7.0, 9.0):
-            res, cache = tmp_path / f"res-{delay}", tmp_path / f"c-{delay}"
-            p = _run_cli(suite, res, cache)
-            time.sleep(delay)
-            p.kill()  # SIGKILL: no cleanup runs
-            p.communicate()
+        # killed while the stage after each of these runs: fits, metrics, records, the LLM stages
+        for after in ("activations", "bases", "density", "records", "explain"):
+            res, cache = tmp_path / f"res-{after}", tmp_path / f"c-{after}"
+            _kill_after_stage(_run_cli(suite, res, cache), after)
             again = _run_cli(suite, res, cache)
             out, err = again.communicate(timeout=600)
-            assert again.returncode == 0, (delay, err[-3000:])
-            assert _scores(res) == want, delay
+            assert again.returncode == 0, (after, err[-3000:])
+            assert _scores(res) == want, after
             assert not list(res.rglob("*.tmp")) and not list(cache.rglob("*.partial.npy"))

@@ -80,7 +80,12 @@ def test_in_process_prompt_logprobs_are_exact_and_aligned():
     cl = local_client()
     pl = asyncio.run(cl.prompt_logprobs(PROMPT, top_logprobs=3, candidates=[" mat", " rug", "7"]))
     assert "".join(pl.tokens) == PROMPT
-    assert [PROMPT[o:].startswith(t) for t, o in zip(pl.tokens, pl.offsets, strict=True)]
+    # every token starts at its offset, and the offsets tile the prompt (PMI reads activations
+    # by these offsets: a shifted token would score the wrong position)
+    assert len(pl.offsets) == len(pl.tokens) > 5
+    assert all(PROMPT[o:].startswith(t) for t, o in zip(pl.tokens, pl.offsets, strict=True))
+    assert pl.offsets[0] == 0
+    assert all(o + len(t) == nxt for t, o, nxt in zip(pl.tokens, pl.offsets, pl.offsets[1:]))
     assert pl.top[0] == {} and pl.exact_candidates
     # position i is the distribution of token i given the prefix: the repeated phrase is
     # predicted by induction, so the true token ranks in the top 3 at ' sat' and ' on'

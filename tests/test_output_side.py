@@ -100,6 +100,18 @@ def test_ablation_kl_ce_and_logit_shifts_match_a_hand_computation(tiny_model):
     assert eff.kl > 0
 
 
+def _same_ranking(a: list[list], b: list[list], tol: float = 2e-4) -> None:
+    """Two top-token lists from different batch shapes: the same values, and the same token at
+    every rank whose value is apart from its neighbours' by more than float noise (the order
+    of a near-tie depends on the CPU's kernels, not on the code)."""
+    assert [v for _, v in a] == pytest.approx([v for _, v in b], abs=tol)
+    vals = [v for _, v in a]
+    for i, ((ta, va), (tb, _)) in enumerate(zip(a, b, strict=True)):
+        near = [u for j, u in enumerate(vals) if j != i and abs(u - va) <= 2 * tol]
+        if not near and i < len(vals) - 1:
+            assert ta == tb, (i, a, b)
+
+
 def test_rows_shared_by_features_of_several_bases_give_the_same_effects(tiny_model):
     """One original run per row serves every context on it (positions merged): the same
     numbers as each basis alone, one context per pass."""
@@ -128,7 +140,8 @@ def test_rows_shared_by_features_of_several_bases_give_the_same_effects(tiny_mod
             assert x.n_pairs == y.n_pairs > 0
             assert x.kl == pytest.approx(y.kl, rel=1e-4, abs=1e-7)
             assert x.ce_delta == pytest.approx(y.ce_delta, rel=1e-4, abs=1e-6)
-            assert [t for t, _ in x.falls] == [t for t, _ in y.falls]
+            _same_ranking(x.falls, y.falls)
+            _same_ranking(x.rises, y.rises)
 
 
 def test_a_feature_without_measurable_context_is_undefined_with_a_reason(tiny_model):

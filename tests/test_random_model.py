@@ -213,3 +213,26 @@ def test_leaderboard_minus_command(tmp_path):
     bad = [*cmd[:4], str(tmp_path), "--minus", str(r)]
     bad = subprocess.run(bad, capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "holds 2 runs" in bad.stderr
+
+
+def test_minus_lift_vs_shuffled_hand_computed(tmp_path):
+    """Lift vs shuffled per feature (real − shuffled explanation), then trained − random: trained
+    features lift 0.5 − 0.3 = 0.2 and 0.3 − 0.1 = 0.2, random-model ones 0.2 − 0.1 = 0.1 and
+    0.1 − 0.0 = 0.1, so the difference is 0.2 − 0.1 = 0.1."""
+    bases = [("sae", "sae", 16), ("random", "random", 16)]
+
+    def rows(real, shuf):
+        out = [score("sae", i, v) for i, v in enumerate(real)]
+        return out + [score("sae", i, v, null="shuffled") for i, v in enumerate(shuf)]
+
+    t = write_run(tmp_path / "t" / "run", bases=bases, scores=rows([0.5, 0.3], [0.3, 0.1]),
+                  metrics=[{"basis": "sae", "fvu": 0.2}])  # fmt: skip
+    r = write_run(tmp_path / "r" / "run", bases=bases, scores=rows([0.2, 0.1], [0.1, 0.0]),
+                  metrics=[{"basis": "sae", "fvu": 0.5}], protocol_id="p2")  # fmt: skip
+    (d,) = [d for d in compare_runs(load_run(t), load_run(r), n_boot=200, seed=1)
+            if d.basis == "sae"]  # fmt: skip
+    lift = d.table.filter(d.table["column"] == "lift_vs_shuffled").row(0, named=True)
+    assert lift["trained"] == pytest.approx(0.2) and lift["random"] == pytest.approx(0.1)
+    assert lift["difference"] == pytest.approx(0.1)
+    # every resample of two equal per-feature lifts is the same: a degenerate CI at 0.1
+    assert (lift["ci_low"], lift["ci_high"]) == pytest.approx((0.1, 0.1))

@@ -15,8 +15,10 @@ each measured position:
 
 A feature's values are means over its measured (context, position) pairs; its falling tokens
 (those the feature promotes) are the most negative mean ``dlogp``, its rising tokens the most
-positive. The row is cut after the last measured position (a causal model's earlier outputs do
-not see later tokens), and the ablated and the original run share one batched pass that starts
+positive — only tokens whose mean change exceeds ``DLOGP_NOISE`` (a float32 forward pass
+reproduces a log-probability only to about 1e-6: a smaller change is rounding, not an effect,
+and a feature whose removal changes nothing lists no tokens). The row is cut after the last
+measured position (a causal model's earlier outputs do not see later tokens), and the ablated and the original run share one batched pass that starts
 at the hookpoint from the cached activations.
 """
 
@@ -32,6 +34,9 @@ from autointerp.bases.base import Basis
 from autointerp.causal.hook_forward import HookForward
 from autointerp.causal.logit_lens import token_strings
 from autointerp.types import FeatureRecord
+
+#: |mean dlogp| (nats) below which a token's change is float noise, not a falling/rising token
+DLOGP_NOISE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -188,8 +193,8 @@ def ablation_effects_many(
                     ce_delta=acc["ce"] / n,
                     n_contexts=len(per_feat[(name, r.feature)]),
                     n_pairs=n,
-                    falls=_pairs(tokenizer, lo.indices.tolist(), lo.values.tolist()),
-                    rises=_pairs(tokenizer, hi.indices.tolist(), hi.values.tolist()),
+                    falls=_pairs(tokenizer, lo.indices.tolist(), lo.values.tolist(), -1),
+                    rises=_pairs(tokenizer, hi.indices.tolist(), hi.values.tolist(), 1),
                 )
             )
     return out
@@ -247,5 +252,8 @@ def _two_passes(fwd, tok0, x0, pos0, tok1, x1, pos1):
     return lp[: len(tok0), : pos0.shape[1]], lp[len(tok0) :, : pos1.shape[1]]
 
 
-def _pairs(tokenizer, ids: list[int], vals: list[float]) -> list[list]:
-    return [[t, round(v, 4)] for t, v in zip(token_strings(tokenizer, ids), vals)]
+def _pairs(tokenizer, ids: list[int], vals: list[float], sign: int) -> list[list]:
+    """``[token, dlogp]`` for the changes of ``sign`` larger than the noise level."""
+    keep = [(i, v) for i, v in zip(ids, vals) if sign * v > DLOGP_NOISE]
+    toks = token_strings(tokenizer, [i for i, _ in keep])
+    return [[t, round(v, 4)] for t, (_, v) in zip(toks, keep)]

@@ -71,7 +71,14 @@ def load_llama(path: Path, n_ctx: int, logits_all: bool = True) -> tuple[Any, th
     key = (str(path.resolve()), n_ctx, logits_all)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            from llama_cpp import Llama
+            try:
+                from llama_cpp import Llama
+            except ImportError as e:
+                raise FatalLLMError(
+                    "the llamacpp backend needs llama-cpp-python, which is not installed: "
+                    "pip install 'autointerp[llamacpp]' (builds llama.cpp, a few minutes), or "
+                    'choose backend = "transformers" (the same GGUF weights run by torch)'
+                ) from e
 
             try:
                 llm = Llama(

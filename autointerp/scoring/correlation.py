@@ -55,7 +55,10 @@ def correlation_score(
     if np.ptp(p) == 0:
         return 0.0
     tc, pc = t - t.mean(), p - p.mean()
-    return float((tc @ pc) / np.sqrt((tc @ tc) * (pc @ pc)))
+    r = float((tc @ pc) / np.sqrt((tc @ tc) * (pc @ pc)))
+    # rounding in the pooled sums can overshoot |r| = 1 by an ulp or two (1.0000000000000002
+    # on AVX2 hosts for a perfect prediction): r is a cosine, so clip to its range
+    return min(1.0, max(-1.0, r))
 
 
 def rsquared_score(

@@ -127,7 +127,10 @@ def test_another_run_reuses_outputs_from_the_shared_cache(tmp_path):
     st = statuses(r)
     assert st["numbers"] == st["total"] == "reused from another run"
     assert st["squares"] == "computed (4)"  # journals belong to their run
-    assert (tmp_path / "results" / "b" / "stages").glob("numbers-*.json")
+    # the reused output is copied into run b, byte for byte the same as run a's
+    (got,) = (tmp_path / "results" / "b" / "stages").glob("numbers-*.json")
+    (src,) = (tmp_path / "results" / "a" / "stages").glob("numbers-*.json")
+    assert got.name == src.name and got.read_bytes() == src.read_bytes()
     env3 = Env()
     assert statuses(run(tmp_path, env3, run_name="b"))["numbers"] == "cached"
 
