@@ -18,8 +18,9 @@ A feature's values are means over its measured (context, position) pairs; its fa
 positive — only tokens whose mean change exceeds ``DLOGP_NOISE`` (a float32 forward pass
 reproduces a log-probability only to about 1e-6: a smaller change is rounding, not an effect,
 and a feature whose removal changes nothing lists no tokens). The row is cut after the last
-measured position (a causal model's earlier outputs do not see later tokens), and the ablated and the original run share one batched pass that starts
-at the hookpoint from the cached activations.
+measured position (a causal model's earlier outputs do not see later tokens), and the ablated
+and the original run share one batched pass that starts at the hookpoint from the cached
+activations.
 """
 
 from __future__ import annotations
