@@ -37,8 +37,10 @@ ABLATION_COLUMNS = [
 OUTPUT_COLUMNS = [
     ColumnDoc(
         "output_score",
-        "mean over scored features of the log-probability gain (nats) of the feature's "
-        "logit-lens tokens when it is amplified on neutral prompts",
+        "logit-lens output score (its explanation is read off the direction it scores, so "
+        "random directions score too; see output_tc_score): mean over scored features of the "
+        "log-probability gain (nats) of the feature's logit-lens tokens when it is amplified "
+        "on neutral prompts",
         better="higher",
     ),
     ColumnDoc(
@@ -46,6 +48,26 @@ OUTPUT_COLUMNS = [
         "output_score minus the same gain for another feature's logit-lens tokens "
         "(shuffled-tokens null), mean over features",
         better="higher",
+    ),
+    ColumnDoc(
+        "output_tc_score",
+        "held-out output score: mean over scored features of the log-probability gain (nats) of "
+        "the feature's TokenChange tokens (the tokens its addition raised most on other prompts, "
+        "at the basis's target-KL strength s) when it is added at another strength "
+        "(score_ratio x s) on held-out neutral prompts",
+        better="higher",
+    ),
+    ColumnDoc(
+        "output_tc_lift",
+        "output_tc_score minus the same gain for another feature's TokenChange tokens "
+        "(shuffled-tokens null), mean over features",
+        better="higher",
+    ),
+    ColumnDoc(
+        "output_strength",
+        "the basis's strength s at the target KL, in units of the prompts' mean ||x|| (n: "
+        "calibration features); CI: none (one tuned number)",
+        better="none",
     ),
     ColumnDoc(
         "output_score_llm",
@@ -132,7 +154,7 @@ ABLATION = Stage(
 
 
 def output_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
-    k = _key(ctx, inputs, "output")
+    k = {**_key(ctx, inputs, "output"), "v": 2}
     if ctx.env.suite.causal.output.llm_explanations:
         p = ctx.env.protocol
         k.update(llm=p["llm"]["explainer"], max_tokens=ctx.env.suite.explain.max_tokens)
@@ -215,6 +237,13 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
             if llm:
                 d.update(llm_explanation=llm[i], llm_score=_num(gains[2, i]))
             per.append(d)
+        tc = _token_change(ctx, fwd, b, feats, ids, acts, mask, inputs["split"].metric_rows)
+        for i, d in enumerate(per):
+            d.update({k: v[i] for k, v in tc["features"].items()})
+        cols.extra.setdefault("token_change", {})[b.name] = tc["info"]
+        cols.set(b.name, "output_tc_score", mean_cell(tc["features"]["tc_score"], ctx, "held-out score"))
+        cols.set(b.name, "output_tc_lift", mean_cell(tc["features"]["tc_lift"], ctx, "held-out lift"))
+        cols.set(b.name, "output_strength", tc["strength"])
         cols.extra["features"][b.name] = per
         cols.extra["seconds"][b.name] = round(time.perf_counter() - t, 3)
         cols.set(b.name, "output_score", mean_cell(score, ctx, "output score"))
@@ -226,6 +255,66 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
                 mean_cell([_num(v) for v in gains[2]], ctx, "LLM output score"),
             )
     return cols
+
+
+def tc_rows(metric_rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint explain and score prompt rows: ``2n`` rows spread over the held-out rows,
+    alternately to each set."""
+    from autointerp.causal.output_score import neutral_rows
+
+    both = neutral_rows(metric_rows, 2 * n)
+    return both[0::2], both[1::2]
+
+
+def _token_change(
+    ctx: StageContext, fwd, basis, feats: list[int], ids, acts, mask, metric_rows
+) -> dict[str, Any]:
+    """TokenChange explanations and their held-out scores (autointerp.causal.token_change)."""
+    import torch
+
+    from autointerp.causal.logit_lens import feature_directions
+    from autointerp.causal.output_score import derangement
+    from autointerp.causal.token_change import (
+        Prompts,
+        calibrate_strength,
+        set_gains,
+        token_change,
+        unit_shifts,
+    )
+
+    cfg = ctx.env.suite.causal.output
+    ex_rows, sc_rows = tc_rows(metric_rows, cfg.tc_prompts)
+    empty = {k: [] for k in ("tc_tokens", "tc_score", "tc_null", "tc_lift")}
+    if not feats or len(sc_rows) == 0:
+        why = "no scored features" if not feats else "too few held-out rows for two prompt sets"
+        return {"features": empty, "info": {"reason": why}, "strength": Cell.undefined(why)}
+    L = cfg.prompt_len
+    pa = Prompts(fwd, ids[ex_rows], acts[ex_rows], mask[ex_rows], L)
+    pb = Prompts(fwd, ids[sc_rows], acts[sc_rows], mask[sc_rows], L)
+    dirs = feature_directions(basis, feats).cpu()
+    unit_a, unit_b = unit_shifts(dirs, pa.m), unit_shifts(dirs, pb.m)
+    cal = np.unique(np.linspace(0, len(feats) - 1, min(cfg.n_calibration, len(feats))).round())
+    cal = torch.from_numpy(cal.astype(np.int64))
+    s, kl = calibrate_strength(pa, unit_a[cal], cfg.target_kl, cfg.batch_size)
+    toks = token_change(pa, s * unit_a, cfg.n_tokens, cfg.batch_size)
+    perm = derangement(len(feats), ctx.env.suite.seed)
+    gains = set_gains(pb, cfg.score_ratio * s * unit_b, [toks, toks[perm]], cfg.batch_size)
+    tok = ctx.env.sm.tokenizer
+    from autointerp.causal.logit_lens import token_strings
+
+    lift = gains[0] - gains[1] if len(feats) > 1 else np.full(len(feats), np.nan)
+    return {
+        "features": {
+            "tc_tokens": [token_strings(tok, t.tolist()) for t in toks],
+            "tc_score": [_num(v) for v in gains[0]],
+            "tc_null": [_num(v) for v in gains[1]],
+            "tc_lift": [_num(v) for v in lift],
+        },
+        "info": {"strength": s, "kl_at_strength": kl, "explain_rows": ex_rows.tolist(),
+                 "score_rows": sc_rows.tolist(), "score_strength": cfg.score_ratio * s,
+                 "calibration_features": [feats[int(i)] for i in cal]},  # fmt: skip
+        "strength": Cell(float(s), None, None, len(cal)),
+    }
 
 
 def _num(v: float) -> float | None:
