@@ -88,7 +88,9 @@ def _run(path, n_null=6, **kw):
     scores = [score("sae", f, 0.5 + 0.1 * (f % 3)) for f in range(6)]
     scores += [score("sae", 6, None, status="failed")]
     scores += [score("random", f, 0.1 * (f % 3)) for f in range(n_null)]
-    dens = [{"basis": b, "feature": f, "density": 0.01} for b in ("sae", "random") for f in range(16)]
+    dens = [
+        {"basis": b, "feature": f, "density": 0.01} for b in ("sae", "random") for f in range(16)
+    ]
     dens[3]["density"] = 0.0  # one sae feature never fires in the corpus: dead 1/16
     metrics = [
         {"basis": "sae", "kind": "sae", "n_features": 16, "l0": 32.0, "fvu": 0.2,

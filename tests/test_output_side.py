@@ -292,6 +292,7 @@ def test_stages_write_columns_with_per_feature_data_and_resume(tmp_path, tiny_mo
         info = out.extra["token_change"][basis]
         assert not set(info["explain_rows"]) & set(info["score_rows"])
         assert out.rows[basis]["output_strength"].value == pytest.approx(info["strength"])
+        assert "no random-directions basis" in out.rows[basis]["output_tc_vs_random"].reason
     assert abl.extra["resumed_at_hookpoint"] is True
     assert "output_score_llm" not in {c.name for c in out.columns}
     _, st = _run(tmp_path, tiny_suite(tmp_path, tiny_model))

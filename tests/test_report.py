@@ -465,8 +465,7 @@ def test_lift_vs_random_dirs_is_density_stratified(tmp_path):
     scores += [score("random", f, 0.5) for f in range(15, 20)]
     dens = [{"basis": "sae", "feature": f, "density": rare if f == 0 else common} for f in range(4)]
     dens += [
-        {"basis": "random", "feature": f, "density": common if f >= 15 else rare}
-        for f in range(20)
+        {"basis": "random", "feature": f, "density": common if f >= 15 else rare} for f in range(20)
     ]
     run = report.load_run(write_run(tmp_path / "r", bases=BASES, scores=scores, density=dens))
     sae = row(report.leaderboard_table([run], n_boot=200).table, "sae")

@@ -135,9 +135,7 @@ def loss_attributions(
     means = means or {}
     for b in bases:
         _check(baselines, means.get(b.name), ioi=False)
-    out = {
-        b.name: {k: np.zeros((len(ids), b.n_features)) for k in baselines} for b in bases
-    }
+    out = {b.name: {k: np.zeros((len(ids), b.n_features)) for k in baselines} for b in bases}
     dtype = next(sm.model.parameters()).dtype
     for s in range(0, len(ids), batch_size):
         b_ids = ids[s : s + batch_size].to(sm.device)

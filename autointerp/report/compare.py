@@ -52,6 +52,8 @@ def stage_feature_values(run: Run, basis: str, column: str) -> list[float] | Non
         if feats is not None:
             return [float(v) for d in feats if (v := _number(d.get(key))) is not None]
     return None
+
+
 COLUMNS = ("column", "trained", "random", "difference", "ci_low", "ci_high", "note")
 
 

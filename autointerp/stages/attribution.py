@@ -137,9 +137,9 @@ def compute_attribution(ctx: StageContext, inputs: dict[str, Any]) -> StageColum
         "seconds": round(secs, 2),
         "notes": [
             f"attribution: IOI over {len(data.pairs) if data else 0} prompts; loss over "
-            f"{len(rows)} held-out rows ({n_tok} predicted tokens); top 1% = ceil(0.01 x features); "
-            f"attr_ioi_*: Δ = clean - counterfactual codes, attr_loss_*: Δ = code - mean code "
-            f"(over {len(mrows)} fit rows), attr_*_zero_*: Δ = code (zero baseline)"
+            f"{len(rows)} held-out rows ({n_tok} predicted tokens); top 1% = ceil(0.01 x "
+            f"features); attr_ioi_*: Δ = clean - counterfactual codes, attr_loss_*: Δ = code - "
+            f"mean code (over {len(mrows)} fit rows), attr_*_zero_*: Δ = code (zero baseline)"
         ],
     }
     log.info("attribution: %d bases in %.1f s", len(inputs["bases"]), secs)

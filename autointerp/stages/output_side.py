@@ -64,6 +64,13 @@ OUTPUT_COLUMNS = [
         better="higher",
     ),
     ColumnDoc(
+        "output_tc_vs_random",
+        "output_tc_score minus the random-directions row's, both at their own target-KL "
+        "strength (unpaired bootstrap over features): the comparison that means something, "
+        "since any direction moved to the target KL raises its own TokenChange tokens",
+        better="higher",
+    ),
+    ColumnDoc(
         "output_strength",
         "the basis's strength s at the target KL, in units of the prompts' mean ||x|| (n: "
         "calibration features); CI: none (one tuned number)",
@@ -205,6 +212,7 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
         features={},
         seconds={},
     )
+    tc_scores: dict[str, list] = {}
     for b in inputs["bases"]:
         recs = inputs["records"].records.get(b.name) or []
         t = time.perf_counter()
@@ -241,9 +249,14 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
         for i, d in enumerate(per):
             d.update({k: v[i] for k, v in tc["features"].items()})
         cols.extra.setdefault("token_change", {})[b.name] = tc["info"]
-        cols.set(b.name, "output_tc_score", mean_cell(tc["features"]["tc_score"], ctx, "held-out score"))
-        cols.set(b.name, "output_tc_lift", mean_cell(tc["features"]["tc_lift"], ctx, "held-out lift"))
+        cols.set(
+            b.name, "output_tc_score", mean_cell(tc["features"]["tc_score"], ctx, "held-out score")
+        )
+        cols.set(
+            b.name, "output_tc_lift", mean_cell(tc["features"]["tc_lift"], ctx, "held-out lift")
+        )
         cols.set(b.name, "output_strength", tc["strength"])
+        tc_scores[b.name] = tc["features"]["tc_score"]
         cols.extra["features"][b.name] = per
         cols.extra["seconds"][b.name] = round(time.perf_counter() - t, 3)
         cols.set(b.name, "output_score", mean_cell(score, ctx, "output score"))
@@ -254,7 +267,30 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
                 "output_score_llm",
                 mean_cell([_num(v) for v in gains[2]], ctx, "LLM output score"),
             )
+    _vs_random(ctx, cols, inputs["bases"], tc_scores)
     return cols
+
+
+def _vs_random(ctx: StageContext, cols: StageColumns, bases: list, tc: dict[str, list]) -> None:
+    """``output_tc_vs_random``: each basis's mean held-out TokenChange score minus the random
+    directions' (both at their own target-KL strength), unpaired bootstrap over features."""
+    from autointerp.stats import lift
+
+    rnd = next((b.name for b in bases if b.kind == "random" and tc.get(b.name)), None)
+    s = ctx.env.suite
+    for b in bases:
+        if b.name not in tc:
+            continue
+        if rnd is None or b.name == rnd:
+            why = (
+                "this is the random-directions null"
+                if b.name == rnd
+                else ("no random-directions basis with TokenChange scores in the run")
+            )
+            cols.set(b.name, "output_tc_vs_random", Cell.undefined(why))
+            continue
+        lf = lift(tc[b.name], tc[rnd], paired=False, n_boot=s.scoring.n_bootstrap, seed=s.seed)
+        cols.set(b.name, "output_tc_vs_random", Cell(lf.diff, lf.low, lf.high, lf.n_a))
 
 
 def tc_rows(metric_rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -310,9 +346,14 @@ def _token_change(
             "tc_null": [_num(v) for v in gains[1]],
             "tc_lift": [_num(v) for v in lift],
         },
-        "info": {"strength": s, "kl_at_strength": kl, "explain_rows": ex_rows.tolist(),
-                 "score_rows": sc_rows.tolist(), "score_strength": cfg.score_ratio * s,
-                 "calibration_features": [feats[int(i)] for i in cal]},  # fmt: skip
+        "info": {
+            "strength": s,
+            "kl_at_strength": kl,
+            "explain_rows": ex_rows.tolist(),
+            "score_rows": sc_rows.tolist(),
+            "score_strength": cfg.score_ratio * s,
+            "calibration_features": [feats[int(i)] for i in cal],
+        },  # fmt: skip
         "strength": Cell(float(s), None, None, len(cal)),
     }
 
