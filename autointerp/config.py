@@ -372,6 +372,8 @@ class OutputConfig(_Strict):
     n_calibration: int = Field(8, gt=0)
     #: the held-out score's strength, as a multiple of the tuned one (!= 1: another strength)
     score_ratio: float = Field(0.5, gt=0)
+    #: also Arad et al.'s output score (the feature added at 10x its max activation)
+    arad: bool = False
 
 
 class CausalConfig(_Strict):

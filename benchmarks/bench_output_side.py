@@ -96,6 +96,7 @@ def null_check(n_feat: int) -> None:
     from autointerp.causal.output_score import amplification_gains, derangement
     from autointerp.causal.token_change import (
         Prompts,
+        arad_scores,
         calibrate_strength,
         set_gains,
         token_change,
@@ -127,7 +128,7 @@ def null_check(n_feat: int) -> None:
           f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
     print(
         "basis     | logit-lens score   | logit-lens lift    | TokenChange held-out score | "
-        "TokenChange lift   | strength (KL)"
+        "TokenChange lift   | strength (KL) | Arad score | Arad lift"
     )
     for name, b in bases.items():
         t = time.perf_counter()
@@ -142,9 +143,14 @@ def null_check(n_feat: int) -> None:
         s, kl = calibrate_strength(pa, ua[: min(8, n_feat)], 1.0, 64)
         toks = token_change(pa, s * ua, 10, 64)
         tg = set_gains(pb, 0.5 * s * ub, [toks, toks[perm]], 64)
+        with torch.no_grad():
+            mx = b.encode(fit)[:, torch.as_tensor(feats)].amax(0).clamp(min=0)[:, None]
+        own_a = [np.asarray(o) for o in own]
+        ar = arad_scores(pb, 10.0 * mx * dirs, [own_a, [own_a[j] for j in perm]], 64)
         print(
             f"{name:9s} | {_ci(g[0])} | {_ci(g[0] - g[1])} | {_ci(tg[0])}         | "
-            f"{_ci(tg[0] - tg[1])} | {s:.3f} ({kl:.2f})  [{time.perf_counter() - t:.0f} s]"
+            f"{_ci(tg[0] - tg[1])} | {s:.3f} ({kl:.2f}) | {_ci(ar[0])} | {_ci(ar[0] - ar[1])}"
+            f"  [{time.perf_counter() - t:.0f} s]"
         )
 
 

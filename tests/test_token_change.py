@@ -11,6 +11,7 @@ from autointerp.causal.hook_forward import HookForward
 from autointerp.causal.logit_lens import feature_directions
 from autointerp.causal.token_change import (
     Prompts,
+    arad_scores,
     calibrate_strength,
     mean_kl,
     set_gains,
@@ -19,7 +20,7 @@ from autointerp.causal.token_change import (
 )
 from autointerp.model import run_to_hookpoint
 from autointerp.stages.output_side import tc_rows
-from tests.test_output_side import HOOK, _basis, _full_logprobs, _rows
+from tests.test_output_side import HOOK, _basis, _full_logprobs, _rows, _run, tiny_suite
 
 
 @pytest.fixture()
@@ -90,3 +91,34 @@ def test_explain_and_score_prompts_are_disjoint():
     assert len(ex) == len(sc) == 8 and not set(ex) & set(sc)
     ex, sc = tc_rows(np.arange(5), 8)  # fewer rows than asked: split what there is
     assert sorted([*ex, *sc]) == list(range(5)) and not set(ex) & set(sc)
+
+
+def test_arad_output_score_by_hand(setup):
+    sm, hp, ids, acts, p, basis = setup
+    shifts = 3.0 * feature_directions(basis, [1, 2])
+    sets = [[np.array([4, 9, 30]), np.array([7])]]
+    got = arad_scores(p, shifts, sets, batch_size=4)
+    for i in range(2):
+        _, lp1 = _amplified(sm, hp, ids, acts, shifts[i])
+        pr = lp1.exp()
+        V = pr.shape[-1]
+        want = []
+        for n in range(len(pr)):
+            S = sets[0][i].tolist()
+            ranks = [int((pr[n] > pr[n, v]).sum()) for v in S]
+            want.append((1 - min(ranks) / V) * max(float(pr[n, v]) for v in S))
+        assert got[0, i] == pytest.approx(np.mean(want), rel=1e-4, abs=1e-7)
+
+
+def test_stage_columns_with_arad(tmp_path, tiny_model):
+    from autointerp.columns import load_columns
+
+    suite = tiny_suite(tmp_path, tiny_model, output={"n_prompts": 4, "prompt_len": 8, "arad": True})
+    rd, _ = _run(tmp_path, suite)
+    out = {c.stage: c for c in load_columns(rd)}["output"]
+    for basis in ("neurons", "pca"):
+        per = out.extra["features"][basis]
+        assert all(0 <= f["arad"] <= 1 for f in per)
+        want = np.mean([f["arad"] for f in per])
+        assert out.rows[basis]["output_arad"].value == pytest.approx(want)
+        assert out.rows[basis]["output_arad_lift"].n == len(per)

@@ -138,3 +138,25 @@ def set_gains(
                 g = lp[a][:, S].double().logsumexp(-1) - p.lp0[:, S].double().logsumexp(-1)
                 out[si, j0 + a] = float(g.mean())
     return out
+
+
+def arad_scores(
+    p: Prompts, shifts: torch.Tensor, sets: list[np.ndarray], batch_size: int
+) -> np.ndarray:
+    """``[len(sets), k]``: Arad et al. (2025)'s output score of token set ``sets[s][i]`` when
+    ``shifts[i]`` is added: per prompt ``(1 − min_{v∈S} rank'(v) / |V|) · max_{v∈S} P'(v)``
+    (``rank'(v)`` = how many tokens are more probable than ``v``; 0 for the top token),
+    averaged over the prompts."""
+    out = np.full((len(sets), len(shifts)), np.nan)
+    for j0, lp in p.amplified(shifts, batch_size):
+        V = lp.shape[-1]
+        for a in range(len(lp)):
+            for si, st in enumerate(sets):
+                S = torch.as_tensor(st[j0 + a], dtype=torch.long)
+                if len(S) == 0:
+                    continue
+                ls = lp[a][:, S]  # [N, |S|]
+                rank = (lp[a][:, None, :] > ls[:, :, None]).sum(-1).min(-1).values  # [N]
+                sc = (1.0 - rank.double() / V) * ls.double().exp().max(-1).values
+                out[si, j0 + a] = float(sc.mean())
+    return out

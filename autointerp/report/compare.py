@@ -41,6 +41,8 @@ STAGE_FEATURE_VALUES: dict[str, tuple[str, str]] = {
     "output_score_llm": ("output", "llm_score"),
     "output_tc_score": ("output", "tc_score"),
     "output_tc_lift": ("output", "tc_lift"),
+    "output_arad": ("output", "arad"),
+    "output_arad_lift": ("output", "arad_lift"),
 }
 
 

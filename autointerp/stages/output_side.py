@@ -71,6 +71,18 @@ OUTPUT_COLUMNS = [
         better="higher",
     ),
     ColumnDoc(
+        "output_arad",
+        "Arad et al. (2025)'s output score (opt-in, output.arad): the feature added at 10x its "
+        "max activation on the held-out prompts; per prompt (1 - min rank of its logit-lens "
+        "tokens / |V|) x their max probability; mean over features",
+        better="higher",
+    ),
+    ColumnDoc(
+        "output_arad_lift",
+        "output_arad minus the same score for another feature's logit-lens tokens",
+        better="higher",
+    ),
+    ColumnDoc(
         "output_strength",
         "the basis's strength s at the target KL, in units of the prompts' mean ||x|| (n: "
         "calibration features); CI: none (one tuned number)",
@@ -197,8 +209,9 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
 
     env = ctx.env
     cfg = env.suite.causal.output
-    cols = StageColumns("output", [c for c in OUTPUT_COLUMNS if cfg.llm_explanations or
-                                   c.name != "output_score_llm"])  # fmt: skip
+    cols = StageColumns("output", [c for c in OUTPUT_COLUMNS if (cfg.llm_explanations or
+                                   c.name != "output_score_llm") and (cfg.arad or
+                                   not c.name.startswith("output_arad"))])  # fmt: skip
     if not cfg.enabled:
         cols.extra["disabled"] = "suite.causal.output.enabled = false"
         return cols
@@ -245,7 +258,11 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
             if llm:
                 d.update(llm_explanation=llm[i], llm_score=_num(gains[2, i]))
             per.append(d)
-        tc = _token_change(ctx, fwd, b, feats, ids, acts, mask, inputs["split"].metric_rows)
+        own_ids = [np.asarray(e[1]) for e in expl]
+        maxes = [r.max_act for r in recs]
+        tc = _token_change(
+            ctx, fwd, b, feats, ids, acts, mask, inputs["split"].metric_rows, own_ids, maxes
+        )
         for i, d in enumerate(per):
             d.update({k: v[i] for k, v in tc["features"].items()})
         cols.extra.setdefault("token_change", {})[b.name] = tc["info"]
@@ -256,6 +273,9 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
             b.name, "output_tc_lift", mean_cell(tc["features"]["tc_lift"], ctx, "held-out lift")
         )
         cols.set(b.name, "output_strength", tc["strength"])
+        if cfg.arad:
+            for c, k in (("output_arad", "arad"), ("output_arad_lift", "arad_lift")):
+                cols.set(b.name, c, mean_cell(tc["features"][k], ctx, "Arad output score"))
         tc_scores[b.name] = tc["features"]["tc_score"]
         cols.extra["features"][b.name] = per
         cols.extra["seconds"][b.name] = round(time.perf_counter() - t, 3)
@@ -303,8 +323,9 @@ def tc_rows(metric_rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _token_change(
-    ctx: StageContext, fwd, basis, feats: list[int], ids, acts, mask, metric_rows
-) -> dict[str, Any]:
+    ctx: StageContext, fwd, basis, feats: list[int], ids, acts, mask, metric_rows, lens_ids,
+    max_acts,
+) -> dict[str, Any]:  # fmt: skip
     """TokenChange explanations and their held-out scores (autointerp.causal.token_change)."""
     import torch
 
@@ -312,6 +333,7 @@ def _token_change(
     from autointerp.causal.output_score import derangement
     from autointerp.causal.token_change import (
         Prompts,
+        arad_scores,
         calibrate_strength,
         set_gains,
         token_change,
@@ -320,7 +342,7 @@ def _token_change(
 
     cfg = ctx.env.suite.causal.output
     ex_rows, sc_rows = tc_rows(metric_rows, cfg.tc_prompts)
-    empty = {k: [] for k in ("tc_tokens", "tc_score", "tc_null", "tc_lift")}
+    empty = {k: [] for k in ("tc_tokens", "tc_score", "tc_null", "tc_lift", "arad", "arad_lift")}
     if not feats or len(sc_rows) == 0:
         why = "no scored features" if not feats else "too few held-out rows for two prompt sets"
         return {"features": empty, "info": {"reason": why}, "strength": Cell.undefined(why)}
@@ -339,13 +361,20 @@ def _token_change(
     from autointerp.causal.logit_lens import token_strings
 
     lift = gains[0] - gains[1] if len(feats) > 1 else np.full(len(feats), np.nan)
+    per = {
+        "tc_tokens": [token_strings(tok, t.tolist()) for t in toks],
+        "tc_score": [_num(v) for v in gains[0]],
+        "tc_null": [_num(v) for v in gains[1]],
+        "tc_lift": [_num(v) for v in lift],
+    }
+    if cfg.arad:  # the feature added at 10x its max activation (Arad et al. 2025)
+        mx = torch.tensor([float(m or 0.0) for m in max_acts])[:, None]
+        own = [lens_ids[i] for i in range(len(feats))]
+        ar = arad_scores(pb, 10.0 * mx * dirs, [own, [own[j] for j in perm]], cfg.batch_size)
+        per["arad"] = [_num(v) for v in ar[0]]
+        per["arad_lift"] = [_num(v) for v in ar[0] - ar[1]] if len(feats) > 1 else [None]
     return {
-        "features": {
-            "tc_tokens": [token_strings(tok, t.tolist()) for t in toks],
-            "tc_score": [_num(v) for v in gains[0]],
-            "tc_null": [_num(v) for v in gains[1]],
-            "tc_lift": [_num(v) for v in lift],
-        },
+        "features": per,
         "info": {
             "strength": s,
             "kl_at_strength": kl,
