@@ -364,6 +364,16 @@ class OutputConfig(_Strict):
     #: also an LLM-written summary of the logit-lens tokens (the explainer role), scored too
     llm_explanations: bool = False
     batch_size: int = Field(64, gt=0)
+    #: TokenChange (docs/output.md): prompts per set (explain set, held-out score set)
+    tc_prompts: int = Field(8, gt=0)
+    #: per-basis strength tuned so that the mean next-token KL is this (nats)
+    target_kl: float = Field(1.0, gt=0)
+    #: features the strength is tuned on (spread over the scored ones)
+    n_calibration: int = Field(8, gt=0)
+    #: the held-out score's strength, as a multiple of the tuned one (!= 1: another strength)
+    score_ratio: float = Field(0.5, gt=0)
+    #: also Arad et al.'s output score (the feature added at 10x its max activation)
+    arad: bool = False
 
 
 class CausalConfig(_Strict):

@@ -3,10 +3,12 @@
 Both catch a basis (or a null) whose scored features are near-copies of one feature, which the
 mean of their scores cannot show (``docs/nulls.md``):
 
-* **redundancy**: the activations of the scored features on a token sample spread over the
+* **redundancy**: the activations of the record features on a token sample spread over the
   corpus; two features are duplicates when the Pearson correlation of their activations is at
   least ``DUPLICATE_R``; ``distinct`` is the number of groups (connected components) of
   duplicates, ``mean_abs_r`` the mean |r| over pairs (pairs with a constant side left out).
+  ``edges`` keeps the duplicate pairs (feature ids), so the report counts the groups among the
+  features actually scored (:func:`distinct_among`).
 * **top-token mode**: per feature, the most common max-activating token of its top windows
   (explain and test); ``mode_share`` is the share of features whose mode is the most common one.
   A share of at least ``MODE_FLAG_SHARE`` is a sanity flag.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -38,6 +40,8 @@ class BasisDiagnostics:
     mode_token: str
     mode_count: int
     n_tokens: int  # tokens in the correlation sample
+    features: list[int] = field(default_factory=list)  # the record features examined
+    edges: list[list[int]] = field(default_factory=list)  # duplicate pairs, feature ids
 
     @property
     def mode_share(self) -> float | None:
@@ -66,19 +70,7 @@ def top_token_mode(record: FeatureRecord) -> str | None:
     return Counter(toks).most_common(1)[0][0] if toks else None
 
 
-def distinct_groups(codes: np.ndarray, threshold: float = DUPLICATE_R) -> tuple[int, float | None]:
-    """(number of groups of features whose activations correlate at ``>= threshold``, chained;
-    mean |r| over the pairs where r is defined) for ``codes`` [tokens, features]."""
-    n = codes.shape[1]
-    if n == 0:
-        return 0, None
-    x = codes.astype(np.float64)
-    x = x - x.mean(0)
-    norm = np.sqrt((x * x).sum(0))
-    live = norm > 0
-    r = np.full((n, n), np.nan)
-    xl = x[:, live] / norm[live]
-    r[np.ix_(live, live)] = xl.T @ xl
+def _components(n: int, pairs: Sequence[tuple[int, int]]) -> int:
     parent = list(range(n))
 
     def find(i: int) -> int:
@@ -87,13 +79,50 @@ def distinct_groups(codes: np.ndarray, threshold: float = DUPLICATE_R) -> tuple[
             i = parent[i]
         return i
 
+    for i, j in pairs:
+        parent[find(i)] = find(j)
+    return len({find(i) for i in range(n)})
+
+
+def distinct_among(features: Sequence[int], edges: Sequence[Sequence[int]]) -> int:
+    """Groups of duplicates among ``features`` only: the connected components of the duplicate
+    pairs ``edges`` with both ends in ``features`` (a chain through a feature left out does not
+    join two groups)."""
+    pos = {int(f): i for i, f in enumerate(dict.fromkeys(int(f) for f in features))}
+    pairs = [(pos[int(a)], pos[int(b)]) for a, b in edges if int(a) in pos and int(b) in pos]
+    return _components(len(pos), pairs)
+
+
+def duplicate_pairs(codes: np.ndarray, threshold: float = DUPLICATE_R) -> list[tuple[int, int]]:
+    """Column pairs ``(i, j)``, ``i < j``, of ``codes`` correlated at ``>= threshold``."""
+    return _corr(codes, threshold)[0]
+
+
+def distinct_groups(codes: np.ndarray, threshold: float = DUPLICATE_R) -> tuple[int, float | None]:
+    """(number of groups of features whose activations correlate at ``>= threshold``, chained;
+    mean |r| over the pairs where r is defined) for ``codes`` [tokens, features]."""
+    pairs, mean_abs = _corr(codes, threshold)
+    return _components(codes.shape[1], pairs), mean_abs
+
+
+def _corr(codes: np.ndarray, threshold: float) -> tuple[list[tuple[int, int]], float | None]:
+    n = codes.shape[1]
+    if n == 0:
+        return [], None
+    x = codes.astype(np.float64)
+    x = x - x.mean(0)
+    norm = np.sqrt((x * x).sum(0))
+    live = norm > 0
+    r = np.full((n, n), np.nan)
+    xl = x[:, live] / norm[live]
+    r[np.ix_(live, live)] = xl.T @ xl
     iu, ju = np.triu_indices(n, 1)
     vals = r[iu, ju]
-    for i, j in zip(iu[vals >= threshold].tolist(), ju[vals >= threshold].tolist(), strict=True):
-        parent[find(i)] = find(j)
+    hit = vals >= threshold
+    pairs = list(zip(iu[hit].tolist(), ju[hit].tolist(), strict=True))
     defined = vals[~np.isnan(vals)]
     mean_abs = float(np.abs(defined).mean()) if len(defined) else None
-    return len({find(i) for i in range(n)}), mean_abs
+    return pairs, mean_abs
 
 
 @torch.no_grad()
@@ -115,7 +144,12 @@ def basis_diagnostics(
         if len(feats):
             parts.append(basis.encode_features(x, feats).float().cpu().numpy())
     codes = np.concatenate(parts) if parts else np.zeros((0, len(feats)), np.float32)
-    distinct, mean_abs = distinct_groups(codes)
+    pairs, mean_abs = _corr(codes, DUPLICATE_R)
+    distinct = _components(codes.shape[1], pairs)
+    ids = [int(r.feature) for r in records]
+    edges = [[ids[i], ids[j]] for i, j in pairs]
     modes = Counter(m for m in map(top_token_mode, records) if m is not None)
     tok, cnt = modes.most_common(1)[0] if modes else ("", 0)
-    return BasisDiagnostics(basis.name, len(records), distinct, mean_abs, tok, cnt, len(codes))
+    return BasisDiagnostics(
+        basis.name, len(records), distinct, mean_abs, tok, cnt, len(codes), ids, edges
+    )

@@ -319,15 +319,26 @@ def log_edges(lo: float = 1e-4, hi: float = 1e-1, n_bins: int = 5) -> tuple[floa
     return tuple(float(v) for v in np.logspace(math.log10(lo), math.log10(hi), n_bins - 1))
 
 
+#: fewest null features a density bin must hold to enter the stratified lift on its own;
+#: a bin with fewer is merged with its neighbours (:func:`merge_bins`)
+MIN_NULL_PER_BIN = 5
+#: the stratified permutation test enumerates every relabelling when there are at most this
+#: many, else it draws ``n_boot`` of them
+MAX_EXACT_PERMUTATIONS = 20000
+
+
 @dataclass(frozen=True)
 class StratifiedLift:
-    """Density-stratified lift over a null basis (``docs/nulls.md``).
+    """Density-stratified lift over a null basis (``docs/statistics.md``).
 
     ``diff = mean(a) - Σ_k w_k mean(null_k)`` with ``w_k`` the share of ``a``'s features in
-    density bin ``k``; only bins where the null has scores count (``a``'s features in other
-    bins are ``n_unsupported``). ``low``/``high``: percentile CI of a bootstrap that resamples
-    each group within each bin; ``pvalue``: two-sided permutation test that swaps group labels
-    within bins."""
+    stratum ``k``. A stratum is a density bin holding at least ``MIN_NULL_PER_BIN`` null
+    features, or a run of adjacent bins merged until it does (``strata``: their labels).
+    ``low``/``high``: percentile CI of a bootstrap that resamples each group within each
+    stratum; ``pvalue``: two-sided permutation test that relabels within strata (exact when
+    ``exact``). ``n_null`` counts only the null features of strata that hold a basis feature;
+    ``n_unsupported`` the basis features left out (only when the whole null has fewer than
+    ``MIN_NULL_PER_BIN`` features: then the lift is undefined, ``reason`` says why)."""
 
     diff: float
     low: float
@@ -339,14 +350,62 @@ class StratifiedLift:
     n_null: int
     n_unsupported: int
     n_excluded: int  # scores or densities missing (None/NaN), both groups
+    strata: tuple[str, ...] = ()
+    n_merged: int = 0  # bins merged into a neighbour for want of null features
+    exact: bool = False
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _bin_of(density: np.ndarray, edges: Sequence[float]) -> np.ndarray:
-    """Bin index per density, bins as in :func:`density_bins` (``[e_{k-1}, e_k)``)."""
+    """Bin index per density, bins as in :func:`density_bins` (``[e_{k-1}, e_k)``: a density
+    on an edge belongs to the bin above it)."""
     return np.searchsorted(np.asarray(edges, dtype=float), density, side="right")
+
+
+def merge_bins(null_counts: Sequence[int], min_null: int = MIN_NULL_PER_BIN) -> list[list[int]]:
+    """Adjacent bins grouped into strata of at least ``min_null`` null features: walk the bins
+    from the lowest density up, closing a stratum once it holds ``min_null``; a last stratum
+    short of it joins the one before. ``[]`` when all bins together hold fewer."""
+    if sum(null_counts) < min_null:
+        return []
+    out: list[list[int]] = []
+    cur: list[int] = []
+    n = 0
+    for k, c in enumerate(null_counts):
+        cur.append(k)
+        n += c
+        if n >= min_null:
+            out.append(cur)
+            cur, n = [], 0
+    if cur:
+        out[-1].extend(cur)
+    return out
+
+
+def _perm_stat(groups: list[tuple[np.ndarray, np.ndarray, float]], sel: list[np.ndarray]) -> float:
+    """Σ_k w_k (mean of the pooled values ``sel[k]`` picks - mean of the rest)."""
+    tot = 0.0
+    for (ak, bk, wk), s in zip(groups, sel, strict=True):
+        pool = np.concatenate([ak, bk])
+        m = np.zeros(len(pool), dtype=bool)
+        m[list(s)] = True
+        tot += wk * (pool[m].mean() - pool[~m].mean())
+    return tot
+
+
+def _exact_p(groups: list[tuple[np.ndarray, np.ndarray, float]], diff: float) -> float:
+    """Share of every within-stratum relabelling whose |statistic| >= |diff|."""
+    import itertools
+
+    per = [list(itertools.combinations(range(len(a) + len(b)), len(a))) for a, b, _ in groups]
+    hits = total = 0
+    for sel in itertools.product(*per):
+        total += 1
+        hits += abs(_perm_stat(groups, [np.asarray(s) for s in sel])) >= abs(diff) - 1e-12
+    return hits / total
 
 
 def stratified_lift(
@@ -359,17 +418,23 @@ def stratified_lift(
     n_boot: int = DEFAULT_N_BOOT,
     level: float = DEFAULT_LEVEL,
     seed: int = 0,
+    min_null: int = MIN_NULL_PER_BIN,
 ) -> StratifiedLift:
     """Lift of ``a`` over a null re-weighted to ``a``'s firing-density distribution.
 
-    Both groups are binned by density (``edges``, default decades). The null's mean in each bin
-    is weighted by the share of ``a``'s features in that bin, so a basis is compared with null
-    features of its own densities (a basis of rare features is not measured against a null of
-    common ones). The bootstrap draws, per bin, ``rng.integers(0, n_k, (n_boot, n_k))`` for
-    ``a`` then for the null (bins in increasing order, one generator); the permutation test
-    draws ``n_boot`` label permutations per bin from a second generator seeded ``seed + 1``.
+    Both groups are binned by density (``edges``, default decades) and bins holding fewer than
+    ``min_null`` null features are merged with their neighbours (:func:`merge_bins`). The
+    null's mean in each stratum is weighted by the share of ``a``'s features in it, so a basis
+    is compared with null features of its own densities. The bootstrap draws, per stratum
+    holding ``a`` features, ``rng.integers(0, n_k, (n_boot, n_k))`` for ``a`` then for the
+    null (strata in increasing order, one generator); the permutation test enumerates every
+    within-stratum relabelling when there are at most ``MAX_EXACT_PERMUTATIONS`` (p = share
+    with ``|stat| >= |diff|``), else draws ``n_boot`` per stratum from a generator seeded
+    ``seed + 1`` (p = (1 + hits) / (1 + n_boot)).
     """
     _check(n_boot, level)
+    if min_null < 1:
+        raise ValueError(f"min_null must be >= 1, got {min_null}")
 
     def pairs(s: Sequence[float | None], d: Sequence[float | None]) -> tuple[np.ndarray, ...]:
         if len(s) != len(d):
@@ -381,15 +446,31 @@ def stratified_lift(
 
     a, ba, ea = pairs(scores_a, density_a)
     b, bb, eb = pairs(scores_null, density_null)
-    bins = sorted(set(ba.tolist()) & set(bb.tolist()))
-    sel = np.isin(ba, bins)
-    n_uns = int((~sel).sum())
-    a, ba = a[sel], ba[sel]
+    n_bins = len(edges) + 1
+    cnt = np.bincount(bb, minlength=n_bins)
+    # bins holding no feature of either group play no part (and are not counted as merged)
+    held = [k for k in range(n_bins) if cnt[k] or np.any(ba == k)]
+    strata = [[held[i] for i in ks] for ks in merge_bins([int(cnt[k]) for k in held], min_null)]
+    bounds = [-math.inf, *[float(e) for e in edges], math.inf]
     nan = math.nan
+    if not strata:
+        why = f"the null has {len(b)} scored features with a density, fewer than {min_null}"
+        return StratifiedLift(
+            nan, nan, nan, nan, nan, nan, 0, 0, len(a), ea + eb, reason=why
+        )  # fmt: skip
+    of = np.full(n_bins, -1, dtype=int)
+    for i, ks in enumerate(strata):
+        of[ks] = i
+    sa, sb = of[ba], of[bb]
+    labels = tuple(bin_label(bounds[ks[0]], bounds[ks[-1] + 1]) for ks in strata)
+    n_merged = sum(len(ks) - 1 for ks in strata)
     if len(a) == 0:
-        return StratifiedLift(nan, nan, nan, nan, nan, nan, 0, len(b), n_uns, ea + eb)
-    w = {k: float((ba == k).mean()) for k in bins}
-    groups = [(a[ba == k], b[bb == k], w[k]) for k in bins]
+        return StratifiedLift(
+            nan, nan, nan, nan, nan, nan, 0, 0, 0, ea + eb, labels, n_merged,
+            reason="no basis feature with a score and a density",
+        )  # fmt: skip
+    used = sorted(set(sa.tolist()))
+    groups = [(a[sa == k], b[sb == k], float((sa == k).mean())) for k in used]
     mean_null = sum(wk * float(bk.mean()) for _, bk, wk in groups)
     diff = float(a.mean()) - mean_null
     rng = np.random.default_rng(seed)
@@ -397,14 +478,21 @@ def stratified_lift(
     for ak, bk, wk in groups:
         boot += wk * (_boot_means(ak, n_boot, rng) - _boot_means(bk, n_boot, rng))
     lo, hi = _percentile_ci(boot, level)
-    prng = np.random.default_rng(seed + 1)
-    perm = np.zeros(n_boot)
-    for ak, bk, wk in groups:
-        pool = np.concatenate([ak, bk])
-        keys = prng.random((n_boot, len(pool))).argsort(axis=1)
-        shuffled = pool[keys]
-        perm += wk * (shuffled[:, : len(ak)].mean(1) - shuffled[:, len(ak) :].mean(1))
-    p = float((1 + np.sum(np.abs(perm) >= abs(diff) - 1e-12)) / (1 + n_boot))
+    n_perm = math.prod(math.comb(len(ak) + len(bk), len(ak)) for ak, bk, _ in groups)
+    exact = n_perm <= MAX_EXACT_PERMUTATIONS
+    if exact:
+        p = _exact_p(groups, diff)
+    else:
+        prng = np.random.default_rng(seed + 1)
+        perm = np.zeros(n_boot)
+        for ak, bk, wk in groups:
+            pool = np.concatenate([ak, bk])
+            keys = prng.random((n_boot, len(pool))).argsort(axis=1)
+            shuffled = pool[keys]
+            perm += wk * (shuffled[:, : len(ak)].mean(1) - shuffled[:, len(ak) :].mean(1))
+        p = float((1 + np.sum(np.abs(perm) >= abs(diff) - 1e-12)) / (1 + n_boot))
+    n_null = sum(len(bk) for _, bk, _ in groups)
     return StratifiedLift(
-        diff, lo, hi, min(1.0, p), float(a.mean()), mean_null, len(a), len(b), n_uns, ea + eb
-    )
+        diff, lo, hi, min(1.0, p), float(a.mean()), mean_null, len(a), n_null, 0, ea + eb,
+        labels, n_merged, exact,
+    )  # fmt: skip

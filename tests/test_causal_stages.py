@@ -93,7 +93,8 @@ def test_causal_stages_in_a_suite(no_llm, tmp_path):
     assert ioi.extra["seconds"] > 0 and ioi.extra["n_pairs"] == 12
     attr = cols["attribution"]
     for row in attr.rows.values():
-        for c in ("attr_ioi_top1pct", "attr_ioi_top10", "attr_loss_top1pct", "attr_loss_top10"):
+        for c in ("attr_ioi_top1pct", "attr_ioi_top10", "attr_loss_top1pct", "attr_loss_top10",
+                  "attr_ioi_zero_top1pct", "attr_loss_zero_top10"):  # fmt: skip
             assert 0 < row[c].value <= 1 and 0 < row[c].ci_low <= row[c].ci_high <= 1
     man = json.loads((rd / "manifest.json").read_text())
     assert {"ioi", "attribution"} <= {s["stage"] for s in man["stages"]}
@@ -117,7 +118,9 @@ def test_tokenizer_without_single_token_names_gives_reasons(no_llm, tmp_path, ti
     cell = cols["ioi"].rows["neurons"]["ioi_kl_k1"]
     assert cell.value is None and "single-token names" in cell.reason
     assert cols["attribution"].rows["neurons"]["attr_ioi_top10"].value is None
+    assert cols["attribution"].rows["neurons"]["attr_ioi_zero_top10"].value is None
     assert cols["attribution"].rows["neurons"]["attr_loss_top10"].value is not None
+    assert cols["attribution"].rows["neurons"]["attr_loss_zero_top10"].value is not None
 
 
 def test_html_report_has_the_causal_table_and_the_ioi_plot(no_llm, tmp_path):

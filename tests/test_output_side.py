@@ -298,6 +298,14 @@ def test_stages_write_columns_with_per_feature_data_and_resume(tmp_path, tiny_mo
         assert all(p["explanation"].startswith("tokens: ") and len(p["top"]) == 10 for p in per)
         want = np.mean([p["lift"] for p in per])
         assert out.rows[basis]["output_score_lift"].value == pytest.approx(want)
+        # TokenChange: tokens from the explain prompts, scored on the others
+        assert all(len(p["tc_tokens"]) == 10 for p in per)
+        tc = np.mean([p["tc_score"] - p["tc_null"] for p in per])
+        assert out.rows[basis]["output_tc_lift"].value == pytest.approx(tc)
+        info = out.extra["token_change"][basis]
+        assert not set(info["explain_rows"]) & set(info["score_rows"])
+        assert out.rows[basis]["output_strength"].value == pytest.approx(info["strength"])
+        assert "no random-directions basis" in out.rows[basis]["output_tc_vs_random"].reason
     assert abl.extra["resumed_at_hookpoint"] is True
     assert "output_score_llm" not in {c.name for c in out.columns}
     _, st = _run(tmp_path, tiny_suite(tmp_path, tiny_model))

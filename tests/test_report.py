@@ -19,7 +19,7 @@ BASES = [("sae", "sae", 16), ("random", "random", 16)]
 
 
 def tiny_run(path, **kw):
-    """sae: 0.5, 0.6, 0.7 ok + one failed + one undefined; random: 0.1, 0.2;
+    """sae: 0.5, 0.6, 0.7 ok + one failed + one undefined; random: 0.1, 0.2, 0.1, 0.2, 0.15;
     shuffled nulls for sae: 0.1, 0.1, 0.2 (feature 4 has no real ok score)."""
     scores = [
         score("sae", 1, 0.5),
@@ -37,6 +37,9 @@ def tiny_run(path, **kw):
         score("sae", 2, 0.6, scorer="detection", variant="balanced_accuracy", method="json"),
         score("random", 1, 0.1),
         score("random", 2, 0.2),
+        score("random", 3, 0.1),  # 5 null features: a density bin needs 5 to enter the lift
+        score("random", 4, 0.2),
+        score("random", 5, 0.15),
     ]
     kw.setdefault("by_basis_usage", {"sae": usage(7, 700, 70, 0.01), "random": usage(3)})
     kw.setdefault(  # one density decade for every feature: stratified == plain lift
@@ -69,14 +72,14 @@ def test_tiny_run_values(tmp_path):
     assert sae["sim_ci_low"] < 0.6 < sae["sim_ci_high"]
     assert sae["sim_top"] == pytest.approx(0.3)
     assert sae["sim_random"] is None
-    # lift vs random dirs: 0.6 - mean(0.1, 0.2); one density bin, so the stratified bootstrap
-    # draws exactly what the unpaired one does
+    # lift vs random dirs: 0.6 - mean(0.1, 0.2, 0.1, 0.2, 0.15); one density bin, so the
+    # stratified bootstrap draws exactly what the unpaired one does
     assert sae["lift_vs_random_dirs"] == pytest.approx(0.45)
     assert sae["lift_vs_random_dirs_unmatched"] == pytest.approx(0.45)
-    lf = stats.lift([0.5, 0.6, 0.7], [0.1, 0.2], paired=False, n_boot=300, seed=5)
+    lf = stats.lift([0.5, 0.6, 0.7], [0.1, 0.2, 0.1, 0.2, 0.15], paired=False, n_boot=300, seed=5)
     assert sae["lift_vs_random_dirs_ci_low"] == pytest.approx(lf.low)
     assert sae["lift_vs_random_dirs_ci_high"] == pytest.approx(lf.high)
-    assert (sae["lift_vs_random_dirs_n"], sae["lift_vs_random_dirs_n_null"]) == (3, 2)
+    assert (sae["lift_vs_random_dirs_n"], sae["lift_vs_random_dirs_n_null"]) == (3, 5)
     assert sae["lift_vs_shuffled_n"] == 3 and sae["sim_top_n"] == 2
     # lift vs shuffled: paired on features 1..3 -> mean(0.4, 0.5, 0.5)
     assert sae["lift_vs_shuffled"] == pytest.approx(1.4 / 3)
@@ -454,14 +457,15 @@ def test_sanity_flag_when_lift_vs_shuffled_is_not_positive_or_crosses_zero(tmp_p
 
 def test_lift_vs_random_dirs_is_density_stratified(tmp_path):
     """Defect: the random null was compared as one pool, whatever a basis's densities. Here
-    the basis's features are rare (bin 1e-4..1e-3) and common (>= 0.1) 1:3, the null's 3:1;
+    the basis's features are rare (bin 1e-4..1e-3) and common (>= 0.1) 1:3, the null's 15:5;
     the null scores 0.1 on rare and 0.5 on common features, the basis 0.2 / 0.6."""
     rare, common = 5e-4, 0.2
     scores = [score("sae", 0, 0.2)] + [score("sae", f, 0.6) for f in (1, 2, 3)]
-    scores += [score("random", f, 0.1) for f in (0, 1, 2)] + [score("random", 3, 0.5)]
+    scores += [score("random", f, 0.1) for f in range(15)]
+    scores += [score("random", f, 0.5) for f in range(15, 20)]
     dens = [{"basis": "sae", "feature": f, "density": rare if f == 0 else common} for f in range(4)]
     dens += [
-        {"basis": "random", "feature": f, "density": common if f == 3 else rare} for f in range(4)
+        {"basis": "random", "feature": f, "density": common if f >= 15 else rare} for f in range(20)
     ]
     run = report.load_run(write_run(tmp_path / "r", bases=BASES, scores=scores, density=dens))
     sae = row(report.leaderboard_table([run], n_boot=200).table, "sae")
@@ -472,28 +476,29 @@ def test_lift_vs_random_dirs_is_density_stratified(tmp_path):
     assert sae["lift_vs_random_dirs_n_unsupported"] == 0
 
 
-def test_stratified_lift_leaves_out_bins_the_null_lacks():
-    st = stats.stratified_lift([0.9, 0.5], [1e-5, 0.05], [0.1, 0.3], [0.05, 0.05], n_boot=100)
-    # the 1e-5 feature has no null in its decade: left out and counted
-    assert st.n_a == 1 and st.n_unsupported == 1 and st.diff == pytest.approx(0.5 - 0.2)
-    assert 0 < st.pvalue <= 1
+def test_stratified_lift_merges_bins_the_null_lacks():
+    null = [0.1, 0.1, 0.3, 0.3, 0.2]
+    st = stats.stratified_lift([0.9, 0.5], [1e-5, 0.05], null, [0.05] * 5, n_boot=100)
+    # the 1e-5 feature has no null in its decade: that bin merges with the 0.05 one
+    assert st.n_a == 2 and st.n_unsupported == 0 and st.n_merged == 1
+    assert st.diff == pytest.approx(0.7 - 0.2) and 0 < st.pvalue <= 1
 
 
 def test_constant_prediction_counts_and_n_in_markdown(tmp_path):
     scores = [score("sae", f, 0.5) for f in range(3)]
     scores[0]["extra"] = json.dumps({"constant_prediction": True})
     scores[0]["value"] = 0.0
-    scores += [score("random", f, 0.1 * f) for f in range(3)]
+    scores += [score("random", f, 0.1 * f) for f in range(5)]
     scores += [score("sae", f, 0.1, null="shuffled") for f in range(2)]
     dens = [
-        {"basis": b, "feature": f, "density": 0.01} for b in ("sae", "random") for f in range(3)
+        {"basis": b, "feature": f, "density": 0.01} for b in ("sae", "random") for f in range(5)
     ]
     run = report.load_run(write_run(tmp_path / "r", bases=BASES, scores=scores, density=dens))
     board = report.leaderboard_table([run], n_boot=100)
     sae = row(board.table, "sae")
     assert sae["n_const_pred"] == 1 and sae["features_scored"] == 3
     md = report.render_markdown(board)
-    assert "n=3 vs 3" in md and "n=2" in md  # features behind the random and shuffled lifts
+    assert "n=3 vs 5" in md and "n=2" in md  # features behind the random and shuffled lifts
 
 
 def test_ica_non_convergence_and_shared_top_token_are_table_flags(tmp_path):
@@ -505,7 +510,8 @@ def test_ica_non_convergence_and_shared_top_token_are_table_flags(tmp_path):
     scores[0]["value"] = 0.5  # a lift CI that excludes 0 -> no judge flag
     diag = [
         {"basis": "random", "n_features": 64, "distinct": 20, "mean_abs_r": 0.4,
-         "mode_token": " Lincoln", "mode_count": 24, "n_tokens": 1000, "mode_share": 0.375},
+         "mode_token": " Lincoln", "mode_count": 24, "n_tokens": 1000, "mode_share": 0.375,
+         "features": list(range(64)), "edges": [[0, 1], [2, 3], [3, 40]]},
         {"basis": "ica", "n_features": 64, "distinct": 64, "mean_abs_r": 0.01,
          "mode_token": " the", "mode_count": 3, "n_tokens": 1000, "mode_share": 0.05},
     ]  # fmt: skip
@@ -517,6 +523,8 @@ def test_ica_non_convergence_and_shared_top_token_are_table_flags(tmp_path):
     ica, rnd = row(df, "ica"), row(df, "random")
     assert "ICA did not converge (100 iterations)" in ica["flag"]
     assert "24 of 64 scored features share the top token ' Lincoln'" in rnd["flag"]
-    assert ica["distinct_features"] == 64 and rnd["distinct_features"] == 20
+    # distinct among the 4 scored features (0-1 and 2-3 duplicates; 40 is not scored); the
+    # ica file has no duplicate pairs (an older diagnostics file): undefined, not all 64
+    assert ica["distinct_features"] is None and rnd["distinct_features"] == 2
     md = report.render_markdown(report.leaderboard_table([report.load_run(path)], n_boot=100))
-    assert "20 of 64" in md
+    assert "2 of 4" in md

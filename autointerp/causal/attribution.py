@@ -1,9 +1,18 @@
-"""Latent attribution (gradient x activation, Marks et al. 2024 with a zero baseline): the
-first-order effect of removing each feature, ``a_i = sum_t c[t, i] * dm/dc[t, i]``, with the
-error term held fixed (``x = decode(c) + e``), for two metrics:
+"""Latent attribution as gradient x Δ (docs/attribution.md): the first-order change of a metric
+m when feature i moves from a baseline code ``b`` to its actual code ``c``, with the error term
+held fixed (``x = decode(c) + e``), summed over positions:
+
+    a_i = sum_t (c[t, i] - b[t, i]) * dm/dc[t, i]          (at the actual point)
+
+Baselines: ``zero`` (b = 0: gradient x activation, the effect of zero-ablating the feature),
+``mean`` (b = the feature's mean code over corpus tokens: OpenAI 2025's latent attribution,
+whose ``δ_{i,t} = −(g_t·d_i)((a_t − ā)·d_i)`` is ``−a`` for the loss when the encoder is the
+transpose of an orthonormal decoder) and, for IOI, ``cf`` (b = the counterfactual prompt's code:
+attribution patching, Marks et al. 2024, whose effect ``(c_patch − c_clean)·∂m/∂c`` is ``−a``).
+Metrics:
 
 * ``ioi``: m = logit(IO) - logit(S) at the last position of each clean IOI prompt (one row per
-  prompt, summed over its positions);
+  prompt, summed over its positions, BOS left out);
 * ``loss``: m = the summed next-token cross-entropy of a held-out corpus row (one row per
   corpus row, over its positions that are neither special tokens nor the last one).
 
@@ -14,6 +23,7 @@ Pooled over rows, ``A_i = sum_rows a[row, i]``; concentration is the share of
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -25,21 +35,69 @@ from autointerp.causal.patching import Group, IOIData, decoder_grad, grad_at
 from autointerp.metrics import _resume_at
 from autointerp.model import Hookpoint, SubjectModel, splice
 
+BASELINES = ("zero", "mean", "cf")
 
-def ioi_attribution(sm: SubjectModel, hp: Hookpoint, data: IOIData, basis: Basis) -> np.ndarray:
-    """``[P, F]``: grad x activation of the IOI logit difference, per prompt (BOS, when the
-    prompts start with it, is not counted: its codes are not features of the text). The
-    gradient at the hookpoint is computed once per group and shared by every basis."""
-    out = np.zeros((len(data.pairs), basis.n_features))
+
+def _check(baselines: Sequence[str], mean: torch.Tensor | None, ioi: bool) -> None:
+    allowed = BASELINES if ioi else BASELINES[:2]
+    bad = [b for b in baselines if b not in allowed]
+    if bad:
+        raise ValueError(f"attribution baselines {bad} unknown; use {list(allowed)}")
+    if "mean" in baselines and mean is None:
+        raise ValueError("the mean baseline needs the basis's mean codes (mean_codes())")
+
+
+@torch.no_grad()
+def mean_codes(basis: Basis, acts, mask: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """``[F]``: each feature's mean code over the non-special tokens of ``rows``."""
+    tot = torch.zeros(basis.n_features, dtype=torch.float64)
+    n = 0
+    for s in range(0, len(rows), 32):
+        r = np.asarray(rows[s : s + 32])
+        x = torch.from_numpy(np.array(acts[r], dtype=np.float32))[~torch.from_numpy(mask[r])]
+        for j in range(0, len(x), 4096):
+            c, _ = encode_with_error(basis, x[j : j + 4096])
+            tot += c.double().sum(0).cpu()
+        n += len(x)
+    return (tot / max(n, 1)).float()
+
+
+def ioi_attributions(
+    sm: SubjectModel,
+    hp: Hookpoint,
+    data: IOIData,
+    basis: Basis,
+    baselines: Sequence[str] = ("zero",),
+    mean: torch.Tensor | None = None,
+) -> dict[str, np.ndarray]:
+    """Per baseline ``[P, F]``: grad x Δ of the IOI logit difference, per prompt (BOS, when
+    the prompts start with it, is not counted: its codes are not features of the text). The
+    gradient at the hookpoint is computed once per group and shared by every basis and
+    baseline."""
+    _check(baselines, mean, ioi=True)
+    out = {k: np.zeros((len(data.pairs), basis.n_features)) for k in baselines}
     bos = sm.bos_token_id
     for g in data.groups:
         gx = _ld_grad(sm, hp, data, g)
         with torch.no_grad():
             c, _err = encode_with_error(basis, g.x_clean)
         w = (g.clean != bos) if bos is not None else torch.ones_like(g.clean, dtype=torch.bool)
-        gc = decoder_grad(basis, c, gx)
-        out[g.rows] = (c * gc * w[..., None].to(c)).sum(1).double().cpu().numpy()
+        gc = decoder_grad(basis, c, gx) * w[..., None].to(c)
+        for k in baselines:
+            if k == "zero":
+                d = c
+            elif k == "mean":
+                d = c - mean.to(c)  # type: ignore[union-attr]
+            else:
+                with torch.no_grad():
+                    d = c - encode_with_error(basis, g.x_cf)[0]
+            out[k][g.rows] = (d * gc).sum(1).double().cpu().numpy()
     return out
+
+
+def ioi_attribution(sm: SubjectModel, hp: Hookpoint, data: IOIData, basis: Basis) -> np.ndarray:
+    """``[P, F]``: the zero-baseline (gradient x activation) IOI attribution."""
+    return ioi_attributions(sm, hp, data, basis, ("zero",))["zero"]
 
 
 def _ld_grad(sm: SubjectModel, hp: Hookpoint, data: IOIData, g: Group) -> torch.Tensor:
@@ -57,7 +115,7 @@ def _ld_grad(sm: SubjectModel, hp: Hookpoint, data: IOIData, g: Group) -> torch.
     return got
 
 
-def loss_attribution(
+def loss_attributions(
     sm: SubjectModel,
     hp: Hookpoint,
     bases: list[Basis],
@@ -66,12 +124,18 @@ def loss_attribution(
     exclude: torch.Tensor,
     skip: int,
     batch_size: int = 8,
-) -> dict[str, np.ndarray]:
-    """Per basis ``[rows, F]``: grad x activation of each row's summed next-token CE. ``acts``
-    are the cached activations at ``hp`` for ``ids``; codes at ``exclude`` positions (special
-    tokens) are not counted, nor are the predictions made from them. One backward pass per
-    batch, shared by every basis."""
-    out = {b.name: np.zeros((len(ids), b.n_features)) for b in bases}
+    baselines: Sequence[str] = ("zero",),
+    means: dict[str, torch.Tensor] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per basis and baseline ``[rows, F]``: grad x Δ of each row's summed next-token CE.
+    ``acts`` are the cached activations at ``hp`` for ``ids``; codes at ``exclude`` positions
+    (special tokens) are not counted, nor are the predictions made from them. One backward
+    pass per batch, shared by every basis; ``means[basis]`` the mean codes of the ``mean``
+    baseline."""
+    means = means or {}
+    for b in bases:
+        _check(baselines, means.get(b.name), ioi=False)
+    out = {b.name: {k: np.zeros((len(ids), b.n_features)) for k in baselines} for b in bases}
     dtype = next(sm.model.parameters()).dtype
     for s in range(0, len(ids), batch_size):
         b_ids = ids[s : s + batch_size].to(sm.device)
@@ -91,10 +155,26 @@ def loss_attribution(
         for b in bases:
             with torch.no_grad():
                 c, _err = encode_with_error(b, x.detach())
-            gc = decoder_grad(b, c, x.grad)
-            a = (c * gc * (~ex)[..., None].to(c)).sum(1)
-            out[b.name][s : s + batch_size] = a.double().cpu().numpy()
+            gc = decoder_grad(b, c, x.grad) * (~ex)[..., None].to(c)
+            for k in baselines:
+                d = c if k == "zero" else c - means[b.name].to(c)
+                out[b.name][k][s : s + batch_size] = (d * gc).sum(1).double().cpu().numpy()
     return out
+
+
+def loss_attribution(
+    sm: SubjectModel,
+    hp: Hookpoint,
+    bases: list[Basis],
+    ids: torch.Tensor,
+    acts: torch.Tensor,
+    exclude: torch.Tensor,
+    skip: int,
+    batch_size: int = 8,
+) -> dict[str, np.ndarray]:
+    """Per basis ``[rows, F]``: the zero-baseline (gradient x activation) loss attribution."""
+    got = loss_attributions(sm, hp, bases, ids, acts, exclude, skip, batch_size)
+    return {k: v["zero"] for k, v in got.items()}
 
 
 def concentration(a: np.ndarray) -> tuple[float | None, float | None]:

@@ -28,7 +28,7 @@ _LIFTS = [
 #: columns left out of md/html when they are empty in every row
 OPTIONAL_COLUMNS = {
     *"detection_bal_acc fuzzing_bal_acc intruder_acc detection_auroc fuzzing_auroc".split(),
-    *"n_const_pred distinct_features mode_share".split(),
+    *"n_const_pred distinct_features mode_share dead_frac_corpus".split(),
     *OTHER_METRICS,
 }
 _STR, _F, _I = pl.Utf8, pl.Float64, pl.Int64
@@ -56,7 +56,8 @@ BASE_SCHEMA: dict[str, Any] = {
     **dict.fromkeys(
         [f"lift_vs_random_dirs_unmatched{s}" for s in ("", "_ci_low", "_ci_high", "_p")], _F
     ),
-    **_cols("undefined_by_variant", _STR),
+    **_cols("undefined_by_variant lift_vs_random_dirs_strata recon_na", _STR),
+    **_cols("dead_frac_corpus", _F),
     **_cols("detection_bal_acc fuzzing_bal_acc intruder_acc detection_auroc fuzzing_auroc", _F),
     **dict.fromkeys(HEAD_METRICS + OTHER_METRICS, _F),
     **_cols("llm_calls prompt_tokens completion_tokens", _I),
@@ -87,13 +88,17 @@ LEGEND: dict[str, str] = {
     "never mix methods",
     "lift vs random dirs (density-matched)": "sim score minus the mean sim score of the "
     "kind=random basis (random directions) re-weighted to this basis's firing densities: per "
-    "density decade, the null's mean weighted by this basis's share of features there; features "
-    "in decades where the null has no score are left out (lift_vs_random_dirs_n_unsupported in "
-    "csv/json); stratified bootstrap CI; p: stratified permutation test; n = this basis's "
-    "features vs the null's. The plain difference of means is lift_vs_random_dirs_unmatched "
-    "(csv/json/html)",
+    "density decade, the null's mean weighted by this basis's share of features there. A decade "
+    "holding fewer than 5 null features is merged with its neighbours (lowest density first; a "
+    "short last one joins the one below) so that every stratum's null mean has a spread; the "
+    "strata used when any were merged are in lift_vs_random_dirs_strata (csv/json); with fewer "
+    "than 5 null features in all the lift is undefined. Stratified bootstrap CI; p: stratified "
+    "permutation test (exact when there are at most 20,000 relabellings); n = this basis's "
+    "features vs the null features in the strata this basis uses. The plain difference of means "
+    "is lift_vs_random_dirs_unmatched (csv/json/html)",
     "lift vs shuffled": "mean over features of (real - shuffled-explanation) sim score on the "
-    "same features, paired bootstrap CI; p: Wilcoxon signed-rank; n = complete pairs (a "
+    "same features, paired bootstrap CI; p (after the CI): Wilcoxon signed-rank; n = complete "
+    "pairs (a "
     "feature whose own or shuffled score is undefined or failed is not a pair)",
     "sim score": "mean simulation correlation (top_and_random test set) over features whose "
     "score is ok, with its CI",
@@ -103,8 +108,9 @@ LEGEND: dict[str, str] = {
     "(explanation or LLM answer unusable); both are left out of every mean",
     "const pred (0)": "real top_and_random scores whose prediction was constant against "
     "varying truth: the explanation predicted nothing, scored r = 0 and kept in every mean",
-    "distinct": "groups of near-duplicate features among the scored ones (activations "
-    "correlated at r >= 0.5 on 512 rows spread over the corpus, chained) of the features examined",
+    "distinct": "groups of near-duplicate features among the scored ones (those with an ok sim "
+    "score; activations correlated at r >= 0.5 on 512 rows spread over the corpus, chained "
+    "through scored features only), 'of' the number scored",
     "top-token mode share": "share of scored features whose most common max-activating token "
     "(over their top windows) is the basis's most common one; flagged at >= 25%",
     "l0 corpus": "L0 over the whole corpus (from firing densities), next to l0 on the held-out "
@@ -112,8 +118,13 @@ LEGEND: dict[str, str] = {
     "sim top / sim random": "the same mean on top-only / random-only test examples, n features",
     "detection / fuzzing / intruder": "mean balanced accuracy (detection, fuzzing) and "
     "accuracy (intruder) over features",
-    "l0 ... dead_frac": "SAEBench reconstruction / sparsity / downstream metrics; the others "
-    "(l1, mse, cossim, ...) are in the csv/json/html outputs",
+    "l0 ... dead_frac": "SAEBench reconstruction / sparsity / downstream metrics on the held-out "
+    "metric tokens; the others (l1, mse, cossim, ...) are in the csv/json/html outputs. "
+    "'dead held-out' (dead_frac) is the share of features that never fire on those few held-out "
+    "tokens; 'dead corpus' (dead_frac_corpus) the share that never fire anywhere in the corpus "
+    "(the firing densities). n/a in the random-directions row: its L0 is not the bases' "
+    "(its densities are matched, not its L0), so its reconstruction and CE / KL columns are not "
+    "an L0-matched null (recon_na in csv/json says why; metrics.parquet keeps the values)",
     "llm calls / tokens / cost": "LLM usage of this basis (manifest llm_usage.by_basis)",
     "wall s": "wall time of the whole run, summed over the invocations that computed something",
     "flag": f"'{FLAG_TEXT}' when lift vs shuffled is <= 0 or its CI includes 0 (the scores "
@@ -163,7 +174,9 @@ DISPLAY: list[tuple[str, str, str | None, str | None]] = [
     ("fuzzing auroc", "fuzzing_auroc", None, None),
     *[(m, m, None, None) for m in HEAD_METRICS[:1]],
     ("l0 corpus", "l0_corpus", None, None),
-    *[(m, m, None, None) for m in HEAD_METRICS[1:]],
+    *[(m, m, None, None) for m in HEAD_METRICS[1:-1]],
+    ("dead held-out", "dead_frac", None, None),
+    ("dead corpus", "dead_frac_corpus", None, None),
     ("llm calls", "llm_calls", None, None),
     ("prompt tok", "prompt_tokens", None, None),
     ("compl tok", "completion_tokens", None, None),
@@ -198,10 +211,20 @@ N_COLUMNS: dict[str, tuple[str, str | None]] = {
 }
 
 
+#: columns shown with their p-value after the CI (``p=...``)
+P_COLUMNS = ("lift_vs_random_dirs", "lift_vs_shuffled")
+#: shown "n/a" when the row's ``recon_na`` holds a reason (the random null at another L0)
+NA_COLUMNS = frozenset("fvu explained_variance ce_loss_score kl_div_score".split())
+
+
 def fmt_ci(row: dict[str, Any], col: str, lo: str | None, hi: str | None) -> str:
+    if col in NA_COLUMNS and row.get("recon_na") and row.get(col) is None:
+        return "n/a"
     s = fmt_value(row.get(col), col)
     if s and lo and hi and row.get(lo) is not None and row.get(hi) is not None:
         s += f" [{fmt_value(row[lo], lo)}, {fmt_value(row[hi], hi)}]"
+    if s and col in P_COLUMNS and row.get(f"{col}_p") is not None:
+        s += f" p={fmt_value(row[f'{col}_p'], f'{col}_p')}"
     n_col, null_col = N_COLUMNS.get(col, (None, None))
     if s and n_col and row.get(n_col) is not None:
         if col == "distinct_features":

@@ -3,10 +3,11 @@ every numeric leaderboard column both runs have, with the trained value, the ran
 value and their difference (docs/random-model.md).
 
 CIs of the difference: where the column is a mean of per-feature values (sim score, sim top /
-random, lift vs shuffled, detection, fuzzing, intruder, plug-in scorers), a bootstrap of the
-difference of means resampling each run's features independently (they are different
-features of different models); otherwise there are no per-feature values to resample and
-the note says so.
+random, lift vs shuffled, detection, fuzzing, intruder, plug-in scorers, and the ablation and
+output stages' columns, whose per-feature values ``columns/<stage>.json`` keeps in
+``extra.features``), a bootstrap of the difference of means resampling each run's features
+independently (they are different features of different models); otherwise there are no
+per-feature values to resample and the note says so.
 """
 
 from __future__ import annotations
@@ -31,6 +32,30 @@ _SKIP = {
     *"lift_vs_random_dirs_n lift_vs_random_dirs_n_null lift_vs_random_dirs_n_unsupported".split(),
 }
 NO_FEATURE_CI = "no per-feature values: no CI"
+#: stage column -> (stage, key of its per-feature value in ``extra.features[basis]``)
+STAGE_FEATURE_VALUES: dict[str, tuple[str, str]] = {
+    "ablation_kl": ("ablation", "kl"),
+    "ablation_ce_delta": ("ablation", "ce_delta"),
+    "output_score": ("output", "score"),
+    "output_score_lift": ("output", "lift"),
+    "output_score_llm": ("output", "llm_score"),
+    "output_tc_score": ("output", "tc_score"),
+    "output_tc_lift": ("output", "tc_lift"),
+    "output_arad": ("output", "arad"),
+    "output_arad_lift": ("output", "arad_lift"),
+}
+
+
+def stage_feature_values(run: Run, basis: str, column: str) -> list[float] | None:
+    """The per-feature values behind a stage column's mean (None when the run keeps none)."""
+    stage, key = STAGE_FEATURE_VALUES[column]
+    for sc in run.columns:
+        feats = (sc.extra.get("features") or {}).get(basis) if sc.stage == stage else None
+        if feats is not None:
+            return [float(v) for d in feats if (v := _number(d.get(key))) is not None]
+    return None
+
+
 COLUMNS = ("column", "trained", "random", "difference", "ci_low", "ci_high", "note")
 
 
@@ -115,10 +140,15 @@ def compare_runs(
             else:
                 diff = tv - rv
                 note = NO_FEATURE_CI
-                if col in per_feature:
+                a = b = None
+                if col in STAGE_FEATURE_VALUES:
+                    a = stage_feature_values(trained, basis, col)
+                    b = stage_feature_values(random, basis, col)
+                elif col in per_feature:
                     sc, var = per_feature[col]
                     a = _feature_values(trained, basis, method, sc, var)
                     b = _feature_values(random, basis, method, sc, var)
+                if col in STAGE_FEATURE_VALUES or col in per_feature:
                     if a and b:
                         ci = stats.lift(a, b, paired=False, n_boot=n_boot, seed=seed)
                         lo, hi = ci.low, ci.high

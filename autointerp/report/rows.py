@@ -165,6 +165,7 @@ def _run_rows(
             random_sim[method] = _BasisScores(rows).get("simulation", SIM_VARIANT)
     base_info = {str(b["name"]): b.get("info") or {} for b in run.manifest.get("bases") or []}
     ci_kw = {"n_boot": n_boot, "level": level, "seed": seed}
+    ref_l0 = _reference_l0(metrics, kinds)
     out, dens_rows = [], []
     for basis, kind in run.bases:
         if len(split[basis]) > 1:
@@ -218,10 +219,22 @@ def _run_rows(
             for k, v in m.items():
                 if k not in ("basis", "kind", "n_features"):
                     row[k] = v
+            row.update(_corpus_dead(run, basis))
+            if kinds.get(basis) == "random":
+                why = null_recon_reason(row.get("l0"), ref_l0)
+                if why:
+                    row.update({c: None for c in RECON_COLUMNS if c in row}, recon_na=why)
+                    notes.append(f"{run.label}: {basis}: reconstruction columns n/a: {why}")
             dens = _feature_density(run, basis)
             ref = random_sim.get(method)
             if kinds.get(basis) != "random" and ref is not None and real:
                 row.update(_random_lifts(real, dens, ref, random_dens, ci_kw))
+                if row.get("lift_vs_random_dirs") is None and dens and random_dens:
+                    notes.append(
+                        f"{run.label}: {basis} ({method}): lift vs random dirs undefined: "
+                        f"{row.pop('_strat_reason', '')}"
+                    )
+                row.pop("_strat_reason", None)
                 if not dens or not random_dens:
                     notes.append(
                         f"{run.label}: {basis} ({method}): lift vs random dirs undefined: no "
@@ -240,7 +253,7 @@ def _run_rows(
                     row.update(_lift_cols("lift_vs_shuffled", lf, t))
             row.update(_pmi_counts(method, sc.counts))
             row.update(stage_columns.basis_cells(run.columns, basis))
-            row.update(_diagnostic_cols(run.diagnostics.get(basis)))
+            row.update(_diagnostic_cols(run.diagnostics.get(basis), real))
             row["flag"] = "; ".join(
                 f
                 for f in (
@@ -274,6 +287,55 @@ def _run_rows(
                         }
                     )
     return out, dens_rows
+
+
+#: reconstruction / downstream columns that compare a basis with its L0: not applicable to a
+#: random-directions null that fires at another L0 (shown "n/a", the reason in ``recon_na``)
+RECON_COLUMNS = tuple(
+    """fvu explained_variance explained_variance_legacy mse cossim l2_ratio
+    relative_reconstruction_bias ce_loss_score kl_div_score ce_recon kl_recon
+    ce_loss_score_mean_abl kl_div_score_mean_abl""".split()
+)
+#: relative L0 difference beyond which the null's reconstruction columns are n/a
+L0_MATCH_TOL = 0.1
+
+
+def _reference_l0(metrics: dict[str, dict[str, Any]], kinds: dict[str, str]) -> float | None:
+    """The L0 the null is compared at: the first SAE's, else the median of the non-random
+    bases' (None when no basis has one)."""
+    l0s = [(kinds.get(b) or r.get("kind"), r.get("l0")) for b, r in metrics.items()]
+    l0s = [(k, v) for k, v in l0s if k != "random" and isinstance(v, int | float)]
+    sae = [v for k, v in l0s if k == "sae"]
+    if sae:
+        return float(sae[0])
+    vals = sorted(float(v) for _, v in l0s)
+    return vals[len(vals) // 2] if vals else None
+
+
+def null_recon_reason(l0: Any, ref_l0: float | None) -> str:
+    """Why the random null's reconstruction columns are not applicable ("" when they are:
+    its L0 within ``L0_MATCH_TOL`` of the reference L0)."""
+    if not isinstance(l0, int | float) or ref_l0 is None or ref_l0 <= 0:
+        return ""
+    if abs(float(l0) / ref_l0 - 1.0) <= L0_MATCH_TOL:
+        return ""
+    return (
+        f"the random-directions null fires at L0 {float(l0):.3g}, not the bases' {ref_l0:.3g} "
+        "(its firing densities are matched, not its L0), so its reconstruction and CE / KL "
+        "columns are not an L0-matched null; its values are kept in metrics.parquet"
+    )
+
+
+def _corpus_dead(run: Run, basis: str) -> dict[str, float]:
+    """``dead_frac_corpus``: share of the basis's features that never fire over the whole
+    corpus (``density.parquet``, every feature), next to ``dead_frac`` on the held-out tokens."""
+    df = run.density
+    if df is None or not {"basis", "feature", "density"} <= set(df.columns):
+        return {}
+    d = df.filter(pl.col("basis") == basis)["density"]
+    if not len(d):
+        return {}
+    return {"dead_frac_corpus": float((d == 0).sum()) / len(d)}
 
 
 def sanity_flag(row: dict[str, Any]) -> str:
@@ -316,6 +378,8 @@ def _random_lifts(
         "lift_vs_random_dirs_n": st.n_a,
         "lift_vs_random_dirs_n_null": st.n_null,
         "lift_vs_random_dirs_n_unsupported": st.n_unsupported,
+        "lift_vs_random_dirs_strata": ", ".join(st.strata) if st.n_merged else None,
+        "_strat_reason": st.reason,
     }
     lf = stats.lift(list(real.values()), list(ref.values()), paired=False, **ci_kw)
     t = stats.compare_bases(real.values(), ref.values())
@@ -333,12 +397,24 @@ def _pmi_counts(method: str, counts: Counter) -> dict[str, int | None]:
     }
 
 
-def _diagnostic_cols(d: dict[str, Any] | None) -> dict[str, Any]:
+def _diagnostic_cols(d: dict[str, Any] | None, real: dict[int, float | None]) -> dict[str, Any]:
+    """Diagnostics columns; ``distinct`` counts the groups among the SCORED features (those
+    with an ok sim score) when the diagnostics keep their duplicate pairs, else it is left
+    undefined (an older diagnostics file counted every record feature)."""
     if not d:
         return {}
+    from autointerp.diagnostics import distinct_among
+
+    scored = [f for f, v in real.items() if v is not None and not math.isnan(v)]
+    if "edges" in d and scored:
+        examined = set(d.get("features") or [])
+        scored = [f for f in scored if not examined or f in examined]
+        distinct, n = distinct_among(scored, d["edges"]), len(scored)
+    else:
+        distinct = n = None
     return {
-        "distinct_features": d.get("distinct"),
-        "diag_features": d.get("n_features"),
+        "distinct_features": distinct,
+        "diag_features": n,
         "mean_abs_r": d.get("mean_abs_r"),
         "mode_share": d.get("mode_share"),
         "mode_token": d.get("mode_token"),

@@ -37,8 +37,10 @@ ABLATION_COLUMNS = [
 OUTPUT_COLUMNS = [
     ColumnDoc(
         "output_score",
-        "mean over scored features of the log-probability gain (nats) of the feature's "
-        "logit-lens tokens when it is amplified on neutral prompts",
+        "logit-lens output score (its explanation is read off the direction it scores, so "
+        "random directions score too; see output_tc_score): mean over scored features of the "
+        "log-probability gain (nats) of the feature's logit-lens tokens when it is amplified "
+        "on neutral prompts",
         better="higher",
     ),
     ColumnDoc(
@@ -46,6 +48,45 @@ OUTPUT_COLUMNS = [
         "output_score minus the same gain for another feature's logit-lens tokens "
         "(shuffled-tokens null), mean over features",
         better="higher",
+    ),
+    ColumnDoc(
+        "output_tc_score",
+        "held-out output score: mean over scored features of the log-probability gain (nats) of "
+        "the feature's TokenChange tokens (the tokens its addition raised most on other prompts, "
+        "at the basis's target-KL strength s) when it is added at another strength "
+        "(score_ratio x s) on held-out neutral prompts",
+        better="higher",
+    ),
+    ColumnDoc(
+        "output_tc_lift",
+        "output_tc_score minus the same gain for another feature's TokenChange tokens "
+        "(shuffled-tokens null), mean over features",
+        better="higher",
+    ),
+    ColumnDoc(
+        "output_tc_vs_random",
+        "output_tc_score minus the random-directions row's, both at their own target-KL "
+        "strength (unpaired bootstrap over features): the comparison that means something, "
+        "since any direction moved to the target KL raises its own TokenChange tokens",
+        better="higher",
+    ),
+    ColumnDoc(
+        "output_arad",
+        "Arad et al. (2025)'s output score (opt-in, output.arad): the feature added at 10x its "
+        "max activation on the held-out prompts; per prompt (1 - min rank of its logit-lens "
+        "tokens / |V|) x their max probability; mean over features",
+        better="higher",
+    ),
+    ColumnDoc(
+        "output_arad_lift",
+        "output_arad minus the same score for another feature's logit-lens tokens",
+        better="higher",
+    ),
+    ColumnDoc(
+        "output_strength",
+        "the basis's strength s at the target KL, in units of the prompts' mean ||x|| (n: "
+        "calibration features); CI: none (one tuned number)",
+        better="none",
     ),
     ColumnDoc(
         "output_score_llm",
@@ -132,7 +173,7 @@ ABLATION = Stage(
 
 
 def output_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
-    k = _key(ctx, inputs, "output")
+    k = {**_key(ctx, inputs, "output"), "v": 2}
     if ctx.env.suite.causal.output.llm_explanations:
         p = ctx.env.protocol
         k.update(llm=p["llm"]["explainer"], max_tokens=ctx.env.suite.explain.max_tokens)
@@ -168,8 +209,9 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
 
     env = ctx.env
     cfg = env.suite.causal.output
-    cols = StageColumns("output", [c for c in OUTPUT_COLUMNS if cfg.llm_explanations or
-                                   c.name != "output_score_llm"])  # fmt: skip
+    cols = StageColumns("output", [c for c in OUTPUT_COLUMNS if (cfg.llm_explanations or
+                                   c.name != "output_score_llm") and (cfg.arad or
+                                   not c.name.startswith("output_arad"))])  # fmt: skip
     if not cfg.enabled:
         cols.extra["disabled"] = "suite.causal.output.enabled = false"
         return cols
@@ -183,6 +225,7 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
         features={},
         seconds={},
     )
+    tc_scores: dict[str, list] = {}
     for b in inputs["bases"]:
         recs = inputs["records"].records.get(b.name) or []
         t = time.perf_counter()
@@ -215,6 +258,25 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
             if llm:
                 d.update(llm_explanation=llm[i], llm_score=_num(gains[2, i]))
             per.append(d)
+        own_ids = [np.asarray(e[1]) for e in expl]
+        maxes = [r.max_act for r in recs]
+        tc = _token_change(
+            ctx, fwd, b, feats, ids, acts, mask, inputs["split"].metric_rows, own_ids, maxes
+        )
+        for i, d in enumerate(per):
+            d.update({k: v[i] for k, v in tc["features"].items()})
+        cols.extra.setdefault("token_change", {})[b.name] = tc["info"]
+        cols.set(
+            b.name, "output_tc_score", mean_cell(tc["features"]["tc_score"], ctx, "held-out score")
+        )
+        cols.set(
+            b.name, "output_tc_lift", mean_cell(tc["features"]["tc_lift"], ctx, "held-out lift")
+        )
+        cols.set(b.name, "output_strength", tc["strength"])
+        if cfg.arad:
+            for c, k in (("output_arad", "arad"), ("output_arad_lift", "arad_lift")):
+                cols.set(b.name, c, mean_cell(tc["features"][k], ctx, "Arad output score"))
+        tc_scores[b.name] = tc["features"]["tc_score"]
         cols.extra["features"][b.name] = per
         cols.extra["seconds"][b.name] = round(time.perf_counter() - t, 3)
         cols.set(b.name, "output_score", mean_cell(score, ctx, "output score"))
@@ -225,7 +287,104 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
                 "output_score_llm",
                 mean_cell([_num(v) for v in gains[2]], ctx, "LLM output score"),
             )
+    _vs_random(ctx, cols, inputs["bases"], tc_scores)
     return cols
+
+
+def _vs_random(ctx: StageContext, cols: StageColumns, bases: list, tc: dict[str, list]) -> None:
+    """``output_tc_vs_random``: each basis's mean held-out TokenChange score minus the random
+    directions' (both at their own target-KL strength), unpaired bootstrap over features."""
+    from autointerp.stats import lift
+
+    rnd = next((b.name for b in bases if b.kind == "random" and tc.get(b.name)), None)
+    s = ctx.env.suite
+    for b in bases:
+        if b.name not in tc:
+            continue
+        if rnd is None or b.name == rnd:
+            why = (
+                "this is the random-directions null"
+                if b.name == rnd
+                else ("no random-directions basis with TokenChange scores in the run")
+            )
+            cols.set(b.name, "output_tc_vs_random", Cell.undefined(why))
+            continue
+        lf = lift(tc[b.name], tc[rnd], paired=False, n_boot=s.scoring.n_bootstrap, seed=s.seed)
+        cols.set(b.name, "output_tc_vs_random", Cell(lf.diff, lf.low, lf.high, lf.n_a))
+
+
+def tc_rows(metric_rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint explain and score prompt rows: ``2n`` rows spread over the held-out rows,
+    alternately to each set."""
+    from autointerp.causal.output_score import neutral_rows
+
+    both = neutral_rows(metric_rows, 2 * n)
+    return both[0::2], both[1::2]
+
+
+def _token_change(
+    ctx: StageContext, fwd, basis, feats: list[int], ids, acts, mask, metric_rows, lens_ids,
+    max_acts,
+) -> dict[str, Any]:  # fmt: skip
+    """TokenChange explanations and their held-out scores (autointerp.causal.token_change)."""
+    import torch
+
+    from autointerp.causal.logit_lens import feature_directions
+    from autointerp.causal.output_score import derangement
+    from autointerp.causal.token_change import (
+        Prompts,
+        arad_scores,
+        calibrate_strength,
+        set_gains,
+        token_change,
+        unit_shifts,
+    )
+
+    cfg = ctx.env.suite.causal.output
+    ex_rows, sc_rows = tc_rows(metric_rows, cfg.tc_prompts)
+    empty = {k: [] for k in ("tc_tokens", "tc_score", "tc_null", "tc_lift", "arad", "arad_lift")}
+    if not feats or len(sc_rows) == 0:
+        why = "no scored features" if not feats else "too few held-out rows for two prompt sets"
+        return {"features": empty, "info": {"reason": why}, "strength": Cell.undefined(why)}
+    L = cfg.prompt_len
+    pa = Prompts(fwd, ids[ex_rows], acts[ex_rows], mask[ex_rows], L)
+    pb = Prompts(fwd, ids[sc_rows], acts[sc_rows], mask[sc_rows], L)
+    dirs = feature_directions(basis, feats).cpu()
+    unit_a, unit_b = unit_shifts(dirs, pa.m), unit_shifts(dirs, pb.m)
+    cal = np.unique(np.linspace(0, len(feats) - 1, min(cfg.n_calibration, len(feats))).round())
+    cal = torch.from_numpy(cal.astype(np.int64))
+    s, kl = calibrate_strength(pa, unit_a[cal], cfg.target_kl, cfg.batch_size)
+    toks = token_change(pa, s * unit_a, cfg.n_tokens, cfg.batch_size)
+    perm = derangement(len(feats), ctx.env.suite.seed)
+    gains = set_gains(pb, cfg.score_ratio * s * unit_b, [toks, toks[perm]], cfg.batch_size)
+    tok = ctx.env.sm.tokenizer
+    from autointerp.causal.logit_lens import token_strings
+
+    lift = gains[0] - gains[1] if len(feats) > 1 else np.full(len(feats), np.nan)
+    per = {
+        "tc_tokens": [token_strings(tok, t.tolist()) for t in toks],
+        "tc_score": [_num(v) for v in gains[0]],
+        "tc_null": [_num(v) for v in gains[1]],
+        "tc_lift": [_num(v) for v in lift],
+    }
+    if cfg.arad:  # the feature added at 10x its max activation (Arad et al. 2025)
+        mx = torch.tensor([float(m or 0.0) for m in max_acts])[:, None]
+        own = [lens_ids[i] for i in range(len(feats))]
+        ar = arad_scores(pb, 10.0 * mx * dirs, [own, [own[j] for j in perm]], cfg.batch_size)
+        per["arad"] = [_num(v) for v in ar[0]]
+        per["arad_lift"] = [_num(v) for v in ar[0] - ar[1]] if len(feats) > 1 else [None]
+    return {
+        "features": per,
+        "info": {
+            "strength": s,
+            "kl_at_strength": kl,
+            "explain_rows": ex_rows.tolist(),
+            "score_rows": sc_rows.tolist(),
+            "score_strength": cfg.score_ratio * s,
+            "calibration_features": [feats[int(i)] for i in cal],
+        },  # fmt: skip
+        "strength": Cell(float(s), None, None, len(cal)),
+    }
 
 
 def _num(v: float) -> float | None:

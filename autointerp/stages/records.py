@@ -134,7 +134,7 @@ def compute_diagnostics(ctx: StageContext, inputs: dict[str, Any]) -> list[dict[
     return [
         ctx.cached(
             f"diagnostics-{b.name}",
-            stable_hash({"records": hashes.get(b.name), "v": 1}),
+            stable_hash({"records": hashes.get(b.name), "v": 2}),
             lambda b=b: one(b),
             Artifact(JSON),
         )
