@@ -158,7 +158,12 @@ def test_page_loads_and_shows_rows(site, tmp_path):
     # the headline: one row per (run, basis), the null last; groups fold without JS
     hheads, hrows = t.by_id["headline-0"]
     assert len(hrows) == 8 and hheads[:2] == ["basis", "interp_lift"] and len(hheads) <= 10
-    assert [r[1] for r in hrows][-2:] == ["", ""]  # the nulls: no lift (a reason instead)
+    # per run (in the full table's order) the null comes last, without a lift (a reason)
+    for part in (hrows[:4], hrows[4:]):
+        assert {r[0] for r in part} == {"sae", "pca", "neurons", "random"}
+        assert part[3][0] == "random" and part[3][1] == ""
+        lifts = [float(r[1]) for r in part[:3]]
+        assert lifts == sorted(lifts, reverse=True)
     assert dom.count('<details class="grp"') == 6 and "Undefined cells and why" in dom
     assert "protocol_id p2 differs from the reference p1" in dom
     # the feature browser rendered its first feature

@@ -241,6 +241,8 @@ def build_headline(df: pl.DataFrame, docs: dict[str, ColumnDoc]) -> Headline:
             "suite": suite,
             "run": run,
             "protocol_id": r.get("protocol_id"),
+            "model": r.get("model"),
+            "hookpoint": r.get("hookpoint"),
             "basis": basis,
             "kind": r.get("kind"),
             "interp_method": r.get("method"),
@@ -274,7 +276,8 @@ def build_headline(df: pl.DataFrame, docs: dict[str, ColumnDoc]) -> Headline:
         out["cost_usd"] = r.get("cost_usd")
         out["reasons"] = reasons
         rows.append(out)
-    rows.sort(key=_order)
+    run_rank = {k: i for i, k in enumerate(dict.fromkeys((s, run) for s, run, _ in by_basis))}
+    rows.sort(key=lambda r: (run_rank[(r["suite"], r["run"])], *_order(r)))
     return Headline(cols, rows, multi, _main_method(df))
 
 
@@ -299,7 +302,8 @@ def _stage_reason(row: dict[str, Any], col: str) -> str:
 
 
 def _order(r: dict[str, Any]) -> tuple[int, float]:
-    """Null rows last, the others by interpretability lift, descending (undefined last)."""
+    """Within a run: null rows last, the others by interpretability lift, descending
+    (undefined last). Runs keep the order of the full table."""
     v = r.get("interp_lift")
     return (1 if r.get("kind") == "random" else 0, -v if v is not None else float("inf"))
 
