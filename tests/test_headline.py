@@ -103,6 +103,7 @@ def test_headline_csv_and_json_come_first(run):
     h = js["headline"]["p1"]
     assert [c["key"] for c in h["columns"]][:2] == ["basis", "interp_lift"]
     assert {r["basis"] for r in h["rows"]} == {"sae", "pca", "neurons", "random"}
+    assert "headline: causal: ioi_edit_half_kl" in js["legend"]
 
 
 def test_optional_columns_and_repointing_the_causal_headline(run, monkeypatch):

@@ -58,6 +58,8 @@ def _clean_json(v: Any) -> Any:
 
 
 def board_to_dict(board: Leaderboard) -> dict[str, Any]:
+    heads = headlines(board)
+    head_legend = {k: v for h in heads.values() for k, v in headline.legend(h).items()}
     return _clean_json(
         {
             "reference": board.reference,
@@ -75,7 +77,7 @@ def board_to_dict(board: Leaderboard) -> dict[str, Any]:
                     ],
                     "rows": headline.flat_rows(h),
                 }
-                for pid, h in headlines(board).items()
+                for pid, h in heads.items()
             },
             "ci": {
                 "method": board.ci_method,
@@ -95,6 +97,7 @@ def board_to_dict(board: Leaderboard) -> dict[str, Any]:
             "set_apart": [s.to_dict() for s in board.set_apart],
             "notes": board.notes,
             "legend": {
+                **head_legend,
                 **LEGEND,
                 **scorer_legend(board.scorer_columns),
                 **stage_columns.legend(board.stage_columns),
