@@ -13,6 +13,7 @@ import pytest
 from synthetic_runs import synth_run
 
 from autointerp import report
+from autointerp.columns import Cell, ColumnDoc, StageColumns, save_columns
 from autointerp.errors import AutointerpError
 from autointerp.report.docgen import run_docs
 
@@ -66,8 +67,39 @@ def repo(tmp_path):
     ]
     m["wall_time_s"] = 44.0
     (rd / "manifest.json").write_text(json.dumps(m))
+    cols = StageColumns("ioi", [ColumnDoc("ioi_edit_half_kl", "edit at half KL", "lower")])
+    cols.set("sae", "ioi_edit_half_kl", Cell(0.4712, 0.41, 0.52, 64))
+    cols.set("pca", "ioi_edit_half_kl", Cell.undefined("never reaches half the KL"))
+    save_columns(rd, cols)
     (tmp_path / "README.md").write_text(DOC)
     return tmp_path, rd
+
+
+def test_stage_column_cells_and_the_causal_and_minus_tables(repo):
+    root, rd = repo
+    synth_run(root / "results" / "demo-random" / "run-2", seed=6, n_scored=12, extras=False)
+    (root / "README.md").write_text(
+        "edit <!-- autointerp:cell demo sae ioi_edit_half_kl ci -->?<!-- /autointerp:cell -->, "
+        "pca <!-- autointerp:cell demo pca ioi_edit_half_kl -->?<!-- /autointerp:cell -->\n\n"
+        "<!-- autointerp:table causal demo -->\n<!-- /autointerp:table -->\n\n"
+        "<!-- autointerp:table minus demo demo-random method=all_at_once_logprobs -->\n"
+        "<!-- /autointerp:table -->\n"
+    )
+    run_docs(root)
+    text = (root / "README.md").read_text()
+    assert "-->0.471 [0.410, 0.520]<!--" in text and "-->undefined<!--" in text
+    assert "| sae | sae | 0.471 [0.410, 0.520] n=64 |" in text
+    assert "- pca: ioi_edit_half_kl: never reaches half the KL" in text
+    t = report.leaderboard_table([report.load_run(rd)])
+    r = report.leaderboard_table([report.load_run(root / "results" / "demo-random" / "run-2")])
+    sae_t = t.table.filter(t.table["basis"] == "sae")["sim_score"][0]
+    sae_r = r.table.filter(r.table["basis"] == "sae")["sim_score"][0]
+    line = next(x for x in text.splitlines() if x.startswith("| sae | ") and "[" in x and
+                x.count("|") == 5)  # fmt: skip
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:3] == [f"{sae_t:.3f}", f"{sae_r:.3f}"]
+    assert cells[3].startswith(f"{sae_t - sae_r:.3f} [")
+    assert not any(s.differs for s in run_docs(root, check=True))
 
 
 def test_docs_fills_sections_and_check_catches_a_changed_number(repo):
