@@ -107,13 +107,36 @@ def test_headline_csv_and_json_come_first(run):
 
 
 def test_optional_columns_and_repointing_the_causal_headline(run, monkeypatch):
-    cols = StageColumns("steering", [ColumnDoc("steer_score", "steering score", "higher")])
-    cols.set("sae", "steer_score", Cell(0.3, 0.2, 0.4, 10))
+    cols = StageColumns("steering", [ColumnDoc("steer_x", "steering score", "higher")])
+    cols.set("sae", "steer_x", Cell(0.3, 0.2, 0.4, 10))  # no known name: the "steer" prefix
     save_columns(run, cols)
     board = report.leaderboard_table([report.load_run(run)], n_boot=50)
     heads = _head_lines(report.render_markdown(board))[0]
-    assert "steering: steer_score ↑" in heads and "absorption" not in heads
-    assert heads.count("|") - 1 <= 10
+    assert "steering: steer_x ↑" in heads and "absorption" not in heads
+    docs = [
+        ColumnDoc("n_split", "main latents per letter", group="absorption"),
+        ColumnDoc("mean_absorption_fraction_score", "absorbed share", "lower", "absorption"),
+    ]
+    cols = StageColumns("absorption", docs)
+    cols.set("sae", "mean_absorption_fraction_score", Cell(0.1, 0.05, 0.2, 26))
+    save_columns(run, cols)
+    board = report.leaderboard_table([report.load_run(run)], n_boot=50)
+    head = _head_lines(report.render_markdown(board))
+    heads = [h.strip() for h in head[0].strip("|").split("|")]
+    assert heads[-5:] == ["absorption: mean_absorption_fraction_score ↓", "FVU ↓",
+                          "CE loss recovered ↑", "L0", "cost"]  # fmt: skip
+    assert len(heads) == 9  # every optional column present: still <= 10
+    pca = next(r for r in head if r.startswith("| pca |")).strip("|").split("|")
+    assert pca[heads.index("steering: steer_x ↑")].strip().startswith("undefined (")
+    # HTML: steering with the causal columns, absorption in the structure group
+    html = report.render_html(board, [report.load_run(run)], plots=False)
+    causal = html.split('id="causal-0"', 1)[1].split("</table>", 1)[0]
+    structure = html.split('id="structure-stage-0"', 1)[1].split("</table>", 1)[0]
+    assert 'data-key="steer_x"' in causal and "absorption" not in causal
+    assert 'data-key="mean_absorption_fraction_score"' in structure
+    groups = re.findall(r'<th class="grp" colspan="(\d+)">([^<]*)</th>', html)
+    assert groups == [("1", ""), ("1", "input side"), ("2", "causal"), ("4", "structure"),
+                      ("1", "cost")]  # fmt: skip
     monkeypatch.setattr(headline, "HEADLINE_CAUSAL", "ioi_kl_k16")
     heads = _head_lines(report.render_markdown(board))[0]
     assert "causal: ioi_kl_k16 ↓" in heads and "ioi_edit_half_kl" not in heads

@@ -31,13 +31,11 @@ HEADLINE_METHODS: tuple[str, ...] = ("pmi", "all_at_once", "top_logprobs", "json
 #: the causal headline column (an IOI comparison at matched KL); the first one a run has wins
 HEADLINE_CAUSAL: str = "ioi_edit_half_kl"
 CAUSAL_FALLBACKS: tuple[str, ...] = ("ioi_half_kl_features", "ioi_kl_k16_lift")
-#: optional headline columns: (candidates by name, group or name prefix of the fallback)
-HEADLINE_SOURCES: dict[str, tuple[tuple[str, ...], str]] = {
-    "steering": (("steer_score", "steering_score", "steer_concept_score"), "steer"),
-    "absorption": (
-        ("absorption_fraction", "mean_absorption_fraction_score", "absorption_frac"),
-        "absorption",
-    ),
+#: optional headline columns: (candidate names in order; else the first column of this
+#: ``ColumnDoc.group``; else the first whose name starts with this prefix)
+HEADLINE_SOURCES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "steering": (("steer_act", "steer_pmi"), "steering", "steer"),
+    "absorption": (("mean_absorption_fraction_score",), "absorption", "absorption"),
 }
 #: the column groups of the HTML (each folds); every headline column belongs to one
 GROUPS: tuple[str, ...] = ("input side", "causal", "structure", "cost")
@@ -129,15 +127,14 @@ def _cost_text(row: dict[str, Any]) -> str:
 
 
 def _pick_stage_column(
-    docs: dict[str, ColumnDoc], candidates: Iterable[str], prefix: str
+    docs: dict[str, ColumnDoc], candidates: Iterable[str], group: str = "", prefix: str = ""
 ) -> ColumnDoc | None:
     for c in candidates:
         if c in docs:
             return docs[c]
-    for d in docs.values():
-        if d.group == prefix or d.name.startswith(prefix):
-            return d
-    return None
+    by_group = [d for d in docs.values() if group and d.group == group]
+    by_name = [d for d in docs.values() if prefix and d.name.startswith(prefix)]
+    return (by_group or by_name or [None])[0]
 
 
 def _rank(method: str | None) -> int:
@@ -182,7 +179,7 @@ def _columns(df: pl.DataFrame, docs: dict[str, ColumnDoc]) -> list[HeadCol]:
             "with its CI: the main input-side score",
         ),
     ]
-    causal = _pick_stage_column(docs, (HEADLINE_CAUSAL, *CAUSAL_FALLBACKS), "\0")
+    causal = _pick_stage_column(docs, (HEADLINE_CAUSAL, *CAUSAL_FALLBACKS))
     if causal is not None:
         cols.append(
             HeadCol(
@@ -195,8 +192,8 @@ def _columns(df: pl.DataFrame, docs: dict[str, ColumnDoc]) -> list[HeadCol]:
                 causal.doc,
             )
         )
-    for key, (cands, prefix) in HEADLINE_SOURCES.items():
-        d = _pick_stage_column(docs, cands, prefix)
+    for key, (cands, group, prefix) in HEADLINE_SOURCES.items():
+        d = _pick_stage_column(docs, cands, group, prefix)
         if d is not None:
             group = "causal" if key == "steering" else "structure"
             cols.append(HeadCol(key, f"{key}: {d.name}", group, d.name, d.better, d.fmt, d.doc))
