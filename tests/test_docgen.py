@@ -82,13 +82,15 @@ def test_stage_column_cells_and_the_causal_and_minus_tables(repo):
         "edit <!-- autointerp:cell demo sae ioi_edit_half_kl ci -->?<!-- /autointerp:cell -->, "
         "pca <!-- autointerp:cell demo pca ioi_edit_half_kl -->?<!-- /autointerp:cell -->\n\n"
         "<!-- autointerp:table causal demo -->\n<!-- /autointerp:table -->\n\n"
+        "<!-- autointerp:table causal demo columns=ioi_edit_half_kl -->\n"
+        "<!-- /autointerp:table -->\n\n"
         "<!-- autointerp:table minus demo demo-random method=all_at_once_logprobs -->\n"
         "<!-- /autointerp:table -->\n"
     )
     run_docs(root)
     text = (root / "README.md").read_text()
     assert "-->0.471 [0.410, 0.520]<!--" in text and "-->undefined<!--" in text
-    assert "| sae | sae | 0.471 [0.410, 0.520] n=64 |" in text
+    assert text.count("| sae | sae | 0.471 [0.410, 0.520] n=64 |") == 2
     assert "- pca: ioi_edit_half_kl: never reaches half the KL" in text
     t = report.leaderboard_table([report.load_run(rd)])
     r = report.leaderboard_table([report.load_run(root / "results" / "demo-random" / "run-2")])
@@ -156,6 +158,10 @@ def test_check_command_exit_status(repo):
         ("<!-- autointerp:cell demo nobasis l0 -->1<!-- /autointerp:cell -->\n", "no row for"),
         ("<!-- autointerp:cell demo sae nocol -->1<!-- /autointerp:cell -->\n", "no column"),
         ("<!-- autointerp:table headline other -->\n<!-- /autointerp:table -->\n", "no run"),
+        (
+            "<!-- autointerp:table causal demo columns=nope -->\n<!-- /autointerp:table -->\n",
+            "no stage column nope",
+        ),
     ],
 )
 def test_bad_markers_are_one_clear_error(repo, doc, msg):

@@ -94,10 +94,21 @@ def headline_table(ctx: Context, args: list[str], opts: dict[str, str]) -> str:
 
 @generator("causal")
 def causal_table(ctx: Context, args: list[str], opts: dict[str, str]) -> str:
-    """``causal RUN``: the causal and output-side table, undefined cells with their reasons."""
-    _one(args, 1, "causal RUN")
+    """``causal RUN [columns=a,b,...]``: the causal and output-side table (those columns only,
+    in that order, when given), undefined cells with their reasons."""
+    _one(args, 1, "causal RUN [columns=a,b,...]")
     b = ctx.board(args[0])
-    lines = stage_columns.markdown(b.table, b.stage_columns)
+    docs = b.stage_columns
+    if "columns" in opts:
+        want = [c for c in opts["columns"].split(",") if c]
+        missing = [c for c in want if c not in docs]
+        if missing:
+            raise AutointerpError(
+                f"run {args[0]!r} has no stage column {', '.join(missing)}; it has "
+                + ", ".join(docs)
+            )
+        docs = {c: docs[c] for c in want}
+    lines = stage_columns.markdown(b.table, docs)
     if not lines:
         raise AutointerpError(f"run {args[0]!r} has no causal / output-side columns")
     return "\n".join(lines[2:]).rstrip("\n")  # without the "### ..." title
