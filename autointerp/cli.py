@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "autointerp.bases.inspect",  # inspect
     "autointerp.report.command",  # leaderboard
     "autointerp.report.browser",  # browse
+    "autointerp.report.docgen",  # docs
 ]
 
 
@@ -39,6 +40,7 @@ examples:
   autointerp inspect path/to/sae              what a checkpoint holds
   autointerp leaderboard results --format html --out board.html
   autointerp browse results/default/RUN    a feature browser: RUN/browser/index.html
+  autointerp docs --check                  README / docs numbers vs the committed runs
 
 results: each run writes results/<suite>/<run>/ (change the root with --results): the
 leaderboard (leaderboard.md, leaderboard.html), manifest.json, and the scores, metrics and

@@ -164,4 +164,7 @@ def attribution_part(args, sm, hp, data, bases) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _out import recorded  # benchmarks/_out.py: the output, committed with host and date
+
+    with recorded("bench_ioi"):
+        main()

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import re
 
 import polars as pl
 import pytest
@@ -143,11 +144,12 @@ def test_plugin_scorer_gets_a_mean_column(tmp_path):
     }
     assert "detection_bal_acc" in df.columns and "toy_detection" not in df.columns
     md = report.render_markdown(board)
-    header = next(line for line in md.splitlines() if line.startswith("| basis |"))
+    full = md.split("### Full table", 1)[1]  # the headline table comes first
+    header = next(line for line in full.splitlines() if line.startswith("| basis |"))
     heads = [h.strip() for h in header.strip("|").split("|")]
     assert "toy accuracy" in heads and "bad only" not in heads
     assert heads.index("toy accuracy") < heads.index("l0")
-    sae_line = next(line for line in md.splitlines() if line.startswith("| sae |"))
+    sae_line = next(line for line in full.splitlines() if line.startswith("| sae |"))
     assert sae_line.strip("|").split("|")[heads.index("toy accuracy")].strip() == "0.800"
     assert "- **toy accuracy**: mean of scorer toy, variant accuracy" in md
     html = report.render_html(board, [run], plots=False)
@@ -294,6 +296,8 @@ def test_outputs_contain_the_rows(tmp_path):
     # the density-bin section
     assert "<1e-04" in md and ">=1e-01" in md
     rows = list(csv.DictReader(io.StringIO(report.render_csv(board))))
+    assert [r["table"] for r in rows[:8]] == ["headline"] * 8  # one per run and basis, first
+    rows = [r for r in rows if r["table"] == "full"]
     assert len(rows) == 8
     assert {r["protocol_id"] for r in rows} == {"p1", "p9"}
     sae_a = next(r for r in rows if r["run"] == "a" and r["basis"] == "sae")
@@ -304,7 +308,9 @@ def test_outputs_contain_the_rows(tmp_path):
     assert len(js["groups"]["p1"]["rows"]) == 4 and len(js["groups"]["p9"]["rows"]) == 4
     assert js["groups"]["p1"]["density_bins"]
     html = report.render_html(board, runs, plots=False)
-    assert html.count('<tr class="null-row">') == 2 and "p9" in html
+    # one null row in each group's input-side table (and in its headline, structure, cost)
+    assert _null_rows(html, "table-") == 2 and "p9" in html
+    assert _null_rows(html, "headline-") == 2
 
 
 def test_optional_files_missing(tmp_path):
@@ -398,7 +404,7 @@ def test_cli(tmp_path, capsys):
         )
         == 0
     )
-    rows = list(csv.DictReader(out.open()))
+    rows = [r for r in csv.DictReader(out.open()) if r["table"] == "full"]
     assert len(rows) == 8
     l0 = [float(r["l0"]) for r in rows]
     assert l0 == sorted(l0)
@@ -418,13 +424,19 @@ def test_markdown_escapes_pipes(tmp_path):
     assert not math.isnan(report.leaderboard_table([run]).table["sim_score"][0])
 
 
+def _null_rows(html: str, table_id: str) -> int:
+    """Null rows in the HTML tables whose id starts with ``table_id``."""
+    tables = re.findall(r'<table class="[^"]*" id="' + table_id + r'\d+">(.*?)</table>', html, re.S)
+    return sum(t.count('<tr class="null-row">') for t in tables)
+
+
 def test_autointerp_cli_entry_point(tmp_path, capsys):
     from autointerp.cli import main
 
     synth_run(tmp_path / "s" / "a", seed=1, n_scored=4)
     out = tmp_path / "lb.html"
     assert main(["leaderboard", str(tmp_path), "--format", "html", "--out", str(out)]) == 0
-    assert out.read_text().count('<tr class="null-row">') == 1
+    assert _null_rows(out.read_text(), "table-") == 1
     assert main(["leaderboard", str(tmp_path), "--sort", "bogus"]) == 2
     assert "no such column" in capsys.readouterr().err
     assert main(["leaderboard", str(tmp_path / "nowhere")]) == 2

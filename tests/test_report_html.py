@@ -72,7 +72,8 @@ def dump_dom(tmp_path, html: str, fragment: str = "") -> tuple[str, str]:
 
 
 class Tables(HTMLParser):
-    """Rows of every table.lb: list of (table id, [[cell data-v, ...], ...])."""
+    """Rows of every table.lb: list of (table id, [[cell data-v, ...], ...]); ``headers``: the
+    data-keys of each table's header cells; ``by_id``: table id -> (headers, rows)."""
 
     def __init__(self):
         super().__init__()
@@ -90,8 +91,8 @@ class Tables(HTMLParser):
             self.tables[-1][1].append([])
         elif self._in and tag == "td":
             self.tables[-1][1][-1].append(a.get("data-v", ""))
-        elif self._in and tag == "th":
-            self.headers[-1].append(a.get("data-key", ""))
+        elif self._in and tag == "th" and "data-key" in a:  # not the column-group cells
+            self.headers[-1].append(a["data-key"])
 
     def handle_endtag(self, tag):
         if tag == "table":
@@ -102,8 +103,9 @@ def parse_tables(dom: str) -> Tables:
     t = Tables()
     t.feed(dom)
     for _, rows in t.tables:
-        if rows and rows[0] == []:
-            rows.pop(0)  # the header row
+        while rows and rows[0] == []:
+            rows.pop(0)  # the header rows (the headline has a row of column groups over them)
+    t.by_id = {i: (h, rows) for (i, rows), h in zip(t.tables, t.headers, strict=True)}
     return t
 
 
@@ -145,12 +147,24 @@ def test_page_loads_and_shows_rows(site, tmp_path):
     check_no_errors(dom, err)
     t = parse_tables(dom)
     ids = [i for i, _ in t.tables]
-    assert ids[:2] == ["table-0", "table-1"]
-    ref_rows, apart_rows = t.tables[0][1], t.tables[1][1]
+    # per protocol group: the headline first, then the full tables by column group
+    assert ids[:4] == ["headline-0", "table-0", "structure-0", "cost-0"]
+    assert ids[4:6] == ["headline-1", "table-1"]
+    (heads, ref_rows), (_, apart_rows) = t.by_id["table-0"], t.by_id["table-1"]
     assert len(ref_rows) == board.table.height == 8
     assert len(apart_rows) == 4
-    basis_col = t.headers[0].index("basis")
+    basis_col = heads.index("basis")
     assert sorted(r[basis_col] for r in ref_rows) == sorted(["sae", "pca", "neurons", "random"] * 2)
+    # the headline: one row per (run, basis), the null last; groups fold without JS
+    hheads, hrows = t.by_id["headline-0"]
+    assert len(hrows) == 8 and hheads[:2] == ["basis", "interp_lift"] and len(hheads) <= 10
+    # per run (in the full table's order) the null comes last, without a lift (a reason)
+    for part in (hrows[:4], hrows[4:]):
+        assert {r[0] for r in part} == {"sae", "pca", "neurons", "random"}
+        assert part[3][0] == "random" and part[3][1] == ""
+        lifts = [float(r[1]) for r in part[:3]]
+        assert lifts == sorted(lifts, reverse=True)
+    assert dom.count('<details class="grp"') == 6 and "Undefined cells and why" in dom
     assert "protocol_id p2 differs from the reference p1" in dom
     # the feature browser rendered its first feature
     assert 'id="feat-explanation"' in dom and "Top examples" in dom
@@ -168,8 +182,9 @@ def test_sort_and_feature_from_hash(site, tmp_path):
     dom, err = dump_dom(tmp_path, html, frag)
     check_no_errors(dom, err)
     t = parse_tables(dom)
-    col = t.headers[0].index("sim_score")
-    vals = [float(r[col]) for r in t.tables[0][1] if r[col]]
+    heads, rows = t.by_id["table-0"]
+    col = heads.index("sim_score")
+    vals = [float(r[col]) for r in rows if r[col]]
     assert len(vals) == 8 and vals == sorted(vals)
     assert vals != sorted(vals, reverse=True)
     assert 'data-key="sim_score" title="sim_score" aria-sort="ascending"' in dom

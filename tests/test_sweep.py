@@ -286,9 +286,11 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch, capsys):
         < md.index(f"## {HOOKS[0]}")
         < md.index(f"## {HOOKS[1]}")
     )
-    csv = pl.read_csv(root / "leaderboard.csv")
-    hp = csv["hookpoint"].to_list()
-    assert hp == sorted(hp, key=HOOKS.index) and set(hp) == set(HOOKS)
+    both = pl.read_csv(root / "leaderboard.csv")  # the headline rows first, then the full ones
+    for table in ("headline", "full"):
+        hp = both.filter(pl.col("table") == table)["hookpoint"].to_list()
+        assert hp == sorted(hp, key=HOOKS.index) and set(hp) == set(HOOKS)
+    csv = both.filter(pl.col("table") == "full")
     assert set(csv["basis"]) == {"sae", "pca", "neurons", "random"}
     js = json.loads((root / "leaderboard.json").read_text())
     assert js["hookpoints"] == HOOKS and js["x"] == [0.0, 2.0] and js["x_label"] == "layer"

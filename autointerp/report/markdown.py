@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from autointerp.report import stage_columns
+from autointerp.report import headline, stage_columns
 from autointerp.report.columns import LEGEND, display_columns, fmt_ci, fmt_value, scorer_legend
 from autointerp.report.table import Leaderboard
 
@@ -61,12 +61,20 @@ def render_markdown(board: Leaderboard) -> str:
     out = ["# autointerp leaderboard", ""]
     if board.reference is None:
         return "# autointerp leaderboard\n\nNo runs.\n"
+    legend_head: dict[str, str] = {}
     for pid, df in board.groups.items():
         title = "Reference protocol" if pid == board.reference else "Set apart: protocol"
+        head = headline.build_headline(df, board.stage_columns)
+        legend_head.update(headline.legend(head))
         out += [
             f"## {title} `{pid or '(none)'}`",
             "",
             f"Runs: {', '.join(board.runs_by_group[pid])}",
+            "",
+            "### Headline",
+            "",
+            *headline.markdown(head),
+            "### Full table",
             "",
             _md_table(df, display_columns(df, board.scorer_columns)),
             "",
@@ -114,6 +122,12 @@ def render_markdown(board: Leaderboard) -> str:
     )
     out.append(f"- CIs: {board.ci_method}; shown as `value [low, high]`.")
     out.append(
+        "- Headline: one row per basis — the interpretability lift over random directions, the "
+        "causal headline, steering and absorption when the run has them, FVU, CE loss recovered, "
+        "L0 and cost (↑ higher / ↓ lower is better); `undefined (N)`: reason N is listed under "
+        "the table. The full tables follow it."
+    )
+    out.append(
         "- random = null row: the kind=random basis is random directions (drawn in the whitened "
         "space unless its info says raw; firing densities matched to the other bases), the "
         "baseline every lift vs random dirs is measured against (its own lift is empty)."
@@ -127,6 +141,7 @@ def render_markdown(board: Leaderboard) -> str:
         "- Headline: the lift columns. Failed or undefined scores are never averaged in (counted "
         "in undef / failed)."
     )
+    out += [f"- **{k}**: {v}" for k, v in legend_head.items()]
     out += [f"- **{k}**: {v}" for k, v in LEGEND.items()]
     out += [f"- **{k}**: {v}" for k, v in scorer_legend(board.scorer_columns).items()]
     out += [f"- **{k}**: {v}" for k, v in stage_columns.legend(board.stage_columns).items()]

@@ -1,7 +1,7 @@
 """Stage-contributed columns (``columns/<stage>.json``: causal, output-side, plug-ins) in the
 leaderboard: each column ``c`` becomes ``c``, ``c_ci_low``, ``c_ci_high``, ``c_n`` in every
 basis row, undefined cells are listed with their reason (``stage_undefined``), and markdown /
-HTML show them in a second table, "Causal and output-side"."""
+HTML show them in a second table, "Causal and output-side" (HTML: ``html_page``)."""
 
 from __future__ import annotations
 
@@ -25,43 +25,6 @@ def run_columns(cols: list[StageColumns]) -> dict[str, ColumnDoc]:
     rank = {s: i for i, s in enumerate(STAGE_ORDER)}
     srt = sorted(cols, key=lambda sc: (rank.get(sc.stage, len(rank)), sc.stage))
     return {c.name: c for sc in srt for c in sc.columns}
-
-
-def html_table(df: pl.DataFrame, docs: dict[str, ColumnDoc], gid: str) -> str:
-    """The "Causal and output-side" table as HTML (sortable like the main one), with the
-    undefined cells' reasons under it."""
-    import html
-
-    cols = shown(df, docs)
-    if not cols:
-        return ""
-    e = html.escape
-    multi = "run" in df.columns and df["run"].n_unique() > 1
-    keys = ["basis", "kind", *(["run"] if multi else [])]
-    head = "".join(f'<th data-key="{e(k)}">{e(k)}</th>' for k in keys)
-    head += "".join(f'<th data-key="{e(c.name)}" title="{e(c.doc)}">{e(c.name)}</th>' for c in cols)
-    body, seen = [], set()
-    for r in df.iter_rows(named=True):
-        if (r.get("run"), r["basis"]) in seen:
-            continue
-        seen.add((r.get("run"), r["basis"]))
-        cls = ' class="null-row"' if r.get("kind") == "random" else ""
-        cells = [
-            f'<td data-v="{e(str(r.get(k) or ""))}">{e(str(r.get(k) or ""))}</td>' for k in keys
-        ]
-        for c in cols:
-            v = r.get(c.name)
-            dv = "" if v is None else repr(v)
-            cells.append(f'<td data-v="{e(dv)}" class="num">{e(fmt_cell(r, c))}</td>')
-        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    und = list(dict.fromkeys(undefined_lines(df)))
-    reasons = "".join(f"<li>{e(u)}</li>" for u in und)
-    return (
-        f"<h3>{TITLE}</h3>"
-        f'<div class="tablewrap"><table class="lb" id="{e(gid)}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-        + (f'<p class="note">Undefined cells and why:</p><ul>{reasons}</ul>' if und else "")
-    )
 
 
 def basis_cells(cols: list[StageColumns], basis: str) -> dict[str, Any]:
