@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "autointerp.bases.inspect",  # inspect
     "autointerp.report.command",  # leaderboard
     "autointerp.report.browser",  # browse
+    "autointerp.export.command",  # export, card
 ]
 
 
@@ -39,6 +40,8 @@ examples:
   autointerp inspect path/to/sae              what a checkpoint holds
   autointerp leaderboard results --format html --out board.html
   autointerp browse results/default/RUN    a feature browser: RUN/browser/index.html
+  autointerp export results/default/RUN out/ --to saebench    (or --to neuronpedia)
+  autointerp card results/default/RUN      a one-page results card: RUN/card.md
 
 results: each run writes results/<suite>/<run>/ (change the root with --results): the
 leaderboard (leaderboard.md, leaderboard.html), manifest.json, and the scores, metrics and
