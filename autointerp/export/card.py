@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 
+from autointerp.export.common import METHODS
 from autointerp.report.runs import Run, load_run
 from autointerp.results import atomic_write_bytes, atomic_write_text
 
@@ -51,23 +52,31 @@ def _fmt(v: Any, lo: Any = None, hi: Any = None) -> str:
 
 
 def key_table(df: pl.DataFrame) -> list[str]:
-    """A markdown table of the key columns, one row per basis (its first method's row): the
-    fallback when the report has no headline table of its own."""
+    """A markdown table of the key columns, one row per basis (its row of the first method in
+    :data:`METHODS`): the fallback when the report has no headline table of its own."""
     cols = [c for c in KEY_COLUMNS if c[1] in df.columns]
-    lines = [
-        "| basis | kind | " + " | ".join(c[0] for c in cols) + " |",
-        "|---|---|" + "---|" * len(cols),
-    ]
-    seen = set()
+    head = "| basis | kind | method | " + " | ".join(c[0] for c in cols) + " |"
+    lines = [head, "|---|---|---|" + "---|" * len(cols)]
+    rank = {m: i for i, m in enumerate(METHODS)}
+    best: dict[str, dict[str, Any]] = {}
     for r in df.iter_rows(named=True):
-        if r["basis"] in seen:
-            continue
-        seen.add(r["basis"])
+        cur = best.get(r["basis"])
+        key = rank.get(str(r.get("method")), len(METHODS))
+        if cur is None or key < rank.get(str(cur.get("method")), len(METHODS)):
+            best[r["basis"]] = r
+    for r in best.values():
+        null = r.get("kind") == "random"
         cells = [
-            _fmt(r.get(v), r.get(lo) if lo else None, r.get(hi) if hi else None)
+            "(the null)"
+            if null and r.get(v) is None and "lift" in v
+            else _fmt(r.get(v), r.get(lo) if lo else None, r.get(hi) if hi else None)
             for _, v, lo, hi in cols
         ]
-        lines.append(f"| {r['basis']} | {r.get('kind', '')} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {r['basis']} | {r.get('kind', '')} | {r.get('method', '')} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return lines
 
 
@@ -135,19 +144,24 @@ def _setup(run: Run) -> list[str]:
 
 
 def caveats(run: Run, board: Any) -> list[str]:
-    """The run's sanity flags (per row), its notes (gate, missing files) and undefined
-    stage cells' reasons, one line each."""
+    """The run's sanity flags (per leaderboard row), its notes (sanity gate, missing files)
+    and the reasons of undefined stage cells (not the null's own "the null itself"), one line
+    each."""
     out = []
     for df in board.groups.values():
         for r in df.iter_rows(named=True):
             if r.get("flag"):
                 out.append(f"{r['basis']} ({r.get('method', '')}): {r['flag']}")
-    out += list(run.notes) + list(board.notes)
+    out += list(run.notes)
+    kinds = dict(run.bases)
     for sc in run.columns:
         for basis, cells in sc.rows.items():
             for col, c in cells.items():
-                if c.value is None and c.reason:
-                    out.append(f"{basis} {col} undefined: {c.reason}")
+                if c.value is not None or not c.reason:
+                    continue
+                if kinds.get(basis) == "random" and "null itself" in c.reason:
+                    continue
+                out.append(f"{basis}: {col} undefined ({c.reason})")
     return list(dict.fromkeys(out))
 
 

@@ -22,6 +22,9 @@ from autointerp.results import atomic_write_bytes
 
 #: SAEBench writes a value it could not compute as -1 (``replace_nans_with_negative_one``)
 NAN_VALUE = -1
+#: simulation methods in order of preference when a basis has scores from several (the order
+#: of the leaderboard's headline)
+METHODS = ("pmi", "all_at_once", "top_logprobs", "json", "token_match")
 
 
 def nan_to_neg_one(obj: Any, path: str, nan_paths: list[str]) -> Any:
@@ -101,9 +104,11 @@ def slug(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-") or "x"
 
 
-def write_json(path: Path, obj: Any) -> Path:
-    """Indented JSON, written atomically; NaN is refused (callers replace it first)."""
-    atomic_write_bytes(path, json.dumps(obj, indent=2, allow_nan=False).encode())
+def write_json(path: Path, obj: Any, compact: bool = False) -> Path:
+    """JSON (indented unless ``compact``), written atomically; NaN is refused (callers
+    replace it first)."""
+    text = json.dumps(obj, indent=None if compact else 2, allow_nan=False)
+    atomic_write_bytes(path, text.encode())
     return path
 
 

@@ -64,6 +64,8 @@ WEIGHT_FIELDS = (
     "max_decoder_cosine_sim",
     "max_encoder_cosine_sim",
 )
+#: core files with more features than this are written without indentation
+COMPACT_OVER = 1000
 EXTRA_METRICS = ("fvu", "dead_frac", "ce_mean_abl", "kl_mean_abl", "l0_corpus")
 
 # --------------------------------------------------------------------------- core
@@ -219,7 +221,9 @@ def export_saebench(run: Run, out: str | Path) -> tuple[list[Path], list[str]]:
     notes: list[str] = []
     for basis in basis_names(run):
         sid = str(dict(basis_info(run, basis).get("info") or {}).get("sae_lens_id") or basis)
-        paths.append(write_json(results_path(out, "core", rel, sid), core_dict(run, basis)))
+        core = core_dict(run, basis)
+        big = len(core["eval_result_details"]) > COMPACT_OVER  # one line: a third smaller
+        paths.append(write_json(results_path(out, "core", rel, sid), core, compact=big))
         a = autointerp_dict(run, basis)
         if a is None:
             notes.append(f"autointerp: {basis} has no ok detection or simulation score; skipped")

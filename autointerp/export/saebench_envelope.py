@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from pathlib import Path
@@ -67,14 +68,18 @@ def envelope(
 
 
 def finish(out: dict[str, Any], unstructured: dict[str, Any]) -> dict[str, Any]:
-    """NaN -> -1 everywhere, the replaced paths listed in ``eval_result_unstructured``."""
+    """NaN -> -1 everywhere, the replaced paths listed in ``eval_result_unstructured``
+    (``nan_fields``; per-feature fields once, with how many features: ``eval_result_details[]
+    .encoder_norm (4608 of 4608)``)."""
     nan_paths: list[str] = []
     for k in ("eval_result_metrics", "eval_result_details"):
         out[k] = nan_to_neg_one(out[k], k, nan_paths)
     unstructured = nan_to_neg_one(unstructured, "eval_result_unstructured", nan_paths)
-    out["eval_result_unstructured"] = {
-        "producer": PRODUCER,
-        **unstructured,
-        "nan_fields": nan_paths,
-    }
+    counts: dict[str, int] = {}
+    for p in nan_paths:
+        key = re.sub(r"\[\d+\]", "[]", p)
+        counts[key] = counts.get(key, 0) + 1
+    n = len(out.get("eval_result_details") or [])
+    fields = [k if "[]" not in k else f"{k} ({c} of {n})" for k, c in counts.items()]
+    out["eval_result_unstructured"] = {"producer": PRODUCER, **unstructured, "nan_fields": fields}
     return out

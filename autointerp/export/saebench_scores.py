@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from autointerp.export.common import number
+from autointerp.export.common import METHODS, number
 from autointerp.export.saebench_envelope import envelope, finish, run_config
 from autointerp.report.runs import Run
 
@@ -28,16 +28,21 @@ ABSORPTION_MEAN = (
 
 def score_choice(run: Run, basis: str) -> tuple[str, str, str] | None:
     """(scorer, variant, method) whose per-feature scores stand in for SAEBench's autointerp
-    score: detection (SAEBench scores detection) when the run has it, else simulation on top
-    and random windows; the first method in the file when there are several."""
-    s = run.scores.filter((pl.col("basis") == basis) & (pl.col("null") == ""))
-    s = s.filter(pl.col("status") == "ok")
+    score: detection (what SAEBench scores) when the run has it, else simulation on top and
+    random windows, by the method order of :data:`METHODS`."""
+    s = run.scores.filter(
+        (pl.col("basis") == basis) & (pl.col("null") == "") & (pl.col("status") == "ok")
+    )
     for scorer, variant in (("detection", None), ("simulation", "top_and_random")):
         t = s.filter(pl.col("scorer") == scorer)
         if variant:
             t = t.filter(pl.col("variant") == variant)
         if len(t):
-            first = t.row(0, named=True)
+            methods = sorted(
+                set(t["method"].to_list()),
+                key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m),
+            )
+            first = t.filter(pl.col("method") == methods[0]).row(0, named=True)
             return scorer, str(first["variant"]), str(first["method"])
     return None
 
