@@ -383,6 +383,15 @@ def export_basis(
     }
 
 
+def _obj(row: dict[str, Any]) -> Any:
+    """A score row's ``extra`` (a JSON string in scores.parquet) as an object."""
+    x = row.get("extra")
+    try:
+        return json.loads(x) if isinstance(x, str) and x else x
+    except json.JSONDecodeError:
+        return x
+
+
 def score_rows(
     run: Run, basis: str, exp_ids: dict[int, str], creator: str, created: str
 ) -> list[dict[str, Any]]:
@@ -397,17 +406,17 @@ def score_rows(
         if f not in exp_ids or r["value"] is None or not math.isfinite(float(r["value"])):
             continue
         role = "scorer" if r["scorer"] == "detection" else "simulator"
-        name = f"autointerp-{r['scorer']}-{r['variant']}"
+        name = f"autointerp-{r['scorer']}-{r['variant']}-{r['method']}"
         rows.append(
             {
-                "id": f"{exp_ids[f]}-{slug(name)}-{slug(str(r['method']))}",
+                "id": f"{exp_ids[f]}-{slug(name)}",
                 "value": float(r["value"]),
                 "explanationId": exp_ids[f],
                 "explanationScoreTypeName": name,
                 "explanationScoreModelName": str((llm.get(role) or {}).get("model") or ""),
                 "initiatedByUserId": creator,
                 "jsonDetails": json.dumps(
-                    {"method": r["method"], "protocol_id": run.protocol_id, "extra": r.get("extra")}
+                    {"method": r["method"], "protocol_id": run.protocol_id, "extra": _obj(r)}
                 ),
                 "createdAt": created,
             }
