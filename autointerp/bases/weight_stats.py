@@ -82,7 +82,9 @@ def max_cosine_sim(w: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         sims = u[:, s:e].T @ u
-        sims[torch.arange(e - s), torch.arange(s, e)] = float("-inf")
+        sims[torch.arange(e - s, device=u.device), torch.arange(s, e, device=u.device)] = float(
+            "-inf"
+        )
         out[s:e] = sims.max(dim=1).values
     return out
 
@@ -97,7 +99,7 @@ def top_cosine(
     if not len(f):
         return [], []
     sims = u[:, f].T @ u
-    sims[torch.arange(len(f)), f] = float("-inf")
+    sims[torch.arange(len(f), device=u.device), f] = float("-inf")
     vals, idx = sims.topk(min(k, max(u.shape[1] - 1, 0)), dim=1)
     return idx.cpu().tolist(), vals.cpu().double().tolist()
 
