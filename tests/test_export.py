@@ -498,3 +498,31 @@ def test_weights_stage_in_a_suite_then_both_exports(tmp_path):
     check_round_trip(rd, tmp_path / "np")
     _, st = _run(tmp_path, suite)
     assert st["weights"] == "cached (3)"
+
+
+def test_weight_stats_of_a_basis_without_encoder_matrix():
+    """A plug-in basis: decoder rows from decode(e_i) - decode(0); encoder fields NaN."""
+    from autointerp.bases.base import Basis
+
+    class Doubler(Basis):
+        def __init__(self) -> None:
+            super().__init__("dbl", "plugin")
+
+        @property
+        def d_in(self) -> int:
+            return 2
+
+        @property
+        def n_features(self) -> int:
+            return 3
+
+        def encode(self, x):
+            return torch.relu(torch.cat([x, x[:, :1]], 1))
+
+        def decode(self, c):
+            return torch.stack([2 * c[:, 0] + c[:, 2], 2 * c[:, 1]], 1) + 1.0
+
+    r = weight_stats(Doubler(), [0, 2]).to_dicts()
+    assert r[0]["decoder"] == pytest.approx([2.0, 0.0]) and r[2]["decoder"] == pytest.approx([1, 0])
+    assert all(math.isnan(x["encoder_norm"]) for x in r)
+    assert [x["max_decoder_cosine_sim"] for x in r] == pytest.approx([1.0, 0.0, 1.0], abs=1e-6)

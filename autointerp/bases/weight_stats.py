@@ -62,7 +62,9 @@ def encoder_decoder(basis: Basis) -> tuple[torch.Tensor | None, torch.Tensor | N
         return r, -(basis.mu.float() @ r) - basis.t.float(), basis.scale * basis.Dr.float().T
     from autointerp.causal.logit_lens import feature_directions
 
-    return None, None, feature_directions(basis, range(basis.n_features))
+    n, step = basis.n_features, 1024  # one-hot decodes in chunks: never an F x F matrix
+    rows = [feature_directions(basis, range(s, min(s + step, n))) for s in range(0, n, step)]
+    return None, None, torch.cat(rows, 0)
 
 
 def _unit_columns(w: torch.Tensor) -> torch.Tensor:

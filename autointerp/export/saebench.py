@@ -129,6 +129,11 @@ def core_dict(run: Run, basis: str) -> dict[str, Any]:
             "consistent_activation_heuristic: needs each feature's count of "
             "prompts with a firing, which the density stage does not keep"
         ]
+        if not any(math.isfinite(v) for v in per["encoder_norm"]):
+            not_computed.append(
+                "encoder_bias / encoder_norm / encoder_decoder_cosine_sim / "
+                "max_encoder_cosine_sim: this basis kind exposes no encoder matrix"
+            )
     else:
         per = {f: [math.nan] * n for f in WEIGHT_FIELDS}
         d_in = None
