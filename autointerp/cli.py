@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "autointerp.report.command",  # leaderboard
     "autointerp.report.browser",  # browse
     "autointerp.report.docgen",  # docs
+    "autointerp.export.command",  # export, card
 ]
 
 
@@ -41,6 +42,8 @@ examples:
   autointerp leaderboard results --format html --out board.html
   autointerp browse results/default/RUN    a feature browser: RUN/browser/index.html
   autointerp docs --check                  README / docs numbers vs the committed runs
+  autointerp export results/default/RUN out/ --to saebench    (or --to neuronpedia)
+  autointerp card results/default/RUN      a one-page results card: RUN/card.md
 
 results: each run writes results/<suite>/<run>/ (change the root with --results): the
 leaderboard (leaderboard.md, leaderboard.html), manifest.json, and the scores, metrics and

@@ -11,7 +11,7 @@ import pytest
 import autointerp
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("run", "score", "inspect", "train-sae", "leaderboard")
+COMMANDS = ("run", "score", "inspect", "train-sae", "leaderboard", "export", "card")
 
 
 def _python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

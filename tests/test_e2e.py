@@ -91,9 +91,17 @@ def test_all_bases_with_finite_numbers(finished):
     board = (rd / "leaderboard.md").read_text()
     for b in metrics["basis"]:
         assert f"| {b} |" in board
-    core = json.loads((rd / "saebench" / "sae-topk_core.json").read_text())
+    from autointerp.export import export_run
+
+    paths, _ = export_run(rd, "saebench", rd.parent / "export")
+    (core_path,) = [p for p in paths if p.parent.name == "core" and "sae-topk" in p.name]
+    core = json.loads(core_path.read_text())
     assert core["eval_type_id"] == "core"
     assert core["eval_result_metrics"]["sparsity"]["l0"] == pytest.approx(l0["sae-topk"])
+    # the weights stage filled SAEBench's weight fields (none left at -1)
+    det = core["eval_result_details"]
+    assert all(e["encoder_norm"] > 0 for e in det)
+    assert (rd / "weights" / "sae-topk.parquet").is_file()
     man = json.loads((rd / "manifest.json").read_text())
     assert man["llm_usage"]["total"]["calls"] > 0 and man["protocol_id"]
     assert man["model"] == "SmolLM2-135M-Instruct"

@@ -1,4 +1,5 @@
-"""Reconstruction / sparsity / downstream metrics and the SAEBench export, checked by hand."""
+"""Reconstruction / sparsity / downstream metrics and their SAEBench core export, checked by
+hand."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from autointerp.metrics import (
     reconstruction_metrics,
 )
 from autointerp.model import run_to_hookpoint, splice
-from autointerp.saebench import saebench_core_dict, write_saebench_json
 
 # --------------------------------------------------------------------------- test bases
 
@@ -429,26 +429,39 @@ def test_downstream_bad_input(tiny_model):
 # --------------------------------------------------------------------------- SAEBench export
 
 
-def test_saebench_json_layout_and_values(tmp_path):
-    m = reconstruction_metrics([X3], DiagBasis())
-    row = {k: m[k] for k in (*RECONSTRUCTION_COLUMNS, "l2_norm_in", "l2_norm_out", "n_tokens")}
-    row.update(
-        ce_clean=2.0, ce_zero_abl=6.0, ce_mean_abl=5.0, ce_recon=3.0, ce_loss_score=0.75,
-        ce_loss_score_mean_abl=2 / 3, kl_zero_abl=4.0, kl_mean_abl=float("nan"), kl_recon=1.0,
-        kl_div_score=0.75, kl_div_score_mean_abl=float("nan"), n_tokens_metrics=69,
-    )  # fmt: skip
-    path = tmp_path / "out" / "diag_core.json"
-    write_saebench_json(
-        row,
-        m["density"],
-        basis_info={"name": "diag", "kind": "test", "n_features": 3, "info": {"k": 2}},
+def _saebench_core(tmp_path, row, density, info=None):
+    """Write a one-basis run directory holding ``row`` and ``density``; its SAEBench core."""
+    from synthetic_runs import write_run
+
+    from autointerp.export.saebench import core_dict
+    from autointerp.report import load_run
+
+    rd = write_run(
+        tmp_path / "run",
+        bases=[("diag", "test", len(density))],
+        scores=[],
+        metrics=[{"basis": "diag", "kind": "test", "n_features": len(density), **row}],
+        density=[
+            {"basis": "diag", "feature": i, "density": float(d)} for i, d in enumerate(density)
+        ],
         model="tiny-llama",
         hookpoint="blocks.1.hook_resid_post",
-        path=path,
-        eval_config={"context_size": 24},
+        infos={"diag": info or {}},
     )
-    assert [p.name for p in path.parent.iterdir()] == ["diag_core.json"]  # no temp file left
-    d = json.loads(path.read_text())  # strict JSON: NaN were replaced
+    return core_dict(load_run(rd), "diag")
+
+
+def test_saebench_json_layout_and_values(tmp_path):
+    m = reconstruction_metrics([X3], DiagBasis())
+    row = {k: float(m[k]) for k in (*RECONSTRUCTION_COLUMNS, "l2_norm_in", "l2_norm_out")}
+    row.update(
+        n_tokens=3, ce_clean=2.0, ce_zero_abl=6.0, ce_mean_abl=5.0, ce_recon=3.0,
+        ce_loss_score=0.75, ce_loss_score_mean_abl=2 / 3, kl_zero_abl=4.0,
+        kl_mean_abl=float("nan"), kl_recon=1.0, kl_div_score=0.75,
+        kl_div_score_mean_abl=float("nan"), n_tokens_metrics=69,
+    )  # fmt: skip
+    d = _saebench_core(tmp_path, row, m["density"].tolist(), {"k": 2})
+    d = json.loads(json.dumps(d, allow_nan=False))  # strict JSON: NaN were replaced
     assert d["eval_type_id"] == "core"
     assert isinstance(d["datetime_epoch_millis"], int) and len(d["eval_id"]) == 36
     r = d["eval_result_metrics"]
@@ -488,35 +501,29 @@ def test_saebench_json_layout_and_values(tmp_path):
     misc = r["misc_metrics"]
     assert misc["frac_alive"] == pytest.approx(2 / 3)
     # densities (2/3, 2/3, 0): all mass is on features over 1% and over 10%
+    assert misc["freq_over_10_percent"] == pytest.approx(2 / 3)
     assert misc["normalized_freq_over_1_percent"] == pytest.approx(1.0)
     assert misc["normalized_freq_over_10_percent"] == pytest.approx(1.0)
     assert [e["index"] for e in d["eval_result_details"]] == [0, 1, 2]
     assert d["eval_result_details"][2]["feature_density"] == 0.0
-    assert d["eval_config"]["context_size"] == 24
     assert d["eval_config"]["model_name"] == "tiny-llama"
     assert d["sae_cfg_dict"]["hook_name"] == "blocks.1.hook_resid_post"
+    assert d["sae_cfg_dict"]["hook_layer"] == 1
     assert d["sae_cfg_dict"]["d_sae"] == 3 and d["sae_cfg_dict"]["k"] == 2
     un = d["eval_result_unstructured"]
     assert un["extra_metrics"]["kl_mean_abl"] == -1
-    assert "kl_mean_abl" in un["nan_fields"]
+    assert "eval_result_unstructured.extra_metrics.kl_mean_abl" in un["nan_fields"]
     assert un["extra_metrics"]["ce_mean_abl"] == 5.0
 
 
-def test_saebench_nan_metric_written_as_minus_one():
-    d = saebench_core_dict(
-        {"kl_div_score": float("nan"), "l0": 1.0},
-        [0.5, 0.0],
-        basis_info={"name": "b"},
-        model="m",
-        hookpoint="h",
-    )
+def test_saebench_nan_metric_written_as_minus_one(tmp_path):
+    d = _saebench_core(tmp_path, {"kl_div_score": float("nan"), "l0": 1.0}, [0.5, 0.0])
     assert d["eval_result_metrics"]["model_behavior_preservation"]["kl_div_score"] == -1
-    assert (
-        "eval_result_metrics.model_behavior_preservation.kl_div_score"
-        in d["eval_result_unstructured"]["nan_fields"]
-    )
-    with pytest.raises(AutointerpError, match="name"):
-        saebench_core_dict({}, [0.1], basis_info={}, model="m", hookpoint="h")
+    nan = d["eval_result_unstructured"]["nan_fields"]
+    assert "eval_result_metrics.model_behavior_preservation.kl_div_score" in nan
+    # a metric the run does not have is -1 and named, never 0
+    assert d["eval_result_metrics"]["shrinkage"]["l2_ratio"] == -1
+    assert any("l2_ratio" in m for m in d["eval_result_unstructured"]["missing_metrics"])
 
 
 @pytest.mark.parametrize("name", ["blocks.1.hook_resid_post", "blocks.2.hook_resid_pre"])

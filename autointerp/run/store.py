@@ -12,7 +12,8 @@ Layout of one run: ``results/<suite>/<run>/``
   stages/records-<basis>.hash  the hash ``records/<basis>.jsonl`` was built with
   records/<basis>.jsonl   one FeatureRecord per line
   features.parquet, scores.parquet, metrics.parquet, density.parquet, simulations.parquet,
-  diagnostics.json, saebench/<basis>_core.json, leaderboard.md
+  diagnostics.json, weights/<basis>.parquet (per-feature weight statistics), leaderboard.md
+  columns/<stage>.json    the columns a stage adds to the leaderboard (causal, output side, ...)
 
 Work dir (``$AUTOINTERP_CACHE_DIR/work``): heavy artifacts shared by every run
 (``tokens-<h>.npy``, ``acts-<h>.npy``, ``bases/<label>-<h>/``, ``sae/<label>-<acts hash>/``) and
@@ -84,7 +85,7 @@ class RunStore:
         return self.work_dir.joinpath(*parts)
 
     def out(self, *parts: str) -> Path:
-        """A published output of the run (``features.parquet``, ``saebench/x.json``...)."""
+        """A published output of the run (``features.parquet``, ``weights/x.parquet``...)."""
         return self.run_dir.joinpath(*parts)
 
     # ------------------------------------------------------------------ writing

@@ -1,6 +1,8 @@
 """Stage ``report``: the run's published tables (``metrics.parquet``, ``density.parquet``,
 ``features.parquet``, ``scores.parquet``, ``simulations.parquet``, ``diagnostics.json``,
-``saebench/<basis>_core.json``), and the manifest + leaderboard written after every stage."""
+``weights/<basis>.parquet``), and the manifest + leaderboard written after every stage. The
+SAEBench and Neuronpedia files are written from these by ``autointerp export``
+(:mod:`autointerp.export`)."""
 
 from __future__ import annotations
 
@@ -25,27 +27,16 @@ SIM_SCHEMA = {
 
 
 def write_outputs(ctx: StageContext, inputs: dict[str, Any]) -> None:
-    from autointerp.saebench import write_saebench_json
-
     env = ctx.env
     store = env.store
     suite = env.suite
-    bases, metrics, densities = inputs["bases"], inputs["metrics"], inputs["density"]
+    metrics, densities = inputs["metrics"], inputs["density"]
     store.write_json(store.out("diagnostics.json"), inputs["diagnostics"])
     for row in metrics:  # L0 over the whole corpus, next to the held-out tokens' L0
         row["l0_corpus"] = float(densities[row["basis"]].sum())
     store.write_parquet(pl.DataFrame(metrics), store.out("metrics.parquet"))
-    for b, row in zip(bases, metrics, strict=True):
-        info = {"name": b.name, "kind": b.kind, "n_features": b.n_features, **b.info}
-        write_saebench_json(
-            row,
-            densities[b.name],
-            basis_info=info,
-            model=env.sm_name,
-            hookpoint=suite.model.hookpoint,
-            path=store.out("saebench", f"{b.name}_core.json"),
-            eval_config={"n_tokens": suite.metrics.n_tokens, "context": suite.corpus.context},
-        )
+    for name, df in (inputs.get("weights") or {}).items():
+        store.write_parquet(df, store.out("weights", f"{name}.parquet"))
     store.write_parquet(
         pl.DataFrame(
             {
@@ -101,7 +92,7 @@ REPORT = Stage(
     write_outputs,
     deps=(
         *("gate", "bases", "metrics", "density", "records", "diagnostics", "explain", "score"),
-        *("ioi", "attribution", "ablation", "output"),
+        *("ioi", "attribution", "ablation", "output", "weights"),
     ),
     doc="every stage's values -> the run's parquet tables",
 )
