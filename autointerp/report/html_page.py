@@ -215,7 +215,7 @@ def render_html(
                 "L0 vs CE loss score",
                 "score distributions",
                 "score by density bin",
-                "IOI patching curve: KL vs k",
+                "IOI patching: KL vs features patched and vs edit size",
             ]
             parts.append('<div class="plots">')
             parts += [f'<img alt="{a}" src="{u}">' for a, u in zip(alts, imgs) if u]
