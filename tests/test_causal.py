@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from autointerp.bases.linear import SignedLinearBasis, neuron_basis
-from autointerp.causal import patching
+from autointerp.causal import matched, patching
 from autointerp.causal.attribution import concentration, ioi_attribution, loss_attribution
 from autointerp.causal.intervene import decode_with_error, encode_with_error, kl_last
 from autointerp.causal.ioi_prompts import TEMPLATES, IOIPair, ioi_pairs, single_token_names
-from autointerp.causal import matched
 from autointerp.causal.ranking import ioi_curves
 from autointerp.causal.summary import half_kl_k
 from autointerp.model import splice

@@ -218,8 +218,8 @@ def test_leaderboard_minus_command(tmp_path):
 def test_minus_subtracts_shares_of_the_unpatched_ioi_kl(tmp_path):
     """IOI columns in nats are divided by each run's own unpatched KL before the difference:
     trained KL 1.0 of 4.0 (0.25 left) minus random 0.1 of 0.2 (0.5 left) is -0.25."""
-    from autointerp.columns import Cell, StageColumns, save_columns
     from autointerp.causal.summary import IOI_COLUMNS
+    from autointerp.columns import Cell, StageColumns, save_columns
 
     t, r = _runs(tmp_path)
     for rd, kl, k0 in ((t, 1.0, 4.0), (r, 0.1, 0.2)):

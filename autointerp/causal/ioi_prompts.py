@@ -105,9 +105,7 @@ def ioi_pairs(tokenizer, n_pairs: int, seed: int, bos: int | None = None) -> lis
                 f"({io!r}/{c!r}): clean and counterfactual prompts must differ in exactly the "
                 "IO token"
             )
-        out.append(
-            IOIPair(t, order, io, s, c, tuple(clean), tuple(cf), io_id, s_id, c_id, half)
-        )
+        out.append(IOIPair(t, order, io, s, c, tuple(clean), tuple(cf), io_id, s_id, c_id, half))
     return out
 
 

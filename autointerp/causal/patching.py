@@ -148,6 +148,7 @@ def prepare(sm: SubjectModel, hp: Hookpoint, pairs: list[IOIPair], ig_steps: int
         if skip is None:
             skip = resume_layers(sm, hp, clean, x_clean, lpc)
         g = Group(np.array(rows), clean, cf, patch, x_clean, x_cf, lpc, lpf)
+
         def kl_sum(lp: torch.Tensor, g: Group = g) -> torch.Tensor:
             return kl_last(g.logp_cf.to(lp.device), lp).sum()
 

@@ -74,7 +74,9 @@ IOI_COLUMNS = [
         "(||X_patched - X_clean||_F / ||X_cf - X_clean||_F)",
         "lower",
     ),
-    _col("ioi_edit_half_kl_lift", "random directions' ioi_edit_half_kl minus this basis's", "higher"),
+    _col(
+        "ioi_edit_half_kl_lift", "random directions' ioi_edit_half_kl minus this basis's", "higher"
+    ),
     _col("ioi_kl_at_edit", f"{_AT}; in-sample ranking", "lower"),
     _col("ioi_kl_at_edit_heldout", f"{_AT}; {_HO}", "lower"),
     _col("ioi_kl_at_edit_lift", "random directions' ioi_kl_at_edit minus this basis's", "higher"),
@@ -250,9 +252,7 @@ def _extra(data: IOIData, curves, idx, greedy) -> dict:
             f"{n} right; the unpatched KL(P_cf || P_clean) is {data.kl_clean.mean():.3f} nats"
         ],
         "kl_clean": float(data.kl_clean.mean()),
-        "curves": {
-            b: {r: _points(c, idx) for r, c in by_r.items()} for b, by_r in curves.items()
-        },
+        "curves": {b: {r: _points(c, idx) for r, c in by_r.items()} for b, by_r in curves.items()},
     }
     if greedy:
         extra["greedy"] = {

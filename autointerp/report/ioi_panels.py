@@ -13,6 +13,15 @@ PNG_NAME = "ioi_panels.png"
 _STYLE = {"in_sample": ("-", True), "held_out": ("--", False), "per_pair": (":", False)}
 
 
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _ioi_columns(runs: list[Any]) -> list[tuple[Any, Any]]:
     return [
         (r, sc)
@@ -32,12 +41,11 @@ def ioi_panels_figure(runs: list[Any], rankings: tuple[str, ...] = ("in_sample",
     found = _ioi_columns(runs)
     if not found:
         return None
-    from autointerp.report.html_plots import _kind_colors, _plt
-
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
     names = [b for _, sc in found for b in sc.extra["curves"]]
-    colors = _kind_colors(names)
+    cmap = plt.get_cmap("tab10")
+    colors = {k: cmap(i % 10) for i, k in enumerate(sorted(set(names)))}
     xs = (("k", "features patched k (last point: all)"),
           ("edit_abs", "edit size: mean per-position ||x_patched - x_clean||_2"),
           ("edit", "edit relative to the full counterfactual edit"))  # fmt: skip
@@ -84,7 +92,6 @@ def write_ioi_panels(run: Any, run_dir: str | Path) -> Path | None:
     """Write :data:`PNG_NAME` into ``run_dir`` (atomically); None when the run has no curves."""
     import io
 
-    from autointerp.report.html_plots import _plt
     from autointerp.results import atomic_write_bytes
 
     fig = ioi_panels_figure([run])
