@@ -327,7 +327,7 @@ class IOIConfig(_Strict):
     order: Literal["signed", "abs"] = "signed"
     #: points on the clean -> counterfactual path where the KL gradient of the attribution is
     #: taken (midpoint rule; 1 = the clean point only, plain attribution patching)
-    ig_steps: int = Field(4, ge=1)
+    ig_steps: int = Field(2, ge=1)
     #: also patch each top-k'd PCA basis as the full rotation (all d directions, exact): the
     #: causal-only row "<name>-full"
     full_rotation: bool = True

@@ -7,14 +7,15 @@
   de-duplicated per pair).
 
 Both prepare the same pairs (the clean / counterfactual runs and the gradient at the
-hookpoint: old at the clean point, new on 4 path points), timed and added to each total.
+hookpoint: old at the clean point, new on ``--ig-steps`` path points), timed and added to
+each total.
 Bases: the default suite's from the work dir when there (``--work``), else stand-ins of the
 same shapes: a TopK SAE with random unit decoder rows (4608 features, k = 32), PCA fitted on
 the prompts' own activations (top-32 codes), the neurons (top-32) and random signed directions
 (top-32). Prints seconds and patched states per basis and in total, old and new, then the new
 curves' matched readings. No assertions.
 
-    python benchmarks/bench_ioi.py                   # 16 pairs (about 3 min on 2 AMD cores)
+    python benchmarks/bench_ioi.py --pairs 6 --bases sae-standin,pca   # ~3 CPU-min
     python benchmarks/bench_ioi.py --pairs 64        # the default suite's pair count
 """
 
@@ -85,6 +86,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ig-steps", type=int, default=2)
+    ap.add_argument("--bases", default="", help="comma-separated subset of the bases' names")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/autointerp/work")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -98,12 +101,14 @@ def main() -> None:
     data_old = old.prepare(sm, hp, pairs)
     t_prep_old = time.perf_counter() - t
     t = time.perf_counter()
-    data = patching.prepare(sm, hp, pairs)  # the gradient on 4 path points
+    data = patching.prepare(sm, hp, pairs, args.ig_steps)
     t_prep = time.perf_counter() - t
     x = torch.cat(
         [g.x_clean[g.patch] for g in data.groups] + [g.x_cf[g.patch] for g in data.groups]
     )
     bases = load_bases(args.work, x)
+    if args.bases:
+        bases = [b for b in bases if b.name in args.bases.split(",")]
     print(f"prepare: old {t_prep_old:.1f} s, new {t_prep:.1f} s; resumed at layer {data.skip}")
 
     from autointerp.causal.ranking import ioi_curves

@@ -127,7 +127,7 @@ def path_points(steps: int) -> list[float]:
     return [0.0] if steps <= 1 else [(j + 0.5) / steps for j in range(steps)]
 
 
-def prepare(sm: SubjectModel, hp: Hookpoint, pairs: list[IOIPair], ig_steps: int = 4) -> IOIData:
+def prepare(sm: SubjectModel, hp: Hookpoint, pairs: list[IOIPair], ig_steps: int = 2) -> IOIData:
     """The pairs' clean and counterfactual states at ``hp`` and last-position log-probs, the
     unpatched KL, the model's logit difference, and the KL gradient averaged over
     :func:`path_points` (shared by every basis)."""
