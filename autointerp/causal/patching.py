@@ -102,12 +102,11 @@ def grad_at(
     sm: SubjectModel, hp: Hookpoint, g: Group, skip: int, metric, x0: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``d metric(last log-probs) / dx`` at ``x0`` (default ``x_clean``) ``[B, T, d]`` (one
-    backward pass)."""
+    backward pass; only the input's gradient is taken)."""
     x = (g.x_clean if x0 is None else x0).detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        metric(last_logprobs(sm, hp, g.clean, x, skip)).backward()
-    assert x.grad is not None
-    return x.grad.detach()
+        (gx,) = torch.autograd.grad(metric(last_logprobs(sm, hp, g.clean, x, skip)), x)
+    return gx.detach()
 
 
 def decoder_grad(basis: Basis, c: torch.Tensor, grad_x: torch.Tensor) -> torch.Tensor:
