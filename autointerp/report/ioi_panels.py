@@ -73,14 +73,15 @@ def ioi_panels_figure(runs: list[Any], rankings: tuple[str, ...] = ("in_sample",
         k0 = sc.extra.get("kl_clean")
         if k0 is not None:
             for ax in axes:
-                ax.axhline(k0, color="grey", lw=1, ls=":")
-                ax.axhline(k0 / 2, color="grey", lw=0.8, ls="-.")
+                first = ax is axes[0] and r is found[0][0]
+                ax.axhline(k0, color="grey", lw=1, ls=":", label="unpatched KL" if first else None)
+                ax.axhline(k0 / 2, color="grey", lw=0.8, ls="-.", label="half" if first else None)
     for ax, (x, lab) in zip(axes, xs, strict=True):
         ax.set_xlabel(lab)
         ax.grid(alpha=0.3)
         if x == "k":
             ax.set_xscale("log", base=2)
-    axes[0].set_ylabel("KL(P_cf || P_patched), nats (dotted: unpatched; dash-dot: half)")
+    axes[0].set_ylabel("KL(P_cf || P_patched), nats")
     axes[0].set_title("IOI: KL vs features patched")
     axes[1].set_title("IOI: KL vs edit size")
     axes[2].set_title("IOI: KL vs relative edit")
