@@ -315,20 +315,26 @@ class MetricsConfig(_Strict):
 
 class IOIConfig(_Strict):
     """IOI activation patching (Cunningham et al. 2023): counterfactual codes patched into the
-    clean run for the top-k features by |attribution|."""
+    clean run for the top-k features by first-order attribution (docs/causal.md)."""
 
     enabled: bool = True
     n_pairs: int = Field(64, ge=2)
-    #: values of k (the number of patched features); every basis also gets k = all
-    ks: list[int] = [1, 2, 4, 8, 16, 32, 64, 128]
-    #: one feature ranking for all pairs (pooled |attribution|, the paper's one feature set for
-    #: the task) or one per pair (each prompt's own top-k)
-    ranking: Literal["pooled", "per_pair"] = "pooled"
-    #: the paper's greedy elimination (exact, slow): opt-in
+    #: values of k: "pow2" = every power of two below the feature count, then all; or a list
+    #: (every basis also gets k = all)
+    ks: list[int] | Literal["pow2"] = "pow2"
+    #: feature order: signed attribution (patches that lower the KL first) or |attribution|;
+    #: the in-sample, held-out and per-pair rankings are all reported
+    order: Literal["signed", "abs"] = "signed"
+    #: points on the clean -> counterfactual path where the KL gradient of the attribution is
+    #: taken (midpoint rule; 1 = the clean point only, plain attribution patching)
+    ig_steps: int = Field(2, ge=1)
+    #: also patch each top-k'd PCA basis as the full rotation (all d directions, exact): the
+    #: causal-only row "<name>-full"
+    full_rotation: bool = True
+    #: the paper's greedy elimination from every feature with a non-zero delta (slow): opt-in
     greedy: bool = False
-    #: greedy mode: candidate features (largest |attribution|) and thresholds logspace(-5, 0, n)
-    greedy_candidates: int = Field(64, gt=0)
-    greedy_thresholds: int = Field(10, gt=0)
+    #: greedy mode: thresholds logspace(-5, 0, n), ascending
+    greedy_thresholds: int = Field(50, gt=0)
     batch_size: int = Field(64, gt=0)
 
 

@@ -1,166 +1,148 @@
-"""The IOI patching stage and latent attribution on the bundled SmolLM2 with the default
-suite's five bases (read from the work dir's cache when there: sae-topk, pca, ica, neurons,
-random), against the baseline the issue names: one full forward per (pair, basis, k).
+"""The IOI stage, old vs new, side by side in one process on the bundled SmolLM2.
 
-Prints, side by side: the batched, resumed stage time (all pairs x bases x k) and the
-baseline's time (measured on a few pairs of one basis, scaled to the same count); then the
-figures (the model's own IOI logit difference, KL at k = 1 / 4 / 16, features for half KL,
-edit size, attribution concentration). No assertions.
+* old: the stage as committed before the paper's panels (grid 1, 2, ..., 128 + all, one
+  pooled ranking by |attribution|; its patching module is read from git, commit ``OLD``);
+* new: the stage as it is now (grid: every power of two + all; signed order; in-sample,
+  held-out and per-pair rankings; the full PCA rotation as an extra row; states
+  de-duplicated per pair).
 
-    python benchmarks/bench_ioi.py                         # 64 pairs, 5 bases, 2 threads
-    python benchmarks/bench_ioi.py --pairs 16 --baseline-pairs 2 --no-attribution
-    python benchmarks/bench_ioi.py --ranking per_pair --no-attribution --baseline-pairs 0
+Both prepare the same pairs (the clean / counterfactual runs and the gradient at the
+hookpoint: old at the clean point, new on ``--ig-steps`` path points), timed and added to
+each total.
+Bases: the default suite's from the work dir when there (``--work``), else stand-ins of the
+same shapes: a TopK SAE with random unit decoder rows (4608 features, k = 32), PCA fitted on
+the prompts' own activations (top-32 codes), the neurons (top-32) and random signed directions
+(top-32). Prints seconds and patched states per basis and in total, old and new, then the new
+curves' matched readings. No assertions.
+
+    python benchmarks/bench_ioi.py --pairs 6 --bases sae-standin,pca   # ~3 CPU-min
+    python benchmarks/bench_ioi.py --pairs 64        # the default suite's pair count
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from autointerp.causal import patching  # noqa: E402
-from autointerp.causal.intervene import decode_with_error, encode_with_error, kl_last  # noqa: E402
 from autointerp.causal.ioi_prompts import ioi_pairs  # noqa: E402
-from autointerp.causal.summary import ioi_columns  # noqa: E402
-from autointerp.model import load_model, splice  # noqa: E402
+from autointerp.model import load_model  # noqa: E402
 
 HOOK = "blocks.6.hook_resid_post"
-KS = [1, 2, 4, 8, 16, 32, 64, 128]
-#: the default suite's bases in the work dir (stage hashes of results/default)
+OLD = "e2fb9b7"
+OLD_KS = [1, 2, 4, 8, 16, 32, 64, 128]
 DEFAULT = {"sae-topk": "sae/sae-topk-fea5a642f796", "pca": "bases/pca-7da8816cf5da",
            "ica": "bases/ica-b0645c550e4e", "neurons": "bases/neurons-887b980c6f47",
            "random": "bases/random-23f5961e7923"}  # fmt: skip
 
 
-def load_bases(work: Path) -> list:
-    from autointerp.bases.checkpoints import load_checkpoint
-    from autointerp.bases.linear import load_linear
-
-    out = []
-    for name, rel in DEFAULT.items():
-        p = work / rel
-        if not p.exists():
-            sys.exit(f"{p} missing: run the default suite once (or pass --work)")
-        b = load_checkpoint(p, "native", name=name) if name == "sae-topk" else load_linear(p)
-        out.append(b)
-    return out
+def old_patching() -> types.ModuleType:
+    """The committed patching module of commit ``OLD`` (its ``ioi_curve``)."""
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{OLD}:autointerp/causal/patching.py"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    mod = types.ModuleType("old_patching")
+    sys.modules["old_patching"] = mod  # dataclasses look their module up
+    exec(compile(src, "old_patching.py", "exec"), mod.__dict__)  # noqa: S102
+    return mod
 
 
-def baseline(sm, hp, data, basis, curve, n_pairs: int) -> float:
-    """Seconds for one full spliced forward per (pair, k) on the first ``n_pairs`` pairs."""
-    t = time.perf_counter()
-    done = 0
-    for g in data.groups:
-        c, err = encode_with_error(basis, g.x_clean)
-        c_cf, _ = encode_with_error(basis, g.x_cf)
-        delta = (c_cf - c) * g.patch[..., None]
-        for r in range(len(g.rows)):
-            if done >= n_pairs:
-                return time.perf_counter() - t
-            for k in curve.ks:
-                m = torch.zeros(basis.n_features)
-                m[torch.from_numpy(curve.order[:k].copy())] = 1
-                x = decode_with_error(basis, c[r : r + 1] + delta[r : r + 1] * m, err[r : r + 1])
-                with torch.no_grad(), splice(hp, lambda a, x=x: x.to(a.dtype)):
-                    lg = sm.model(input_ids=g.clean[r : r + 1], use_cache=False).logits[:, -1]
-                kl_last(g.logp_cf[r : r + 1], torch.log_softmax(lg.float(), -1))
-            done += 1
-    return time.perf_counter() - t
+def load_bases(work: Path, x: torch.Tensor) -> list:
+    if all((work / rel).exists() for rel in DEFAULT.values()):
+        from autointerp.bases.checkpoints import load_checkpoint
+        from autointerp.bases.linear import load_linear
+
+        return [
+            load_checkpoint(work / rel, "native", name=n) if n == "sae-topk"
+            else load_linear(work / rel)
+            for n, rel in DEFAULT.items()
+        ]  # fmt: skip
+    from autointerp.bases.linear import SignedLinearBasis, fit_pca, neuron_basis
+    from autointerp.bases.sae import SAE
+
+    d = x.shape[-1]
+    g = torch.Generator().manual_seed(0)
+    dec = torch.randn(4608, d, generator=g)
+    dec = dec / dec.norm(dim=1, keepdim=True)
+    sae = SAE(dec.T.contiguous(), torch.zeros(4608), dec, x.mean(0), architecture="topk", k=32,
+              name="sae-standin")  # fmt: skip
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
+    rnd = SignedLinearBasis("random-standin", "random", q, q.T, x.mean(0), 32)
+    return [sae, fit_pca(x, k=32, name="pca"), neuron_basis(d, k=32), rnd]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=int, default=64)
-    ap.add_argument("--baseline-pairs", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ig-steps", type=int, default=2)
+    ap.add_argument("--bases", default="", help="comma-separated subset of the bases' names")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/autointerp/work")
-    ap.add_argument("--no-attribution", action="store_true")
-    ap.add_argument("--no-ioi", action="store_true", help="only the attribution part")
-    ap.add_argument("--ranking", choices=["pooled", "per_pair"], default="pooled")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
-          f"torch threads {args.threads}")  # fmt: skip
+          f"torch threads {args.threads}, {args.pairs} pairs")  # fmt: skip
     sm = load_model("smollm2-gguf", device="cpu")
     hp = sm.hookpoint(HOOK)
-    bases = load_bases(args.work)
-    t0 = time.perf_counter()
-    data = patching.prepare(sm, hp, ioi_pairs(sm.tokenizer, args.pairs, 0, sm.bos_token_id))
-    t_prep = time.perf_counter() - t0
-    print(f"prepare (clean / counterfactual states, gradient at the hookpoint) {t_prep:.1f} s")
-    if not args.no_ioi:
-        ioi_part(args, sm, hp, data, bases, t0, t_prep)
-    if not args.no_attribution:
-        attribution_part(args, sm, hp, data, bases)
+    pairs = ioi_pairs(sm.tokenizer, args.pairs, 0, sm.bos_token_id)
+    old = old_patching()
+    t = time.perf_counter()
+    data_old = old.prepare(sm, hp, pairs)
+    t_prep_old = time.perf_counter() - t
+    t = time.perf_counter()
+    data = patching.prepare(sm, hp, pairs, args.ig_steps)
+    t_prep = time.perf_counter() - t
+    x = torch.cat(
+        [g.x_clean[g.patch] for g in data.groups] + [g.x_cf[g.patch] for g in data.groups]
+    )
+    bases = load_bases(args.work, x)
+    if args.bases:
+        bases = [b for b in bases if b.name in args.bases.split(",")]
+    print(f"prepare: old {t_prep_old:.1f} s, new {t_prep:.1f} s; resumed at layer {data.skip}")
 
+    from autointerp.causal.ranking import ioi_curves
+    from autointerp.causal.summary import readings
+    from autointerp.stages.ioi import full_rotations
 
-def ioi_part(args, sm, hp, data, bases, t0: float, t_prep: float) -> None:
-    curves, per = [], {}
+    rows = []
+    new_curves = {}
     for b in bases:
         t = time.perf_counter()
-        curves.append(patching.ioi_curve(sm, hp, data, b, KS, 64, args.ranking))
-        per[b.name] = time.perf_counter() - t
-    t_stage = time.perf_counter() - t0
-    n_states = sum(len(c.ks) for c in curves) * args.pairs
-    tb = baseline(sm, hp, data, bases[1], curves[1], args.baseline_pairs)
-    per_state = tb / max(1, args.baseline_pairs * len(curves[1].ks))
-    n_k = n_states // args.pairs // len(bases)
-    print(f"\nIOI: {args.pairs} pairs x {len(bases)} bases x ~{n_k} k = {n_states} patched "
-          f"states; resumed at layer {data.skip}")  # fmt: skip
-    print(
-        f"  batched + resumed (this stage) {t_stage:8.1f} s  (prepare {t_prep:.1f} s; "
-        + ", ".join(f"{k} {v:.1f}" for k, v in per.items())
-        + ")"
-    )
-    if args.baseline_pairs:
-        print(
-            f"  one full forward per state     {per_state * n_states:8.1f} s  (measured "
-            f"{tb:.1f} s on {args.baseline_pairs} pairs x {len(curves[1].ks)} k, scaled)"
-        )
-    cols = ioi_columns(data, curves, {b.name: b.kind for b in bases}, 0)
-    print("\n" + cols.extra["notes"][0])
-    names = [c.name for c in cols.columns]
-    print("basis      " + "  ".join(f"{n[4:]:>16}" for n in names))
-    for b in bases:
-        row = cols.rows[b.name]
-        cells = []
-        for n in names:
-            c = row[n]
-            cells.append(f"{c.value:16.3f}" if c.value is not None else f"{'undefined':>16}")
-        print(f"{b.name:10} " + "  ".join(cells))
-    for c in curves:
-        print(f"  {c.basis:9} KL by k {dict(zip(c.ks, np.round(c.kl.mean(1), 3).tolist()))}")
-
-
-def attribution_part(args, sm, hp, data, bases) -> None:
-    from autointerp.causal.attribution import concentration, ioi_attribution, loss_attribution
-    from autointerp.stages.tokens import held_out_rows
-
-    tok = np.load(next(args.work.glob("tokens-*.npy")))
-    acts = np.load(next(args.work.glob("acts-*.npy")), mmap_mode="r")
-    rows = held_out_rows(len(tok), math.ceil(2048 / tok.shape[1]))
-    ids = torch.from_numpy(tok[rows].astype(np.int64))
-    ex = ids == sm.bos_token_id
-    t = time.perf_counter()
-    la = loss_attribution(sm, hp, bases, ids, torch.from_numpy(np.array(acts[rows])), ex, 7, 8)
-    t_loss = time.perf_counter() - t
-    t = time.perf_counter()
-    ia = {b.name: ioi_attribution(sm, hp, data, b) for b in bases}
-    t_ioi = time.perf_counter() - t
-    print(f"\nattribution: loss over {len(rows)} rows {t_loss:.1f} s, IOI {t_ioi:.1f} s")
-    print("basis      ioi top1%  ioi top10  loss top1%  loss top10")
-    for b in bases:
-        i1, i10 = concentration(ia[b.name])
-        l1, l10 = concentration(la[b.name])
-        print(f"{b.name:10} {i1:9.3f} {i10:10.3f} {l1:11.3f} {l10:11.3f}")
+        oc = old.ioi_curve(sm, hp, data_old, b, OLD_KS, 64, "pooled")
+        t_old = time.perf_counter() - t
+        t = time.perf_counter()
+        nc = ioi_curves(sm, hp, data, b, "pow2", 64)
+        t_new = time.perf_counter() - t
+        new_curves[b.name] = nc
+        n_new = nc["in_sample"].info["states"]
+        rows.append((b.name, t_old, len(oc.ks) * args.pairs, t_new, n_new, len(nc["in_sample"].ks)))
+    for b in full_rotations(bases):
+        t = time.perf_counter()
+        nc = ioi_curves(sm, hp, data, b, "pow2", 64)
+        new_curves[b.name] = nc
+        rows.append((b.name, 0.0, 0, time.perf_counter() - t, nc["in_sample"].info["states"],
+                     len(nc["in_sample"].ks)))  # fmt: skip
+    print("\nbasis            old s  old states |  new s  new states (grid k x 3 rankings)")
+    for name, to, no, tn, nn, nk in rows:
+        print(f"{name:15} {to:7.1f} {no:10d} | {tn:6.1f} {nn:10d} ({nk} k)")
+    to, tn = sum(r[1] for r in rows) + t_prep_old, sum(r[3] for r in rows) + t_prep
+    print(f"{'stage (+prepare)':15} {to:7.1f} {'':10} | {tn:6.1f}   new / old {tn / to:.2f}x")
+    print("\nnew, in-sample / held-out: features for half KL, edit at half KL, AUC")
+    for name, by in new_curves.items():
+        vals = [readings(by[r], data.kl_clean) for r in ("in_sample", "held_out")]
+        print(f"{name:15} " + " | ".join(
+            f"k* {v[0]:7.1f}  edit {v[1]:6.2f}  auc {v[4]:.3f}" for v in vals))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from autointerp.bases.linear import SignedLinearBasis, neuron_basis
-from autointerp.causal import patching
+from autointerp.causal import matched, patching
 from autointerp.causal.attribution import concentration, ioi_attribution, loss_attribution
 from autointerp.causal.intervene import decode_with_error, encode_with_error, kl_last
 from autointerp.causal.ioi_prompts import TEMPLATES, IOIPair, ioi_pairs, single_token_names
+from autointerp.causal.ranking import ioi_curves
 from autointerp.causal.summary import half_kl_k
 from autointerp.model import splice
 from tests.causal_tiny import tiny_word_model
@@ -31,7 +32,7 @@ def sm():
 @pytest.fixture(scope="module")
 def data(sm):
     pairs = ioi_pairs(sm.tokenizer, 10, 0, sm.bos_token_id)
-    return patching.prepare(sm, sm.hookpoint(HP), pairs)
+    return patching.prepare(sm, sm.hookpoint(HP), pairs, ig_steps=1)  # the clean point
 
 
 def orth_basis(
@@ -78,7 +79,8 @@ def test_edit_size_and_kl_by_hand(sm, data):
     every = torch.ones(64, dtype=torch.bool)
     s = torch.zeros(64, dtype=torch.bool)
     s[[3, 32 + 3, 7, 32 + 7]] = True  # neurons 3 and 7, both signs
-    kl, edit = patching.patched_runs(sm, hp, data, b, [none, every, s], batch_size=7)
+    r = patching.patched_runs(sm, hp, data, b, [none, every, s], batch_size=7)
+    kl, edit = r.kl, r.edit
     assert kl[0] == pytest.approx(data.kl_clean, rel=1e-3, abs=1e-7)
     assert np.abs(kl[1]).max() < 1e-6
     assert edit[0] == pytest.approx(0, abs=1e-6) and edit[1] == pytest.approx(1, rel=1e-5)
@@ -86,6 +88,9 @@ def test_edit_size_and_kl_by_hand(sm, data):
         dx = (g.x_cf - g.x_clean) * g.patch[..., None]
         want = dx[..., [3, 7]].flatten(1).norm(dim=1) / dx.flatten(1).norm(dim=1)
         assert edit[2, g.rows] == pytest.approx(want.numpy(), rel=1e-4)
+        # the paper's edit: mean over the patched positions of ||dx_t||_2
+        per_pos = dx[..., [3, 7]].norm(dim=-1).sum(1) / g.patch.sum(1)
+        assert r.edit_abs[2, g.rows] == pytest.approx(per_pos.numpy(), rel=1e-4)
 
 
 def test_batched_resumed_runs_equal_spliced_full_forwards(sm, data):
@@ -95,7 +100,7 @@ def test_batched_resumed_runs_equal_spliced_full_forwards(sm, data):
     assert data.skip == 2
     b = neuron_basis(32, k=8)
     sets = [torch.rand(64, generator=torch.Generator().manual_seed(i)) < 0.3 for i in range(3)]
-    kl, _ = patching.patched_runs(sm, hp, data, b, sets, batch_size=5)
+    kl = patching.patched_runs(sm, hp, data, b, sets, batch_size=5).kl
     g = data.groups[0]
     c, err = encode_with_error(b, g.x_clean)
     c_cf, _ = encode_with_error(b, g.x_cf)
@@ -107,6 +112,19 @@ def test_batched_resumed_runs_equal_spliced_full_forwards(sm, data):
                 logits = sm.model(input_ids=g.clean[r : r + 1]).logits[:, -1]
             want = kl_last(g.logp_cf[r : r + 1], torch.log_softmax(logits.float(), -1))
             assert kl[j, g.rows[r]] == pytest.approx(float(want), rel=1e-3, abs=1e-8)
+
+
+def test_integrated_gradients_add_up_to_the_kl_change(sm):
+    """Completeness: with the gradient averaged over 16 midpoints of the clean -> counterfactual
+    path, an exact basis's attributions of a pair sum to the KL change of the full patch,
+    KL(P_cf || P_cf) - KL(P_cf || P_clean) = -kl0 (midpoint rule: within a few percent); the
+    clean-point gradient alone (one step) does not have to."""
+    hp = sm.hookpoint(HP)
+    pairs = ioi_pairs(sm.tokenizer, 6, 2, sm.bos_token_id)
+    d = patching.prepare(sm, hp, pairs, ig_steps=16)
+    a = patching.attribution(sm, hp, d, neuron_basis(32, k=None))
+    assert a.sum(1) == pytest.approx(-d.kl_clean, rel=0.05, abs=0.02 * d.kl_clean.max())
+    assert patching.path_points(1) == [0.0] and patching.path_points(2) == [0.25, 0.75]
 
 
 def test_attribution_is_grad_times_delta(sm, data):
@@ -227,7 +245,9 @@ def test_planted_direction_reaches_half_kl_with_one_feature(sm):
     (blocks.0.hook_resid_pre) the counterfactual differs from the clean prompt only at the IO
     position, by E[C] - E[IO]. With every pair using the same names, a basis whose first
     direction is that difference (centred at E[IO], so only its positive half changes) reaches
-    half the unpatched KL (in fact KL ~ 0) at k = 1; random orthonormal directions need more."""
+    half the unpatched KL (in fact KL ~ 0) at k = 1 under the signed and |a| orders and the
+    in-sample, held-out (halves by template) and per-pair rankings; random orthonormal
+    directions need more."""
     tok = sm.tokenizer
     ids = dict(single_token_names(tok))
     io, s, c = " Mary", " John", " Tom"
@@ -239,19 +259,23 @@ def test_planted_direction_reaches_half_kl_with_one_feature(sm):
             ca, cb = (c, s) if order == "ABBA" else (s, c)
             clean = (bos, *tok.encode(tpl.format(A=a, B=b, S=s), add_special_tokens=False))
             cf = (bos, *tok.encode(tpl.format(A=ca, B=cb, S=s), add_special_tokens=False))
-            pairs.append(IOIPair(t, order, io, s, c, clean, cf, ids[io], ids[s], ids[c]))
+            pairs.append(IOIPair(t, order, io, s, c, clean, cf, ids[io], ids[s], ids[c], t % 2))
     hp = sm.hookpoint("blocks.0.hook_resid_pre")
     d = patching.prepare(sm, hp, pairs)
     emb = sm.model.get_input_embeddings().weight
     u = (emb[ids[c]] - emb[ids[io]]).float()
     planted = orth_basis(32, u / u.norm(), mu=emb[ids[io]].float())
     rnd = orth_basis(32, seed=1)
-    cp = patching.ioi_curve(sm, hp, d, planted, [1, 2, 4, 8, 16])
-    cr = patching.ioi_curve(sm, hp, d, rnd, [1, 2, 4, 8, 16])
-    assert cp.order[0] == 0  # the planted direction ranks first
-    assert cp.kl[0].mean() < 1e-3 * d.kl_clean.mean()
-    kp, kr = half_kl_k(cp.kl, d.kl_clean, cp.ks), half_kl_k(cr.kl, d.kl_clean, cr.ks)
-    assert cp.ks[kp] == 1 and (kr is None or cr.ks[kr] > 1)
+    for order in ("signed", "abs"):
+        cps = ioi_curves(sm, hp, d, planted, [1, 2, 4, 8, 16], signed=order == "signed")
+        crs = ioi_curves(sm, hp, d, rnd, [1, 2, 4, 8, 16], signed=order == "signed")
+        assert cps["in_sample"].order[0] == 0  # the planted direction ranks first
+        for r in ("in_sample", "held_out", "per_pair"):
+            cp, cr = cps[r], crs[r]
+            assert cp.kl[0].mean() < 1e-3 * d.kl_clean.mean(), (order, r)
+            kp, kr = half_kl_k(cp.kl, d.kl_clean, cp.ks), half_kl_k(cr.kl, d.kl_clean, cr.ks)
+            assert cp.ks[kp] == 1 and (kr is None or cr.ks[kr] > 1)
+            assert matched.half_k(cp.ks, cp.kl.mean(1), d.kl_clean.mean()) == 1.0
 
 
 def test_non_residual_hookpoint_uses_spliced_full_forwards(sm):
@@ -261,28 +285,47 @@ def test_non_residual_hookpoint_uses_spliced_full_forwards(sm):
     d = patching.prepare(sm, hp, ioi_pairs(sm.tokenizer, 4, 1, sm.bos_token_id))
     assert d.skip == 0
     none = torch.zeros(64, dtype=torch.bool)
-    kl, edit = patching.patched_runs(sm, hp, d, neuron_basis(32, k=4), [none], batch_size=3)
+    r = patching.patched_runs(sm, hp, d, neuron_basis(32, k=4), [none], batch_size=3)
+    kl, edit = r.kl, r.edit
     assert kl[0] == pytest.approx(d.kl_clean, rel=1e-3, abs=1e-6) and np.all(edit[0] < 1e-6)
 
 
-def test_greedy_elimination_points_are_the_kl_of_their_sets(sm, data):
-    """Greedy mode: ascending set sizes ending at k = all; each point's KL is the KL of the
-    recorded set; a larger threshold never keeps more features."""
-    from autointerp.causal.greedy import greedy_curve
+def test_greedy_elimination_is_the_sequential_search(sm, data):
+    """Greedy mode: it starts from every feature with a non-zero delta; each point's KL is the
+    KL of its recorded set; the batched search gives the sets of a one-trial-at-a-time
+    search written here (same seed, same visiting order)."""
+    from autointerp.causal.greedy import greedy_curve, moved_features
     from autointerp.config import IOIConfig
 
     hp = sm.hookpoint(HP)
     b = neuron_basis(32, k=None)
-    cfg = IOIConfig(greedy=True, greedy_candidates=6, greedy_thresholds=3, batch_size=16)
+    cfg = IOIConfig(greedy=True, greedy_thresholds=4, batch_size=64)
     c = greedy_curve(sm, hp, data, b, cfg, seed=0)
-    assert c.ks == sorted(set(c.ks)) and c.ks[-1] == 64 and c.ks[-2] <= 6
-    assert c.info["mode"] == "greedy" and c.info["candidates"] == 6
+    moved = moved_features(b, data)
+    assert c.info["start"] == int(moved.sum()) and c.ks[-1] == 64
     for size, feats in c.info["sets"].items():
-        assert len(feats) == int(size)
         m = torch.zeros(64, dtype=torch.bool)
         m[feats] = True
-        kl, _ = patching.patched_runs(sm, hp, data, b, [m], batch_size=16)
+        kl = patching.patched_runs(sm, hp, data, b, [m], batch_size=16).kl
         assert c.kl[c.ks.index(int(size))] == pytest.approx(kl[0], rel=1e-5, abs=1e-9)
+
+    def mean_kl(mask):
+        return patching.patched_runs(sm, hp, data, b, [torch.from_numpy(mask)], 64).kl[0].mean()
+
+    rng = np.random.default_rng(0)
+    cur = moved.copy()
+    base = mean_kl(cur)
+    want = []
+    for thr in np.logspace(-5, 0, 4):
+        for f in rng.permutation(np.nonzero(cur)[0]).tolist():
+            t = cur.copy()
+            t[f] = False
+            kt = mean_kl(t)
+            if kt - base < thr:
+                cur, base = t, kt
+        want.append(np.nonzero(cur)[0].tolist())
+    got = [v for _k, v in sorted(c.info["sets"].items(), key=lambda kv: -int(kv[0]))]
+    assert got == [list(w) for w in dict.fromkeys(map(tuple, want))]
 
 
 def test_per_pair_sets(sm, data):
@@ -292,14 +335,61 @@ def test_per_pair_sets(sm, data):
     b = neuron_basis(32, k=None)
     m = torch.zeros(64, dtype=torch.bool)
     m[[1, 40]] = True
-    one, e1 = patching.patched_runs(sm, hp, data, b, [m], batch_size=8)
-    per, e2 = patching.patched_runs(sm, hp, data, b, [m.expand(10, 64)], batch_size=8)
-    np.testing.assert_allclose(one, per, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(e1, e2, rtol=1e-6)
-    c = patching.ioi_curve(sm, hp, data, b, [1], ranking="per_pair")
+    r1 = patching.patched_runs(sm, hp, data, b, [m], batch_size=8)
+    r2 = patching.patched_runs(sm, hp, data, b, [m.expand(10, 64)], batch_size=8)
+    np.testing.assert_allclose(r1.kl, r2.kl, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(r1.edit, r2.edit, rtol=1e-6)
+    a = patching.attribution(sm, hp, data, b)
+    for signed, pick in ((True, a.argmin(1)), (False, np.abs(a).argmax(1))):
+        c = ioi_curves(sm, hp, data, b, [1], signed=signed)["per_pair"]
+        own = torch.zeros(10, 64, dtype=torch.bool)
+        own[torch.arange(10), torch.from_numpy(pick)] = True
+        kl = patching.patched_runs(sm, hp, data, b, [own], batch_size=8).kl
+        np.testing.assert_allclose(c.kl[0], kl[0], rtol=1e-5, atol=1e-9)
+        assert c.info["ranking"] == "per_pair"
+
+
+def test_held_out_ranking_uses_the_other_half(sm, data):
+    """Held out: a pair of half h is patched with the top-1 feature of the order fitted on the
+    pairs of the other half (signed: the most negative pooled attribution there)."""
+    hp = sm.hookpoint(HP)
+    b = neuron_basis(32, k=None)
+    halves = np.array([p.half for p in data.pairs])
+    assert set(halves.tolist()) == {0, 1}
     a = patching.attribution(sm, hp, data, b)
     own = torch.zeros(10, 64, dtype=torch.bool)
-    own[torch.arange(10), torch.from_numpy(np.abs(a).argmax(1))] = True
-    kl, _ = patching.patched_runs(sm, hp, data, b, [own], batch_size=8)
+    for p in range(10):
+        own[p, int(a[halves != halves[p]].sum(0).argmin())] = True
+    c = ioi_curves(sm, hp, data, b, [1])["held_out"]
+    kl = patching.patched_runs(sm, hp, data, b, [own], batch_size=8).kl
     np.testing.assert_allclose(c.kl[0], kl[0], rtol=1e-5, atol=1e-9)
-    assert c.info["ranking"] == "per_pair"
+
+
+def test_split_basis_needs_twice_the_features_for_the_same_edit(sm, data):
+    """Known answer for the edit axis: split every direction of an exact basis into two
+    half-norm copies (encoder columns repeated, decoder rows halved: the same reconstruction,
+    twice the features, each copy's attribution half the original's). Every state of the
+    original curve at k is the split curve's state at 2k: the KL and both edits are equal, so
+    the split basis needs twice the features (log-k interpolation: exactly 2x) but the same
+    edit for the same KL."""
+    hp = sm.hookpoint(HP)
+    ex = orth_basis(32, seed=3)
+    split = SignedLinearBasis(
+        "split", "test", torch.cat([ex.E, ex.E], 1), torch.cat([ex.D, ex.D]) / 2, ex.mu, None
+    )
+    ks = [1, 2, 4, 8, 16, 32, 64]
+    co = ioi_curves(sm, hp, data, ex, ks, rankings=("in_sample", "held_out"))
+    cs = ioi_curves(sm, hp, data, split, [2 * k for k in ks], rankings=("in_sample", "held_out"))
+    kl0 = data.kl_clean.mean()
+    for r in ("in_sample", "held_out"):
+        o, s = co[r], cs[r]
+        assert s.ks == [2 * k for k in o.ks]
+        np.testing.assert_allclose(s.kl, o.kl, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(s.edit, o.edit, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(s.edit_abs, o.edit_abs, rtol=1e-4, atol=1e-7)
+        ho = matched.half_k(o.ks, o.kl.mean(1), kl0)
+        assert ho is not None
+        assert matched.half_k(s.ks, s.kl.mean(1), kl0) == pytest.approx(2 * ho, rel=1e-3)
+        eo = matched.edit_at_half(o.edit_abs.mean(1), o.kl.mean(1), kl0)
+        es = matched.edit_at_half(s.edit_abs.mean(1), s.kl.mean(1), kl0)
+        assert es == pytest.approx(eo, rel=1e-3)

@@ -80,7 +80,8 @@ def test_causal_stages_in_a_suite(no_llm, tmp_path):
     cols = {c.stage: c for c in load_columns(rd)}
     assert {"ioi", "attribution"} <= set(cols)
     ioi = cols["ioi"]
-    assert set(ioi.rows) == {"pca", "neurons", "random"}
+    # pca-full: the full rotation of the top-k'd PCA, a causal-only row
+    assert set(ioi.rows) == {"pca", "pca-full", "neurons", "random"}
     for row in ioi.rows.values():
         assert row["ioi_kl_k1"].n == 12
         assert row["ioi_kl_k1"].value is not None and row["ioi_kl_k1"].value >= 0
@@ -89,8 +90,15 @@ def test_causal_stages_in_a_suite(no_llm, tmp_path):
         assert (hk.value is not None) or hk.reason  # a count or a reason, never 0 by default
     assert ioi.rows["random"]["ioi_kl_k16_lift"].reason == "the null itself"
     curves = ioi.extra["curves"]
-    assert curves["pca"]["k"][-1] == 64  # k = all: 2 x 32 signed directions
+    for r in ("in_sample", "held_out", "per_pair"):  # every ranking's curve is stored
+        assert curves["pca"][r]["k"] == [1, 4, 16, 64]  # k = all: 2 x 32 signed directions
+        assert len(curves["pca"][r]["edit_abs"]) == 4
+    for c in ("ioi_half_kl_features_heldout", "ioi_half_kl_features_per_pair", "ioi_auc_edit"):
+        cell = ioi.rows["pca"][c]
+        assert cell.value is not None or cell.reason
     assert ioi.extra["seconds"] > 0 and ioi.extra["n_pairs"] == 12
+    assert sum(ioi.extra["halves"]) == 12 and min(ioi.extra["halves"]) > 0
+    assert (rd / "ioi_panels.png").read_bytes()[:4] == b"\x89PNG"
     attr = cols["attribution"]
     for row in attr.rows.values():
         for c in ("attr_ioi_top1pct", "attr_ioi_top10", "attr_loss_top1pct", "attr_loss_top10",
@@ -100,6 +108,7 @@ def test_causal_stages_in_a_suite(no_llm, tmp_path):
     assert {"ioi", "attribution"} <= {s["stage"] for s in man["stages"]}
     md = (rd / "leaderboard.md").read_text()
     assert "Causal and output-side" in md and "| ioi_kl_k1 |" in md
+    assert "pca-full" in md  # the causal-only row is in the table
     rd2, st = _run(tmp_path, suite)  # a rerun: cached
     assert st["ioi"] == "cached" and st["attribution"] == "cached"
 
@@ -131,7 +140,7 @@ def test_html_report_has_the_causal_table_and_the_ioi_plot(no_llm, tmp_path):
     run = load_run(rd)
     board = leaderboard_table([run])
     page = render_html(board, [run], plots=True)
-    assert "Causal and output-side" in page and 'alt="IOI patching curve: KL vs k"' in page
+    assert "Causal and output-side" in page and "KL vs features patched and vs edit size" in page
     assert "never reaches half the unpatched KL" in page
     row = board.table.filter(board.table["basis"] == "pca").to_dicts()[0]
     assert row["ioi_kl_k1_n"] == 12 and isinstance(row["ioi_kl_k1_n"], int)
@@ -140,12 +149,12 @@ def test_html_report_has_the_causal_table_and_the_ioi_plot(no_llm, tmp_path):
 
 
 def test_greedy_mode_in_the_stage(no_llm, tmp_path):
-    ioi = {"n_pairs": 6, "greedy": True, "greedy_candidates": 4, "greedy_thresholds": 2}
+    ioi = {"n_pairs": 6, "greedy": True, "greedy_thresholds": 2, "full_rotation": False}
     suite = tiny_suite(tmp_path, ioi=ioi, attribution={"enabled": False})
     rd, st = _run(tmp_path, suite)
     cols = {c.stage: c for c in load_columns(rd)}
     assert "attribution" not in cols  # disabled: no columns file
     ioi_cols = cols["ioi"]
-    assert ioi_cols.extra["mode"] == "greedy"
-    assert ioi_cols.extra["curves"]["pca"]["mode"] == "greedy"
-    assert ioi_cols.rows["pca"]["ioi_kl_k1"].value is not None
+    g = ioi_cols.extra["greedy"]["pca"]
+    assert g["mode"] == "greedy" and g["seconds"] > 0 and g["k"][-1] == 64
+    assert ioi_cols.rows["pca"]["ioi_kl_k1"].value is not None  # the ranked curve is kept

@@ -236,3 +236,26 @@ def test_minus_lift_vs_shuffled_hand_computed(tmp_path):
     assert lift["difference"] == pytest.approx(0.1)
     # every resample of two equal per-feature lifts is the same: a degenerate CI at 0.1
     assert (lift["ci_low"], lift["ci_high"]) == pytest.approx((0.1, 0.1))
+
+
+def test_minus_subtracts_shares_of_the_unpatched_ioi_kl(tmp_path):
+    """IOI columns in nats are divided by each run's own unpatched KL before the difference:
+    trained KL 1.0 of 4.0 (0.25 left) minus random 0.1 of 0.2 (0.5 left) is -0.25."""
+    from autointerp.causal.summary import IOI_COLUMNS
+    from autointerp.columns import Cell, StageColumns, save_columns
+
+    t, r = _runs(tmp_path)
+    for rd, kl, k0 in ((t, 1.0, 4.0), (r, 0.1, 0.2)):
+        cols = StageColumns("ioi", list(IOI_COLUMNS))
+        for b in ("sae", "random"):
+            cols.set(b, "ioi_kl_k16", Cell(kl, None, None, 8))
+            cols.set(b, "ioi_auc_edit", Cell(0.5, None, None, 8))
+        cols.extra = {"kl_clean": k0}
+        save_columns(rd, cols)
+    diffs = {d.basis: d for d in compare_runs(load_run(t), load_run(r), n_boot=50)}
+    rows = {x["column"]: x for x in diffs["sae"].table.to_dicts()}
+    assert "ioi_kl_k16" not in rows  # never raw nats across models
+    share = rows["ioi_kl_k16 (share of unpatched KL)"]
+    assert share["trained"] == pytest.approx(0.25) and share["random"] == pytest.approx(0.5)
+    assert share["difference"] == pytest.approx(-0.25)
+    assert rows["ioi_auc_edit"]["difference"] == pytest.approx(0.0)  # already a share

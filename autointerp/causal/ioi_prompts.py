@@ -4,6 +4,11 @@ the indirect object replaced by a third name (same token length, subject kept).
 Templates come in two orders: ABBA (IO first: "When Mary and John went ..., John gave ... to")
 and BABA (S first: "When John and Mary went ..., John gave ... to"); the answer is the IO name.
 Names are single tokens with their leading space, checked against the tokenizer.
+
+Every pair belongs to one of two halves (``IOIPair.half``) for the held-out ranking: the
+templates are split into two seeded halves, and so are the names (when each half has at least
+3 names); a pair of half ``h`` uses a template and names of half ``h`` only, so a ranking
+fitted on one half is evaluated on prompts whose templates and names it never saw.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class IOIPair:
     io_id: int
     s_id: int
     cf_io_id: int
+    half: int = 0  # 0 or 1: the held-out split (by template and names)
 
 
 def single_token_names(tokenizer, names: tuple[str, ...] = NAMES) -> list[tuple[str, int]]:
@@ -77,11 +83,17 @@ def ioi_pairs(tokenizer, n_pairs: int, seed: int, bos: int | None = None) -> lis
             f"{len(names)}"
         )
     rng = random.Random(seed)
+    t_half = split_halves(len(TEMPLATES), seed)
+    n_half = split_halves(len(names), seed + 1)
+    pools = [[n for n, h in zip(names, n_half) if h == j] for j in (0, 1)]
+    if min(len(p) for p in pools) < 3:  # too few names to split: templates only
+        pools = [names, names]
     out: list[IOIPair] = []
     for i in range(n_pairs):
         t = i % len(TEMPLATES)
+        half = int(t_half[t])
         order = "ABBA" if (i // len(TEMPLATES)) % 2 == 0 else "BABA"
-        (io, io_id), (s, s_id), (c, c_id) = rng.sample(names, 3)
+        (io, io_id), (s, s_id), (c, c_id) = rng.sample(pools[half], 3)
         a, b = (io, s) if order == "ABBA" else (s, io)
         clean = _encode(tokenizer, TEMPLATES[t].format(A=a, B=b, S=s), bos)
         ca, cb = (c, s) if order == "ABBA" else (s, c)
@@ -93,5 +105,15 @@ def ioi_pairs(tokenizer, n_pairs: int, seed: int, bos: int | None = None) -> lis
                 f"({io!r}/{c!r}): clean and counterfactual prompts must differ in exactly the "
                 "IO token"
             )
-        out.append(IOIPair(t, order, io, s, c, tuple(clean), tuple(cf), io_id, s_id, c_id))
+        out.append(IOIPair(t, order, io, s, c, tuple(clean), tuple(cf), io_id, s_id, c_id, half))
     return out
+
+
+def split_halves(n: int, seed: int) -> list[int]:
+    """A seeded split of ``n`` items into halves 0 and 1 (sizes ``ceil(n/2)``, ``floor(n/2)``)."""
+    perm = list(range(n))
+    random.Random(seed).shuffle(perm)
+    half = [0] * n
+    for j in perm[(n + 1) // 2 :]:
+        half[j] = 1
+    return half

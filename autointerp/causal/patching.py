@@ -6,15 +6,16 @@ IO name on: ``c = encode(x_clean)``, ``e = x_clean - decode(c)``, ``delta = enco
 patching the feature set S gives ``x_S = decode(c + 1_S * delta) + e``. Positions before the IO
 name are identical in both prompts and left untouched.
 
-* Ranking (attribution patching, one backward pass): ``a_i = sum_pairs sum_t delta[t, i] *
-  dM/dc[t, i]`` at the clean point, with ``M = KL(P_cf || P)`` at the last position; features are
-  patched in order of ``|a_i|`` (one ranking pooled over the pairs, as the paper's one feature
-  set for the whole task). The clean point is the same activation ``x_clean`` for every basis
-  (``decode(c) + e = x_clean``), so ``dM/dx`` is computed once (:func:`prepare`) and each basis
-  only maps it through its decoder: ``dM/dc = (d decode / dc)^T dM/dx``.
-* Curve: for each k, ``KL(P_cf || P_{S_k})`` at the last position per pair, and the edit size
-  ``||X_clean - X_{S_k}||_F / ||X_clean - X_cf||_F`` (Frobenius norm over the positions and
-  width of one prompt, relative to the full counterfactual edit).
+* Attribution (:func:`attribution`): ``a[p, i] = sum_t delta[t, i] * dM/dc[t, i]`` with
+  ``M = KL(P_cf || P)`` at the last position and ``dM/dc`` averaged over points of the path
+  from the clean to the counterfactual activation (:func:`path_points`: integrated gradients;
+  one step = attribution patching at the clean point). The path points are activations, the
+  same for every basis, so ``dM/dx`` is computed once (:func:`prepare`) and each basis only
+  maps it through its decoder: ``dM/dc = (d decode / dc)^T dM/dx``. Rankings:
+  :mod:`autointerp.causal.ranking`.
+* Runs (:func:`patched_runs`): per feature set and pair, ``KL(P_cf || P_S)`` at the last
+  position, the relative edit ``||X_S - X_clean||_F / ||X_cf - X_clean||_F`` and the paper's
+  edit, the mean over patched positions of ``||x_S[t] - x_clean[t]||_2``.
 
 All patched states of a basis (pairs x k) are stacked and run in batches of ``batch_size``
 rows, starting at the hookpoint.
@@ -51,7 +52,7 @@ class Group:
     x_cf: torch.Tensor
     logp_clean: torch.Tensor  # [B, V] last position, full forward
     logp_cf: torch.Tensor
-    grad_kl: torch.Tensor | None = None  # [B, T, d] dKL(P_cf || P)/dx at x_clean
+    grad_kl: torch.Tensor | None = None  # [B, T, d] dKL(P_cf || P)/dx on the path (below)
 
 
 @dataclass
@@ -67,16 +68,18 @@ class IOIData:
 
 @dataclass
 class Curve:
-    """One basis's IOI curve: per k (``ks``; the last is all features), per pair."""
+    """One basis's IOI curve under one ranking: per k (``ks``; the last is all features) and
+    pair, the KL and the two edit sizes."""
 
     basis: str
     n_features: int
     ks: list[int]
     kl: np.ndarray  # [K, P]
-    edit: np.ndarray  # [K, P]
+    edit: np.ndarray  # [K, P] relative to the full counterfactual edit
     attribution: np.ndarray  # [F] pooled a_i
-    order: np.ndarray  # features by |a_i| descending
+    order: np.ndarray  # features in pooled ranking order
     info: dict = field(default_factory=dict)
+    edit_abs: np.ndarray | None = None  # [K, P] mean per-position ||dx||_2 (the paper's)
 
 
 def forward_with_hidden(
@@ -95,13 +98,15 @@ def forward_with_hidden(
     return got[0], lp
 
 
-def grad_at(sm: SubjectModel, hp: Hookpoint, g: Group, skip: int, metric) -> torch.Tensor:
-    """``d metric(last log-probs) / dx`` at ``x_clean`` ``[B, T, d]`` (one backward pass)."""
-    x = g.x_clean.detach().clone().requires_grad_(True)
+def grad_at(
+    sm: SubjectModel, hp: Hookpoint, g: Group, skip: int, metric, x0: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``d metric(last log-probs) / dx`` at ``x0`` (default ``x_clean``) ``[B, T, d]`` (one
+    backward pass; only the input's gradient is taken)."""
+    x = (g.x_clean if x0 is None else x0).detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        metric(last_logprobs(sm, hp, g.clean, x, skip)).backward()
-    assert x.grad is not None
-    return x.grad.detach()
+        (gx,) = torch.autograd.grad(metric(last_logprobs(sm, hp, g.clean, x, skip)), x)
+    return gx.detach()
 
 
 def decoder_grad(basis: Basis, c: torch.Tensor, grad_x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +119,17 @@ def decoder_grad(basis: Basis, c: torch.Tensor, grad_x: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def prepare(sm: SubjectModel, hp: Hookpoint, pairs: list[IOIPair]) -> IOIData:
+def path_points(steps: int) -> list[float]:
+    """Where on the path ``x_clean + t (x_cf - x_clean)`` the KL gradient is taken: ``t = 0``
+    (attribution patching at the clean point) for one step, else the midpoints
+    ``(j + 1/2) / steps`` (integrated gradients, midpoint rule)."""
+    return [0.0] if steps <= 1 else [(j + 0.5) / steps for j in range(steps)]
+
+
+def prepare(sm: SubjectModel, hp: Hookpoint, pairs: list[IOIPair], ig_steps: int = 2) -> IOIData:
+    """The pairs' clean and counterfactual states at ``hp`` and last-position log-probs, the
+    unpatched KL, the model's logit difference, and the KL gradient averaged over
+    :func:`path_points` (shared by every basis)."""
     by_len: dict[int, list[int]] = {}
     for i, p in enumerate(pairs):
         by_len.setdefault(len(p.clean_ids), []).append(i)
@@ -132,9 +147,14 @@ def prepare(sm: SubjectModel, hp: Hookpoint, pairs: list[IOIPair]) -> IOIData:
         if skip is None:
             skip = resume_layers(sm, hp, clean, x_clean, lpc)
         g = Group(np.array(rows), clean, cf, patch, x_clean, x_cf, lpc, lpf)
-        g.grad_kl = grad_at(
-            sm, hp, g, skip or 0, lambda lp, g=g: kl_last(g.logp_cf.to(lp.device), lp).sum()
-        )
+
+        def kl_sum(lp: torch.Tensor, g: Group = g) -> torch.Tensor:
+            return kl_last(g.logp_cf.to(lp.device), lp).sum()
+
+        ts = path_points(ig_steps)
+        g.grad_kl = sum(
+            grad_at(sm, hp, g, skip or 0, kl_sum, x_clean + t * (x_cf - x_clean)) for t in ts
+        ) / len(ts)
         groups.append(g)
         io = torch.tensor([pairs[i].io_id for i in rows])
         s = torch.tensor([pairs[i].s_id for i in rows])
@@ -164,9 +184,22 @@ def attribution(sm: SubjectModel, hp: Hookpoint, data: IOIData, basis: Basis) ->
     return out
 
 
-def k_values(ks: list[int], n_features: int) -> list[int]:
-    """The configured ks below the basis's feature count, then all features."""
-    return sorted({k for k in ks if 0 < k < n_features}) + [n_features]
+def k_values(ks: list[int] | str, n_features: int) -> list[int]:
+    """The grid of k: ``"pow2"`` gives every power of two below the feature count, then all
+    (no gap wider than 2x); a list gives its values below the feature count, then all."""
+    if ks == "pow2":
+        ks = [2**j for j in range(max(1, n_features).bit_length())]
+    return sorted({int(k) for k in ks if 0 < int(k) < n_features}) + [n_features]
+
+
+@dataclass
+class Runs:
+    """Per feature set and pair ``[S, P]``: the KL, the relative edit and the paper's edit."""
+
+    kl: np.ndarray
+    edit: np.ndarray  # ||X_S - X_clean||_F / ||X_cf - X_clean||_F
+    edit_abs: np.ndarray  # mean over patched positions of ||x_S[t] - x_clean[t]||_2
+    n_states: int = 0  # distinct states run (after de-duplication)
 
 
 @torch.no_grad()
@@ -177,70 +210,52 @@ def patched_runs(
     basis: Basis,
     sets: list[torch.Tensor],
     batch_size: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """KL(P_cf || P_S) and the relative edit size per feature set S and pair: two arrays
-    ``[len(sets), P]``. A set is a bool mask ``[F]`` (one set for every pair) or ``[P, F]``
-    (one per pair). All (set, pair) states of a group are stacked and run ``batch_size`` rows
-    at a time; states that differ only on features whose delta is 0 are the same state and
-    run once."""
+) -> Runs:
+    """KL(P_cf || P_S) and the edit sizes per feature set S and pair. A set is a bool mask
+    ``[F]`` (one set for every pair) or ``[P, F]`` (one per pair). The distinct (pair, state)
+    rows of a group are run ``batch_size`` at a time from the hookpoint: two sets that differ
+    only on features whose delta is 0 for that pair give the same state, which runs once."""
     n_sets, n_pairs = len(sets), len(data.pairs)
     kl = np.zeros((n_sets, n_pairs))
     edit = np.zeros((n_sets, n_pairs))
+    edit_abs = np.zeros((n_sets, n_pairs))
+    n_states = 0
     for g in data.groups:
         c, err, delta = _codes(basis, g)
-        full = (g.x_cf - g.x_clean).flatten(1).norm(dim=1)
+        dev = c.device
+        full = (g.x_cf - g.x_clean).flatten(1).norm(dim=1).to(dev)
+        n_pos = g.patch.sum(1).to(dev)
         support = delta.abs().amax(1) > 0  # [B, F]
         rows = torch.from_numpy(g.rows)
-        masks_g = [(m if m.dim() == 1 else m[rows]).to(support.device) & support for m in sets]
-        keys = [m.cpu().numpy().tobytes() for m in masks_g]
-        uniq = list(dict.fromkeys(keys))
-        masks = [masks_g[keys.index(k)] for k in uniq]
-        n_u = len(masks)
-        xs = torch.cat(
-            [decode_with_error(basis, c + delta * m[:, None, :].to(c), err) for m in masks]
-        )
+        masks = torch.stack(
+            [(m if m.dim() == 1 else m[rows]).to(dev).expand_as(support) & support for m in sets]
+        )  # [S, B, F]
         b = len(g.rows)
-        ids = g.clean.repeat(n_u, 1)
-        ref = g.logp_cf.repeat(n_u, 1)
-        kls = []
-        for s in range(0, len(xs), batch_size):
-            lp = last_logprobs(sm, hp, ids[s : s + batch_size], xs[s : s + batch_size], data.skip)
-            kls.append(kl_last(ref[s : s + batch_size].to(lp.device), lp))
-        kl_u = torch.cat(kls).reshape(n_u, b).double().cpu().numpy()
-        d = (xs - g.x_clean.repeat(n_u, 1, 1).to(xs.device)).flatten(1).norm(dim=1)
-        rel_u = (d.reshape(n_u, b) / full.to(d.device)).double().cpu().numpy()
-        pick = [uniq.index(k) for k in keys]
-        kl[:, g.rows] = kl_u[pick]
-        edit[:, g.rows] = rel_u[pick]
-    return kl, edit
-
-
-def ioi_curve(
-    sm: SubjectModel,
-    hp: Hookpoint,
-    data: IOIData,
-    basis: Basis,
-    ks: list[int],
-    batch_size: int = 64,
-    ranking: str = "pooled",
-) -> Curve:
-    """The patching curve of ``basis`` (see the module docstring). ``ranking="per_pair"``
-    ranks the features of each pair by its own ``|a[p, i]|`` instead of the pooled one."""
-    a = attribution(sm, hp, data, basis)
-    pooled = a.sum(0)
-    order = np.argsort(-np.abs(pooled), kind="stable")
-    kv = k_values(ks, basis.n_features)
-    if ranking == "per_pair":
-        orders = torch.from_numpy(np.argsort(-np.abs(a), axis=1, kind="stable").copy())
-    sets = []
-    for k in kv:
-        if ranking == "per_pair":
-            m = torch.zeros(a.shape, dtype=torch.bool)
-            m.scatter_(1, orders[:, :k], True)
-        else:
-            m = torch.zeros(basis.n_features, dtype=torch.bool)
-            m[torch.from_numpy(order[:k].copy())] = True
-        sets.append(m)
-    kl, edit = patched_runs(sm, hp, data, basis, sets, batch_size)
-    info = {"ranking": ranking}
-    return Curve(basis.name, basis.n_features, kv, kl, edit, pooled, order, info)
+        index: dict[tuple[int, bytes], int] = {}
+        uniq: list[tuple[int, int]] = []  # (set, row) of each distinct state
+        pick = np.zeros((n_sets, b), dtype=np.int64)
+        packed = np.packbits(masks.cpu().numpy(), axis=-1)
+        for si in range(n_sets):
+            for r in range(b):
+                key = (r, packed[si, r].tobytes())
+                if key not in index:
+                    index[key] = len(uniq)
+                    uniq.append((si, r))
+                pick[si, r] = index[key]
+        n_states += len(uniq)
+        kl_u, rel_u, abs_u = [], [], []
+        for s in range(0, len(uniq), batch_size):
+            chunk = uniq[s : s + batch_size]
+            si = torch.tensor([u[0] for u in chunk], device=dev)
+            ri = torch.tensor([u[1] for u in chunk], device=dev)
+            m = masks[si, ri]  # [n, F]
+            xs = decode_with_error(basis, c[ri] + delta[ri] * m[:, None, :].to(c), err[ri])
+            lp = last_logprobs(sm, hp, g.clean[ri.cpu()], xs, data.skip)
+            kl_u.append(kl_last(g.logp_cf[ri.cpu()].to(lp.device), lp).double().cpu())
+            dx = xs - g.x_clean[ri.cpu()].to(xs.device)
+            rel_u.append((dx.flatten(1).norm(dim=1) / full[ri]).double().cpu())
+            abs_u.append((dx.norm(dim=-1).sum(1) / n_pos[ri]).double().cpu())
+        kl[:, g.rows] = torch.cat(kl_u).numpy()[pick]
+        edit[:, g.rows] = torch.cat(rel_u).numpy()[pick]
+        edit_abs[:, g.rows] = torch.cat(abs_u).numpy()[pick]
+    return Runs(kl, edit, edit_abs, n_states)

@@ -30,6 +30,11 @@ def write_run_leaderboard(run_dir: str | Path, *, html: bool = True) -> list[Pat
     if html:
         written.append(run_dir / "leaderboard.html")
         atomic_write_text(written[1], render_html(board, [run]))
+        from autointerp.report.ioi_panels import write_ioi_panels
+
+        png = write_ioi_panels(run, run_dir)
+        if png is not None:
+            written.append(png)
     return written
 
 

@@ -8,6 +8,10 @@ output stages' columns, whose per-feature values ``columns/<stage>.json`` keeps 
 ``extra.features``), a bootstrap of the difference of means resampling each run's features
 independently (they are different features of different models); otherwise there are no
 per-feature values to resample and the note says so.
+
+IOI columns in nats of KL (``autointerp.causal.summary.SHARE_COLUMNS``) are divided by each
+run's own unpatched KL before the difference: the two models start from different KLs, so the
+compared quantity is the share of the unpatched KL left (``col (share of unpatched KL)``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from autointerp import stats
+from autointerp.causal.summary import SHARE_COLUMNS
 from autointerp.errors import AutointerpError
 from autointerp.report.columns import SCORER_COLUMNS, SIM_VARIANT
 from autointerp.report.rows import _score_rows
@@ -120,6 +125,7 @@ def compare_runs(
     t_rows = {(r["basis"], r["method"]): r for df in tb.groups.values() for r in df.to_dicts()}
     r_rows = {(r["basis"], r["method"]): r for df in rb.groups.values() for r in df.to_dicts()}
     per_feature = _per_feature_columns({**tb.scorer_columns, **rb.scorer_columns})
+    k0t, k0r = _kl_clean(trained), _kl_clean(random)
     out = []
     for key, tr in t_rows.items():
         rr = r_rows.get(key)
@@ -133,6 +139,12 @@ def compare_runs(
             tv, rv = _number(tr[col]), _number(rr[col])
             if (tv is None and rv is None) or not (_is_num(tr[col]) or _is_num(rr[col])):
                 continue
+            if col in SHARE_COLUMNS:
+                if not (k0t and k0r):
+                    continue  # no unpatched KL to divide by: not comparable across models
+                tv = None if tv is None else tv / k0t
+                rv = None if rv is None else rv / k0r
+                col = f"{col} (share of unpatched KL)"
             lo = hi = None
             if tv is None or rv is None:
                 diff = None
@@ -164,6 +176,14 @@ def compare_runs(
             "random-model run of the same suite (evals/random-model.toml)"
         )
     return out
+
+
+def _kl_clean(run: Run) -> float | None:
+    """The run's unpatched IOI KL (nats), or None without an IOI stage."""
+    for sc in getattr(run, "columns", []):
+        if sc.stage == "ioi" and sc.extra.get("kl_clean"):
+            return float(sc.extra["kl_clean"])
+    return None
 
 
 def _is_num(v: Any) -> bool:

@@ -213,7 +213,7 @@ def _plots(df: pl.DataFrame, by_label: dict[tuple[str, str], Run], pid: str, boa
                       ci=False)),
         ("score distributions", plot_distributions(df, _score_values(df, by_label))),
         ("score by density bin", plot_density(board.density.get(pid, pl.DataFrame()), df)),
-        ("IOI patching curve: KL vs k",
+        ("IOI patching: KL vs features patched and vs edit size",
          plot_ioi_curves([by_label[k] for k in by_label if k[1] in set(df["run"])])),
     ]  # fmt: skip
     return [(a, u) for a, u in imgs if u]

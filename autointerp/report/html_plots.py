@@ -190,38 +190,12 @@ def plot_density(dens: pl.DataFrame, table: pl.DataFrame | None = None) -> str |
 
 
 def plot_ioi_curves(runs: list[Any]) -> str | None:
-    """The IOI patching curve of every basis (``columns/ioi.json``): KL(P_cf || P_patched) vs
-    the number of patched features k (log x; k = all is the last point), with its bootstrap CI
-    band over prompt pairs, and the unpatched KL as a dashed line."""
-    curves = []
-    for r in runs:
-        for sc in getattr(r, "columns", []):
-            if sc.stage == "ioi" and sc.extra.get("curves"):
-                curves.append((r, sc))
-    if not curves:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    kinds = dict(b for r, _ in curves for b in r.bases)
-    colors = _kind_colors([b for _, sc in curves for b in sc.extra["curves"]])  # one per basis
-    for r, sc in curves:
-        for basis, c in sc.extra["curves"].items():
-            label = basis if len(curves) == 1 else f"{r.name}/{basis}"
-            color = colors.get(basis)
-            ls = "--" if kinds.get(basis) == "random" else "-"
-            ax.plot(c["k"], c["kl"], ls, marker="o", ms=3, color=color, label=label)
-            lo, hi = c.get("kl_ci_low"), c.get("kl_ci_high")
-            if lo and hi and all(v is not None for v in lo + hi):
-                ax.fill_between(c["k"], lo, hi, color=color, alpha=0.15)
-        if sc.extra.get("kl_clean") is not None:
-            ax.axhline(sc.extra["kl_clean"], color="grey", lw=1, ls=":", label="unpatched KL")
-    ax.set_xscale("log")
-    ax.set_xlabel("features patched k (last point: all)")
-    ax.set_ylabel("KL(P_cf || P_patched), nats")
-    ax.set_title("IOI activation patching")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return fig_to_data_uri(fig)
+    """The IOI panels (:mod:`autointerp.report.ioi_panels`): KL(P_cf || P_patched) against the
+    features patched and against the edit size, one line per basis with its CI band."""
+    from autointerp.report.ioi_panels import ioi_panels_figure
+
+    fig = ioi_panels_figure(runs)
+    return None if fig is None else fig_to_data_uri(fig)
 
 
 def _key(r: dict[str, Any]) -> tuple:

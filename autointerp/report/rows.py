@@ -286,6 +286,7 @@ def _run_rows(
                             "n_excluded": db.ci.n_excluded,
                         }
                     )
+    out += _causal_only_rows(run, {b for b, _ in run.bases})
     return out, dens_rows
 
 
@@ -336,6 +337,23 @@ def _corpus_dead(run: Run, basis: str) -> dict[str, float]:
     if not len(d):
         return {}
     return {"dead_frac_corpus": float((d == 0).sum()) / len(d)}
+
+
+def _causal_only_rows(run: Run, known: set[str]) -> list[dict[str, Any]]:
+    """Rows of bases only the causal stages have (the IOI stage's full PCA rotation,
+    ``<pca>-full``): their stage cells, method ``causal only``."""
+    names = dict.fromkeys(b for sc in run.columns for b in sc.rows if b not in known)
+    out = []
+    for basis in names:
+        row: dict[str, Any] = {
+            "suite": run.suite, "run": run.name, "protocol_id": run.protocol_id,
+            "basis": basis, "kind": "pca" if basis.endswith("-full") else "",
+            "model": run.model, "hookpoint": run.hookpoint, "method": "causal only",
+        }  # fmt: skip
+        row.update(stage_columns.basis_cells(run.columns, basis))
+        row["flag"] = ""
+        out.append(row)
+    return out
 
 
 def sanity_flag(row: dict[str, Any]) -> str:

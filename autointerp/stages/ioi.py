@@ -14,7 +14,7 @@ from autointerp.run.stage import STAGE_COLUMNS, Artifact, Stage, StageContext
 log = logging.getLogger(__name__)
 
 #: bump when the computation changes (invalidates cached values)
-IOI_VERSION = 1
+IOI_VERSION = 2
 
 
 def ioi_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def ioi_data(env: Any) -> tuple[Any, str | None]:
         bos = sm.bos_token_id if suite.corpus.prepend_bos else None
         try:
             pairs = ioi_pairs(sm.tokenizer, suite.causal.ioi.n_pairs, suite.seed, bos)
-            got = (patching.prepare(sm, hp, pairs), None)
+            got = (patching.prepare(sm, hp, pairs, suite.causal.ioi.ig_steps), None)
         except NoIOINames as e:
             got = (None, str(e))
         env._ioi_data = got
@@ -63,8 +63,22 @@ def undefined_columns(cols: Any, bases: list, reason: str) -> Any:
     return cols
 
 
+def full_rotations(bases: list) -> list:
+    """For each top-k'd PCA basis, the same rotation with every code kept (exact: all d
+    directions), named ``<name>-full``: the paper's PCA, a causal-only row."""
+    from autointerp.bases.linear import SignedLinearBasis
+
+    out = []
+    for b in bases:
+        if b.kind == "pca" and isinstance(b, SignedLinearBasis) and b.k is not None:
+            full = SignedLinearBasis(f"{b.name}-full", "pca", b.E, b.D, b.mu, None)
+            full.info["full_rotation_of"] = b.name
+            out.append(full)
+    return out
+
+
 def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | None:
-    from autointerp.causal import patching
+    from autointerp.causal.ranking import ioi_curves
     from autointerp.causal.summary import ioi_columns
 
     env = ctx.env
@@ -75,36 +89,50 @@ def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | Non
     t0 = time.perf_counter()
     sm = env.sm
     hp = sm.hookpoint(suite.model.hookpoint)
+    bases = list(inputs["bases"])
+    if cfg.full_rotation:
+        bases += full_rotations(bases)
     data, why = ioi_data(env)
+    t_prep = time.perf_counter() - t0
     if data is None:
         from autointerp.causal.summary import IOI_COLUMNS
-        from autointerp.columns import StageColumns
 
         cols = StageColumns("ioi", list(IOI_COLUMNS))
-        return undefined_columns(cols, inputs["bases"], f"no IOI prompts: {why}")
-    pairs = data.pairs
-    curves = []
-    for b in inputs["bases"]:
+        return undefined_columns(cols, bases, f"no IOI prompts: {why}")
+    curves, greedy, secs_b = {}, {}, {}
+    for b in bases:
         tb = time.perf_counter()
+        curves[b.name] = ioi_curves(
+            sm, hp, data, b, cfg.ks, cfg.batch_size, signed=cfg.order == "signed"
+        )
+        secs_b[b.name] = round(time.perf_counter() - tb, 2)
+        log.info("ioi: %s done in %.1f s", b.name, secs_b[b.name])
         if cfg.greedy:
             from autointerp.causal.greedy import greedy_curve
 
-            c = greedy_curve(sm, hp, data, b, cfg, suite.seed)
-        else:
-            c = patching.ioi_curve(sm, hp, data, b, list(cfg.ks), cfg.batch_size, cfg.ranking)
-        c.info["seconds"] = round(time.perf_counter() - tb, 2)
-        curves.append(c)
-        log.info("ioi: %s done in %.1f s", b.name, c.info["seconds"])
-    kinds = {b.name: b.kind for b in inputs["bases"]}
-    cols = ioi_columns(data, curves, kinds, suite.seed)
+            greedy[b.name] = g = greedy_curve(sm, hp, data, b, cfg, suite.seed)
+            log.info(
+                "ioi greedy: %s from %d features, %d trials in %.1f s",
+                b.name, g.info["start"], g.info["trials"], g.info["seconds"],
+            )  # fmt: skip
+            print(f"ioi greedy elimination, {b.name}: {g.info['seconds']:.1f} s", flush=True)
+    kinds = {b.name: b.kind for b in bases}
+    cols = ioi_columns(data, curves, kinds, suite.seed, greedy or None)
     secs = time.perf_counter() - t0
     cols.extra.update(
         seconds=round(secs, 2),
+        seconds_prepare=round(t_prep, 2),
+        seconds_per_basis=secs_b,
         resumed_at_layer=data.skip,
-        mode="greedy" if cfg.greedy else f"attribution, {cfg.ranking} ranking",
-        n_pairs=len(pairs),
+        order=cfg.order,
+        rankings=["in_sample", "held_out", "per_pair"],
+        greedy=cols.extra.get("greedy"),
+        n_pairs=len(data.pairs),
+        halves=[int(sum(p.half == h for p in data.pairs)) for h in (0, 1)],
     )
-    log.info("ioi: %d pairs x %d bases in %.1f s", len(pairs), len(curves), secs)
+    if not greedy:
+        cols.extra.pop("greedy")
+    log.info("ioi: %d pairs x %d bases in %.1f s", len(data.pairs), len(curves), secs)
     return cols
 
 
