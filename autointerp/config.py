@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from autointerp.absorption.config import AbsorptionConfig
 from autointerp.errors import ConfigError
 from autointerp.llm.config import LLMConfig
 
@@ -405,6 +406,7 @@ class Suite(_Strict):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     causal: CausalConfig = Field(default_factory=CausalConfig)
+    absorption: AbsorptionConfig = Field(default_factory=AbsorptionConfig)
     llm: LLMRoles = Field(default_factory=LLMRoles)
 
 
