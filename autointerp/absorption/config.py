@@ -15,7 +15,8 @@ class AbsorptionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    #: opt-in: SAEBench's prompts cost ~0.1 s of CPU each on a 2-core host (docs/absorption.md)
+    enabled: bool = False
     #: words prompted: a seeded sample of the all-alphabetic tokens (0: all of them, SAEBench)
     max_words: int = Field(4000, ge=0)
     prompt_template: str = "{word} has the first letter:"
