@@ -82,7 +82,6 @@ def saebench_side(inp: Path, out: Path) -> None:
     )
     from sae_bench.evals.absorption.probing import train_multi_probe
     from sae_bench.evals.absorption.prompting import first_letter_formatter
-    from sae_bench.evals.absorption.vocab import LETTERS
 
     d = np.load(inp, allow_pickle=False)
     x_tr, x_te, x_ab = (torch.from_numpy(d[k]) for k in ("train_acts", "test_acts", "abs_acts"))
@@ -145,7 +144,8 @@ def saebench_side(inp: Path, out: Path) -> None:
     calc = FeatureAbsorptionCalculator(
         model=Model(), icl_word_list=w_tr + w_te, max_icl_examples=10,
         base_template=str(d["template"]), answer_formatter=first_letter_formatter(),
-        word_token_pos=-6, full_absorption_probe_cos_sim_threshold=fa.FULL_ABSORPTION_PROBE_COS_THRESHOLD,
+        word_token_pos=-6,
+        full_absorption_probe_cos_sim_threshold=fa.FULL_ABSORPTION_PROBE_COS_THRESHOLD,
         absorption_fraction_probe_cos_sim_threshold=fa.ABSORPTION_FRACTION_PROBE_COS_THRESHOLD,
         probe_projection_proportion_threshold=fa.ABSORPTION_PROBE_PROJECTION_PROPORTION_THRESHOLD,
         absorption_fraction_max_absorbing_latents=fa.ABSORPTION_FRACTION_MAX_ABSORBING_LATENTS,
@@ -164,17 +164,34 @@ def saebench_side(inp: Path, out: Path) -> None:
         "probe_W": probe.weights.detach().numpy().tolist(),
         "probe_b": probe.biases.detach().numpy().tolist(),
         "f1_probe": dict(zip(metrics["letter"], metrics["f1_probe"])),
-        "f1_sparse": {r["letter"]: [r[f"f1_sparse_sae_{k}"] for k in range(1, int(d["max_k"]) + 1)]
-                      for _, r in metrics.iterrows()},  # fmt: skip
-        "feats": {r["letter"]: [list(map(int, r[f"sparse_sae_k_{k}_feats"]))
-                                for k in range(1, int(d["max_k"]) + 1)]
-                  for _, r in metrics.iterrows()},  # fmt: skip
+        "f1_sparse": {
+            r["letter"]: [r[f"f1_sparse_sae_{k}"] for k in range(1, int(d["max_k"]) + 1)]
+            for _, r in metrics.iterrows()
+        },  # fmt: skip
+        "feats": {
+            r["letter"]: [
+                list(map(int, r[f"sparse_sae_k_{k}_feats"])) for k in range(1, int(d["max_k"]) + 1)
+            ]
+            for _, r in metrics.iterrows()
+        },  # fmt: skip
         "main": {r["letter"]: list(map(int, r["split_feats"])) for _, r in metrics.iterrows()},
-        "words": [[r["letter"], r["token"], float(r["absorption_fraction"]),
-                   bool(r["is_full_absorption"])] for _, r in per_word.iterrows()],  # fmt: skip
-        "letters": {r["letter"]: [float(r["mean_absorption_fraction"]),
-                                  float(r["full_absorption_rate"]), int(r["num_split_feats"])]
-                    for _, r in agg.iterrows()},  # fmt: skip
+        "words": [
+            [
+                r["letter"],
+                r["token"],
+                float(r["absorption_fraction"]),
+                bool(r["is_full_absorption"]),
+            ]
+            for _, r in per_word.iterrows()
+        ],  # fmt: skip
+        "letters": {
+            r["letter"]: [
+                float(r["mean_absorption_fraction"]),
+                float(r["full_absorption_rate"]),
+                int(r["num_split_feats"]),
+            ]
+            for _, r in agg.iterrows()
+        },  # fmt: skip
     }
     out.write_text(json.dumps(res))
 
@@ -307,10 +324,12 @@ def main() -> None:
         return
     py, why = saebench_python()
     if py is None:
-        print(f"bench_absorption_parity: skipped: {why}. To run it: python3 -m venv /tmp/sbvenv "
-              "&& /tmp/sbvenv/bin/pip install torch numpy pandas scikit-learn pyarrow tqdm && "
-              "/tmp/sbvenv/bin/pip install --no-deps sae-bench==0.6.0; then "
-              "SAEBENCH_PYTHON=/tmp/sbvenv/bin/python python benchmarks/bench_absorption_parity.py")
+        print(
+            f"bench_absorption_parity: skipped: {why}. To run it: python3 -m venv /tmp/sbvenv "
+            "&& /tmp/sbvenv/bin/pip install torch numpy pandas scikit-learn pyarrow tqdm && "
+            "/tmp/sbvenv/bin/pip install --no-deps sae-bench==0.6.0; then "
+            "SAEBENCH_PYTHON=/tmp/sbvenv/bin/python python benchmarks/bench_absorption_parity.py"
+        )
         return
     from autointerp.absorption.config import AbsorptionConfig
     from autointerp.absorption.synthetic import planted_world

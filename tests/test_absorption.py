@@ -13,12 +13,10 @@ import torch
 from autointerp.absorption.config import AbsorptionConfig
 from autointerp.absorption.evaluate import decoder_directions, evaluate_basis
 from autointerp.absorption.fractions import cosines, word_absorption
-from autointerp.absorption.groundtruth import GroundTruth
 from autointerp.absorption.probe import f1
 from autointerp.absorption.sparse import feature_split
 from autointerp.absorption.synthetic import S, planted_world
 from autointerp.absorption.vocab import (
-    LETTERS,
     alpha_words,
     icl_prompt,
     is_alpha_word,

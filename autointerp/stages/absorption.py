@@ -157,11 +157,17 @@ def compute_absorption(ctx: StageContext, inputs: dict[str, Any]) -> StageColumn
         seconds=round(time.perf_counter() - t0, 2),
         seconds_probe=round(t_probe, 2),
         seconds_per_basis=secs,
-        words={"vocabulary": gt.n_vocab_words, "train": len(gt.train_words),
-               "test": len(gt.test_words), "probe_positive_test": len(gt.abs_idx)},  # fmt: skip
+        words={
+            "vocabulary": gt.n_vocab_words,
+            "train": len(gt.train_words),
+            "test": len(gt.test_words),
+            "probe_positive_test": len(gt.abs_idx),
+        },  # fmt: skip
         word_token_pos=[int(p) for p in gt.rel_positions],
-        probe_f1={l: (None if not np.isfinite(f) else round(float(f), 4))
-                  for l, f in zip("abcdefghijklmnopqrstuvwxyz", gt.probe_f1)},  # fmt: skip
+        probe_f1={
+            c: (None if not np.isfinite(f) else round(float(f), 4))
+            for c, f in zip("abcdefghijklmnopqrstuvwxyz", gt.probe_f1)
+        },  # fmt: skip
         letters_kept="".join("abcdefghijklmnopqrstuvwxyz"[c] for c in kept),
         details=details,
     )
