@@ -128,7 +128,7 @@ def saebench_side(inp: Path, out: Path) -> None:
     acts_of = dict(zip(w_ab, x_ab))
 
     class Model:  # run_with_cache -> the given activation of each prompt's word at -6
-        tokenizer = None
+        tokenizer = "stand-in"  # only checked for None
 
         def to_tokens(self, s):
             return torch.zeros(1, 6, dtype=torch.long)
@@ -287,29 +287,46 @@ def with_trained_probe(gt, cfg):
     )  # fmt: skip
     gt.W, gt.b = probe.W, probe.b
     lg = probe.logits(gt.test_acts)
-    gt.probe_f1 = np.array([f1(gt.test_labels == c, lg[:, c] > 0) for c in range(26)])
+    gt.probe_f1 = np.array([f1(gt.test_labels == c, lg[:, c] > 0) if (gt.test_labels == c).any()
+                            else np.nan for c in range(26)])  # fmt: skip
     gt.abs_idx = np.flatnonzero(lg[np.arange(len(gt.test_labels)), gt.test_labels] > 0)
     gt.abs_acts = gt.test_acts[gt.abs_idx]
     return gt
 
 
-def real_case(n_words: int):
-    """SmolLM2 at blocks.6.hook_resid_post: prompts, activations (ours) and two bases fitted
-    on the prompts' activations."""
+def real_case(n_words: int, saved: str | None):
+    """SmolLM2 at blocks.6.hook_resid_post: the prompts' activations (``build_ground_truth``,
+    or a saved one) and two bases fitted on them. SAEBench's metrics need every letter among
+    the test words: a letter missing there gets one train word moved over. The absorption
+    prompts are the test prompts themselves (both sides get the same activations)."""
     import torch
 
     from autointerp.absorption.config import AbsorptionConfig
-    from autointerp.absorption.groundtruth import build_ground_truth
+    from autointerp.absorption.groundtruth import GroundTruth, build_ground_truth
     from autointerp.bases.linear import fit_pca, fit_random
-    from autointerp.model import load_model
 
-    sm = load_model("smollm2-gguf", device="cpu")
-    hp = sm.hookpoint("blocks.6.hook_resid_post")
-    cfg = AbsorptionConfig(max_words=n_words)
-    gt = build_ground_truth(sm, hp, cfg, SEED, sm.bos_token_id)
+    cfg = AbsorptionConfig(max_words=n_words, min_letters=1)
+    if saved:
+        gt = GroundTruth.from_arrays(dict(np.load(saved)))
+    else:
+        from autointerp.model import load_model
+
+        sm = load_model("smollm2-gguf", device="cpu")
+        hp = sm.hookpoint("blocks.6.hook_resid_post")
+        gt = build_ground_truth(sm, hp, cfg, SEED, sm.bos_token_id)
+    for c in range(26):
+        if not (gt.test_labels == c).any() and (gt.train_labels == c).any():
+            i = int(np.flatnonzero(gt.train_labels == c)[0])
+            keep = np.arange(len(gt.train_labels)) != i
+            gt.test_words = np.append(gt.test_words, gt.train_words[i])
+            gt.test_labels = np.append(gt.test_labels, c)
+            gt.test_acts = np.concatenate([gt.test_acts, gt.train_acts[i : i + 1]])
+            gt.train_words, gt.train_labels = gt.train_words[keep], gt.train_labels[keep]
+            gt.train_acts = gt.train_acts[keep]
+    gt = with_trained_probe(gt, cfg)
     x = torch.from_numpy(np.concatenate([gt.train_acts, gt.test_acts]))
     pca = fit_pca(x, k=32)
-    rnd = fit_random(x, n_features=2 * x.shape[1], seed=SEED, name="random")
+    rnd = fit_random(x, n_features=4608, seed=SEED, name="random", space="whitened")
     return gt, [pca, rnd], cfg
 
 
@@ -317,7 +334,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--saebench-side", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--real", action="store_true", help="also SmolLM2 at blocks.6 (a few min)")
-    ap.add_argument("--words", type=int, default=3000, help="words prompted in the real case")
+    ap.add_argument("--words", type=int, default=1000, help="words prompted in the real case")
+    ap.add_argument("--only-real", action="store_true", help="skip the synthetic cases")
+    ap.add_argument("--gt", help="real case: a saved GroundTruth (.npz) instead of prompting")
     a = ap.parse_args()
     if a.saebench_side:
         saebench_side(Path(a.saebench_side[0]), Path(a.saebench_side[1]))
@@ -336,13 +355,13 @@ def main() -> None:
 
     print(f"SAEBench: {why}")
     rows = []
-    for absorb in (True, False):
+    for absorb in () if a.only_real else (True, False):
         cfg = AbsorptionConfig()
         gt, basis = planted_world(absorb)
         gt = with_trained_probe(gt, cfg)
         rows.append(compare(f"synthetic, {basis.name}", gt, basis, py, cfg))
-    if a.real:
-        gt, bases, cfg = real_case(a.words)
+    if a.real or a.only_real:
+        gt, bases, cfg = real_case(a.words, a.gt)
         for b in bases:
             rows.append(compare(f"SmolLM2 blocks.6, {b.name}", gt, b, py, cfg))
     for r in rows:

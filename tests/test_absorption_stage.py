@@ -27,6 +27,8 @@ def test_absorption_stage_in_a_suite(no_llm, tmp_path):  # noqa: F811
     assert len(ex["word_token_pos"]) >= 1 and all(p < 0 for p in ex["word_token_pos"])
     assert set(ex["details"]) == {"pca", "neurons", "random"}
     assert (rd / "columns" / "absorption.json").exists()
+    board = (rd / "leaderboard.md").read_text()
+    assert "mean_absorption_fraction_score" in board and "ground-truth probe test F1" in board
     rd2, st2 = _run(tmp_path, suite, name="r2")
     assert st2["absorption"].startswith("reused")
     assert {c.stage: c for c in load_columns(rd2)}["absorption"].to_dict() == cols.to_dict()
