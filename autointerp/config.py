@@ -409,6 +409,15 @@ class Suite(_Strict):
     absorption: AbsorptionConfig = Field(default_factory=AbsorptionConfig)
     llm: LLMRoles = Field(default_factory=LLMRoles)
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # the absorption section at its defaults (off) is left out: suites without it keep
+        # their config hash (and run names)
+        d = handler(self)
+        if isinstance(d, dict) and self.absorption == AbsorptionConfig():
+            d.pop("absorption", None)
+        return d
+
 
 def _format_validation(e: ValidationError, source: str) -> str:
     lines = [f"invalid suite {source}:"]
