@@ -297,7 +297,8 @@ def with_trained_probe(gt, cfg):
 def real_case(n_words: int, saved: str | None):
     """SmolLM2 at blocks.6.hook_resid_post: the prompts' activations (``build_ground_truth``,
     or a saved one) and two bases fitted on them. SAEBench's metrics need every letter among
-    the test words: a letter missing there gets one train word moved over. The absorption
+    the train and the test words: a letter missing from the test words gets one train word
+    moved over (copied, when it is the letter's only word). The absorption
     prompts are the test prompts themselves (both sides get the same activations)."""
     import torch
 
@@ -318,6 +319,8 @@ def real_case(n_words: int, saved: str | None):
         if not (gt.test_labels == c).any() and (gt.train_labels == c).any():
             i = int(np.flatnonzero(gt.train_labels == c)[0])
             keep = np.arange(len(gt.train_labels)) != i
+            if keep.sum() == len(keep) - 1 and not (gt.train_labels[keep] == c).any():
+                keep[i] = True  # the letter's only word: in both splits (SAEBench needs both)
             gt.test_words = np.append(gt.test_words, gt.train_words[i])
             gt.test_labels = np.append(gt.test_labels, c)
             gt.test_acts = np.concatenate([gt.test_acts, gt.train_acts[i : i + 1]])
