@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from autointerp.absorption.config import AbsorptionConfig
 from autointerp.errors import ConfigError
 from autointerp.llm.config import LLMConfig
 
@@ -421,7 +422,17 @@ class Suite(_Strict):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     causal: CausalConfig = Field(default_factory=CausalConfig)
+    absorption: AbsorptionConfig = Field(default_factory=AbsorptionConfig)
     llm: LLMRoles = Field(default_factory=LLMRoles)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # the absorption section at its defaults (off) is left out: suites without it keep
+        # their config hash (and run names)
+        d = handler(self)
+        if isinstance(d, dict) and self.absorption == AbsorptionConfig():
+            d.pop("absorption", None)
+        return d
 
 
 def _format_validation(e: ValidationError, source: str) -> str:

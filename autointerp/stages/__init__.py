@@ -10,6 +10,7 @@ gate            ``{basis: GateReport dict}``                 :mod:`autointerp.st
 bases           ``list[Basis]``                              :mod:`autointerp.stages.bases`
 ioi             ``StageColumns`` (IOI patching)              :mod:`autointerp.stages.ioi`
 attribution     ``StageColumns`` dict (latent attribution)   :mod:`autointerp.stages.attribution`
+absorption      ``StageColumns`` (SAEBench absorption)       :mod:`autointerp.stages.absorption`
 metrics         ``list[dict]`` (one row per basis)           :mod:`autointerp.stages.metrics`
 density         ``{basis: np.ndarray}``                      :mod:`autointerp.stages.density`
 records         :class:`~autointerp.stages.records.RecordSet` :mod:`autointerp.stages.records`
@@ -27,6 +28,7 @@ report          the run's tables                             :mod:`autointerp.st
 from __future__ import annotations
 
 from autointerp.run.stage import Stage, registered_stages
+from autointerp.stages.absorption import ABSORPTION
 from autointerp.stages.activations import ACTIVATIONS
 from autointerp.stages.attribution import ATTRIBUTION
 from autointerp.stages.bases import BASES
@@ -50,6 +52,7 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
     BASES,
     IOI,  # causal stages: bases + the subject model, no LLM
     ATTRIBUTION,
+    ABSORPTION,  # first-letter absorption: bases + the subject model, no LLM
     METRICS,
     DENSITY,
     RECORDS,
@@ -64,7 +67,8 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
 
 #: the --force names (a plug-in stage adds its own)
 FORCE_NAMES = ("tokens", "activations", "bases", "metrics", "records", "explain", "score", "report",
-               "ablation", "output", "weights")  # fmt: skip
+               "ablation", "output", "weights",
+               "absorption")  # fmt: skip
 
 
 def suite_stages() -> list[Stage]:
