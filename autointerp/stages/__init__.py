@@ -18,6 +18,7 @@ ablation        :class:`~autointerp.columns.StageColumns`    :mod:`autointerp.st
 output          :class:`~autointerp.columns.StageColumns`    :mod:`autointerp.stages.output_side`
 explain         ``{(basis, feature, style): row}``           :mod:`autointerp.stages.explain`
 score           ``list[item]`` (rows of every scorer)        :mod:`autointerp.stages.score`
+steering        :class:`~autointerp.columns.StageColumns`    :mod:`autointerp.stages.steering`
 (plug-ins)      anything                                     :func:`autointerp.run.register_stage`
 report          the run's tables                             :mod:`autointerp.stages.outputs`
 ==============  ===========================================  ================================
@@ -38,6 +39,7 @@ from autointerp.stages.output_side import ABLATION, OUTPUT
 from autointerp.stages.outputs import REPORT
 from autointerp.stages.records import DIAGNOSTICS, RECORDS
 from autointerp.stages.score import SCORE
+from autointerp.stages.steering import STEERING
 from autointerp.stages.tokens import SPLIT, TOKENS
 
 BUILTIN_STAGES: tuple[Stage, ...] = (
@@ -56,12 +58,13 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
     OUTPUT,
     EXPLAIN,
     SCORE,
+    STEERING,  # after score: correlates steerability with the scores
     REPORT,
 )
 
 #: the --force names (a plug-in stage adds its own)
 FORCE_NAMES = ("tokens", "activations", "bases", "metrics", "records", "explain", "score", "report",
-               "ablation", "output")  # fmt: skip
+               "ablation", "output", "steering")  # fmt: skip
 
 
 def suite_stages() -> list[Stage]:

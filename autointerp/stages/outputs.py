@@ -101,7 +101,7 @@ REPORT = Stage(
     write_outputs,
     deps=(
         *("gate", "bases", "metrics", "density", "records", "diagnostics", "explain", "score"),
-        *("ioi", "attribution", "ablation", "output"),
+        *("ioi", "attribution", "ablation", "output", "steering"),
     ),
     doc="every stage's values -> the run's parquet tables",
 )
