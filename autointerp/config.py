@@ -377,10 +377,12 @@ class SteeringConfig(_Strict):
     #: bundled neutral instructions used (seeded): n // 2 select the factor, the rest report
     n_prompts: int = Field(8, ge=2)
     #: factors alpha (||alpha * s * d|| = alpha * mean ||x||); 0 (unsteered) is always added
-    factors: list[float] = [0.5, 1.0, 2.0, 4.0]
+    factors: list[float] = [0.1, 0.25, 0.5, 1.0]
     max_new_tokens: int = Field(16, gt=0)
     #: fluency budget: the largest mean NLL rise (nats/token) a chosen factor may cost
     nll_budget: float = Field(1.0, ge=0)
+    #: and the largest rise in the share of repeated bigrams (a looping text has a low NLL)
+    repeat_budget: float = Field(0.25, ge=0)
     #: add (every basis) or clamp (SAE kinds: set the code to alpha * max activation)
     mode: Literal["add", "clamp"] = "add"
     diffmean: bool = True  # DiffMean baseline direction per feature

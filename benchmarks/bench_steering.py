@@ -59,22 +59,26 @@ def main() -> None:
         from autointerp.llm import LLMConfig, make_client
 
         client = make_client(LLMConfig(backend="transformers", model="smollm2-gguf"))
-    s = Settings(cfg.factors, cfg.max_new_tokens, cfg.nll_budget, False, cfg.batch_size,
-                 cfg.prompting, a.pmi and cfg.pmi)  # fmt: skip
-    t = time.perf_counter()
+    s = Settings(
+        cfg.factors, cfg.max_new_tokens, cfg.nll_budget, cfg.repeat_budget,
+        batch_size=cfg.batch_size, prompting=cfg.prompting, pmi=a.pmi and cfg.pmi,
+    )  # fmt: skip
+    t, c = time.perf_counter(), time.process_time()
     res = asyncio.run(run_experiment(sm, hp, tg, sel, rep, s, client))
-    dt = time.perf_counter() - t
-    per = dt / a.targets
+    dt, cpu = time.perf_counter() - t, time.process_time() - c
+    per, per_cpu = dt / a.targets, cpu / a.targets
     n_nonzero = sum(f > 0 for f in cfg.factors)
     rows = cfg.n_prompts * (len(ARMS) * n_nonzero + cfg.prompting)
     print(
         f"{a.targets} targets, {res['n_generated']} rows ({rows} per target), "
-        f"{cfg.max_new_tokens} new tokens, pmi={s.pmi}: {dt:.1f} s ({per:.2f} s / target)"
+        f"{cfg.max_new_tokens} new tokens, pmi={s.pmi}: {dt:.1f} s wall, "
+        f"{cpu:.1f} s CPU ({per:.2f} s wall, {per_cpu:.2f} s CPU / target; "
+        f"torch threads {torch.get_num_threads()})"
     )
     total = a.bases * n_feat
     print(
         f"extrapolated to {a.bases} bases x {n_feat} features = {total} targets: "
-        f"{per * total:.0f} s"
+        f"{per * total:.0f} s wall, {per_cpu * total:.0f} s CPU"
     )
     # KV cache vs cache-free, same rows (4 of them)
     ps = [prompt_ids(sm, q) for q in sel[:2] + rep[:2]]

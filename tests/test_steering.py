@@ -272,3 +272,14 @@ def test_judge_rating_parse_and_harmonic_mean_by_hand():
     assert harmonic_mean([2.0, None, 2.0]) is None
     msgs = render_messages("steer_judge_concept", concept="bridges", text="The bridge.")
     assert [m["role"] for m in msgs] == ["system", "user"] and "bridges" in msgs[1]["content"]
+
+
+def test_choose_factor_repeat_budget_by_hand():
+    factors = [0.0, 1.0, 2.0]
+    gain = np.array([[0, 0], [0.5, 0.5], [2.0, 2.0]])
+    rise = np.zeros((3, 2))  # a looping text can have a low NLL
+    rep = np.array([[0.1, 0.1], [0.2, 0.2], [0.9, 0.9]])
+    sel = rpt = np.array([0, 1])
+    c = choose_factor(factors, gain, rise, rep, sel, rpt, 1.0, 0.25)
+    assert c.factor == 1.0 and c.repeat == pytest.approx(0.2)  # factor 2 loops: +0.8 > 0.25
+    assert choose_factor(factors, gain, rise, rep, sel, rpt, 1.0).factor == 2.0

@@ -141,8 +141,8 @@ async def compute_steering(ctx: StageContext, inputs: dict[str, Any]) -> StageCo
     select, report = split_prompts(cfg.n_prompts, s.seed)
     clamp = cfg.mode == "clamp"
     client = env.llm.clients(ctx)["simulator"] if cfg.pmi else None
-    settings = Settings(cfg.factors, cfg.max_new_tokens, cfg.nll_budget, clamp, cfg.batch_size,
-                        cfg.prompting, cfg.pmi)  # fmt: skip
+    settings = Settings(cfg.factors, cfg.max_new_tokens, cfg.nll_budget, cfg.repeat_budget,
+                        clamp, cfg.batch_size, cfg.prompting, cfg.pmi)  # fmt: skip
     res = await run_experiment(sm, hp, targets, select, report, settings, client)
     if client is not None:
         env.llm.flush()

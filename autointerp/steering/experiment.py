@@ -53,6 +53,7 @@ class Settings:
     factors: list[float]
     max_new_tokens: int = 24
     budget: float = 1.0
+    repeat_budget: float = float("inf")
     clamp: bool = False
     batch_size: int = 64
     prompting: bool = True
@@ -207,7 +208,9 @@ async def run_experiment(
                 gp[j, p] = pmi[r] - pmi0[ti, p]
                 ri[j, p] = rb.nll[r] - nll0[p]
                 rp[j, p] = rep[r]
-            a = _arm(arm, fs, ga, gp, ri, rp, sel, rpt, s.budget)
+            first = {rows[r].factor: texts[r] for r in idx if rows[r].prompt == 0}
+            first.setdefault(0.0, texts[0])
+            a = _arm(arm, fs, ga, gp, ri, rp, sel, rpt, s.budget, s.repeat_budget, first)
             j = fs.index(a["factor"])
             show = [r for r in idx if rows[r].factor == fs[j] and rows[r].prompt == rpt[0]]
             a["text"] = texts[show[0]] if show else texts[rpt[0]]
@@ -225,14 +228,17 @@ async def run_experiment(
     }
 
 
-def _arm(arm, fs, ga, gp, ri, rp, sel, rpt, budget) -> dict[str, Any]:
+def _arm(arm, fs, ga, gp, ri, rp, sel, rpt, budget, rbudget, texts) -> dict[str, Any]:
+    """One arm's numbers; ``texts``: {factor: continuation of the first selection prompt}."""
     if arm == "prompting":  # no factor: the held-out prompts' numbers
         return {"factor": 0.0, "act": _m(ga[0, rpt]), "pmi": _m(gp[0, rpt]),
                 "nll_rise": _m(ri[0, rpt]), "repeat": _m(rp[0, rpt])}  # fmt: skip
-    ca = choose_factor(fs, ga, ri, rp, sel, rpt, budget)
-    cp = choose_factor(fs, gp, ri, rp, sel, rpt, budget)
+    ca = choose_factor(fs, ga, ri, rp, sel, rpt, budget, rbudget)
+    cp = choose_factor(fs, gp, ri, rp, sel, rpt, budget, rbudget)
     curve = {str(f): {"act": _m(ga[j, sel]), "pmi": _m(gp[j, sel]), "nll_rise": _m(ri[j, sel]),
                       "repeat": _m(rp[j, sel])} for j, f in enumerate(fs)}  # fmt: skip
+    for f, t in texts.items():
+        curve[str(f)]["text"] = t
     return {"factor": ca.factor, "act": ca.score, "nll_rise": ca.nll_rise, "repeat": ca.repeat,
             "factor_pmi": cp.factor, "pmi": cp.score if np.isfinite(gp).any() else None,
             "curve": curve}  # fmt: skip

@@ -101,17 +101,23 @@ def choose_factor(
     select: np.ndarray,
     report: np.ndarray,
     budget: float,
+    repeat_budget: float = float("inf"),
 ) -> Choice:
-    """Pick ``α*`` on the ``select`` prompts under ``rise ≤ budget``; score on ``report``.
+    """Pick ``α*`` on the ``select`` prompts under ``rise ≤ budget`` and a rise of the repeated-
+    bigram share over factor 0's ``≤ repeat_budget``; score on ``report``.
 
-    ``gain``, ``rise``, ``repeat``: ``[n_factors, n_prompts]`` paired differences (NaN where
-    undefined); factor 0 must be in ``factors``."""
-    best_j, best = list(factors).index(0.0), 0.0
+    ``gain``, ``rise``: ``[n_factors, n_prompts]`` paired differences, ``repeat`` the shares
+    (NaN where undefined); factor 0 must be in ``factors``."""
+    j0 = list(factors).index(0.0)
+    best_j, best = j0, 0.0
     for j, a in enumerate(factors):
         if a == 0:
             continue
         c, r = _nanmean(gain[j, select]), _nanmean(rise[j, select])
         if c is None or r is None or r > budget:
+            continue
+        rr = _nanmean(repeat[j, select] - repeat[j0, select])
+        if rr is not None and rr > repeat_budget:
             continue
         if c > best:
             best_j, best = j, c
