@@ -283,3 +283,31 @@ def test_choose_factor_repeat_budget_by_hand():
     c = choose_factor(factors, gain, rise, rep, sel, rpt, 1.0, 0.25)
     assert c.factor == 1.0 and c.repeat == pytest.approx(0.2)  # factor 2 loops: +0.8 > 0.25
     assert choose_factor(factors, gain, rise, rep, sel, rpt, 1.0).factor == 2.0
+
+
+def test_pmi_per_token_by_hand(tmp_path):
+    """Explanation-PMI of a continuation = mean over its tokens of log p(u | P_e + text) -
+    log p(u | P_0 + text), from the real in-process backend's prompt logprobs (tiny model)."""
+    import asyncio
+
+    from autointerp.llm import LLMConfig, make_client
+    from autointerp.scoring.pmi import NEUTRAL, pmi_prefix
+    from autointerp.steering.scores import pmi_per_token
+    from tests.conftest import make_tiny_model, save_tiny_files
+
+    model_dir, _ = save_tiny_files(tmp_path, make_tiny_model())
+    cl = make_client(LLMConfig(backend="transformers", model=str(model_dir), device="cpu",
+                               dtype="float32"))  # fmt: skip
+    texts = ["The cat sat.", "", "dogs"]
+    got = asyncio.run(pmi_per_token(cl, ["cats", "cats", "dogs"], texts))
+    assert got[1] is None
+    for e, t, g in (("cats", texts[0], got[0]), ("dogs", texts[2], got[2])):
+        side = []
+        for prefix in (pmi_prefix(e), pmi_prefix(NEUTRAL)):
+            pl = asyncio.run(cl.prompt_logprobs(prefix + t, top_logprobs=0, cache=False))
+            # character tokens: the text's tokens are those starting at or after the prefix
+            side.append([lp for o, lp in zip(pl.offsets, pl.token_logprobs, strict=True)
+                         if o >= len(prefix)])  # fmt: skip
+        assert len(side[0]) == len(t)
+        want = np.mean([a - b for a, b in zip(side[0], side[1], strict=True)])
+        assert g == pytest.approx(want, abs=1e-4)
