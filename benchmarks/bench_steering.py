@@ -23,7 +23,7 @@ from autointerp.model import load_model, splice
 from autointerp.steering.experiment import ARMS, Settings, Target, run_experiment
 from autointerp.steering.generate import prompt_ids, steered_generate
 from autointerp.steering.interventions import Steer, unit_scale
-from autointerp.steering.prompts import split_prompts
+from autointerp.steering.prompts import instructions, split_prompts
 
 
 def _no_cache(sm, hp, ids, vec, n):
@@ -81,7 +81,7 @@ def main() -> None:
         f"{per * total:.0f} s wall, {per_cpu * total:.0f} s CPU"
     )
     # KV cache vs cache-free, same rows (4 of them)
-    ps = [prompt_ids(sm, q) for q in sel[:2] + rep[:2]]
+    ps = [prompt_ids(sm, q) for q in instructions()[:4]]
     vs = [2 * m / v.norm() * v for v in dirs[:1]] * 4
     t = time.perf_counter()
     steered_generate(sm, hp, ps, [Steer(v) for v in vs], max_new_tokens=cfg.max_new_tokens)

@@ -253,6 +253,8 @@ def test_steering_stage_in_a_suite(tmp_path):
                 assert d["arms"]["feature"]["factor"] in (0.0, 1.0, 8.0)
                 assert isinstance(d["arms"]["feature"]["text"], str)
         assert m > 0 and len(cols.extra["unsteered"]) == 4
+        board = (rd / "leaderboard.md").read_text()
+        assert "steer_act" in board and "steer_diffmean_act" in board
         _, st2 = _run(tmp_path, suite)
         assert st2["steering"] == "cached"
     finally:
