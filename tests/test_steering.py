@@ -149,8 +149,10 @@ def test_read_back_nll_and_acts_by_hand(tiny_model):
     hp = sm.hookpoint(HP)
     p, c = prompt_ids(sm, "Hi"), [10, 11, 12, 13]
     p2, c2 = prompt_ids(sm, "Describe it"), [20, 21]
-    rb = read_back(sm, hp, [p, p2], [c, c2])
-    for pr, co, k in ((p, c, 0), (p2, c2, 1)):
+    # rows 0 and 2 share a prompt: one cached prompt pass, continuations right-padded
+    rb = read_back(sm, hp, [p, p2, p, p], [c, c2, c[:2], []])
+    assert np.isnan(rb.nll[3]) and len(rb.acts[3]) == 0
+    for pr, co, k in ((p, c, 0), (p2, c2, 1), (p, c[:2], 2)):
         ids = torch.tensor([pr + co])
         logits = sm.model(input_ids=ids, use_cache=False).logits[0].float()
         lp = F.log_softmax(logits, -1)

@@ -105,34 +105,55 @@ def read_back(
     *,
     batch_size: int = 32,
 ) -> ReadBack:
-    """NLL and hookpoint activations of each continuation given its prompt, unsteered."""
+    """NLL and hookpoint activations of each continuation given its prompt, unsteered.
+
+    Rows sharing a prompt share one pass over it: its key/value cache is repeated over a batch
+    of their continuations (right-padded), and its last logits give each continuation's first
+    token."""
+    import copy
+
+    from autointerp.llm.hf_compat import cache_kwarg, returned_cache
+
     base, head = base_and_head(sm)
     dev = sm.device
     pad = sm.tokenizer.pad_token_id or 0
+    kw = cache_kwarg(base)
     nll = np.full(len(prompts), np.nan)
     acts: list[torch.Tensor] = [torch.zeros(0, hp.width) for _ in prompts]
-    for s in range(0, len(prompts), batch_size):
-        idx = list(range(s, min(s + batch_size, len(prompts))))
-        seqs = [list(prompts[i]) + list(conts[i]) for i in idx]
-        T = max(len(q) for q in seqs)
-        ids = torch.tensor([q + [pad] * (T - len(q)) for q in seqs], device=dev)
-        mask = torch.tensor([[1] * len(q) + [0] * (T - len(q)) for q in seqs], device=dev)
-        grabbed: list[torch.Tensor] = []
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (p, c) in enumerate(zip(prompts, conts, strict=True)):
+        if c:
+            groups.setdefault(tuple(p), []).append(i)
+    for prompt, rows in groups.items():
+        out = base(input_ids=torch.tensor([list(prompt)], device=dev), use_cache=True)
+        cache0 = returned_cache(out)
+        first = F.log_softmax(head(out.last_hidden_state[0, -1]).float(), -1)
+        P = len(prompt)
+        for s in range(0, len(rows), batch_size):
+            idx = rows[s : s + batch_size]
+            n_max = max(len(conts[i]) for i in idx)
+            ids = torch.tensor([list(conts[i]) + [pad] * (n_max - len(conts[i])) for i in idx],
+                               device=dev)  # fmt: skip
+            mask = torch.tensor([[1] * (P + len(conts[i])) + [0] * (n_max - len(conts[i]))
+                                 for i in idx], device=dev)  # fmt: skip
+            cache = copy.deepcopy(cache0)
+            cache.batch_repeat_interleave(len(idx))
+            grabbed: list[torch.Tensor] = []
 
-        def grab(a: torch.Tensor, g: list = grabbed) -> torch.Tensor:
-            g.append(a.detach().float().cpu())
-            return a
+            def grab(a: torch.Tensor, g: list = grabbed) -> torch.Tensor:
+                g.append(a.detach().float().cpu())
+                return a
 
-        with splice(hp, grab):
-            h = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        x = grabbed[0]
-        for r, i in enumerate(idx):
-            p, n = len(prompts[i]), len(conts[i])
-            if n == 0:
-                continue
-            # logits at p-1 .. p+n-2 predict the continuation's tokens
-            logits = head(h[r, p - 1 : p + n - 1]).float()
-            tgt = torch.tensor(conts[i], device=logits.device)
-            nll[i] = float(F.cross_entropy(logits, tgt, reduction="mean"))
-            acts[i] = x[r, p : p + n].clone()
+            pos = torch.arange(P, P + n_max, device=dev)[None].expand(len(idx), -1)
+            with splice(hp, grab):
+                h = base(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                         **{kw: cache}).last_hidden_state  # fmt: skip
+            x = grabbed[0]
+            for r, i in enumerate(idx):
+                n = len(conts[i])
+                tgt = torch.tensor(conts[i], device=h.device)
+                lp = F.log_softmax(head(h[r, : n - 1]).float(), -1)
+                tok = torch.cat([first[tgt[:1]], lp.gather(1, tgt[1:, None])[:, 0]])
+                nll[i] = float(-tok.mean())
+                acts[i] = x[r, :n].clone()
     return ReadBack(nll, acts)
