@@ -255,6 +255,13 @@ def test_steering_stage_in_a_suite(tmp_path):
                 assert d["arms"]["feature"]["factor"] in (0.0, 1.0, 8.0)
                 assert isinstance(d["arms"]["feature"]["text"], str)
         assert m > 0 and len(cols.extra["unsteered"]) == 4
+        from autointerp.report.browser import _causal
+
+        panel = _causal(rd)  # the feature browser's per-feature data
+        st_panels = [d["steering"] for d in panel.values() if "steering" in d]
+        assert len(st_panels) == sum(len(ds) for ds in feats.values())
+        assert all({"feature", "diffmean"} <= set(p["arms"]) for p in st_panels)
+        assert all(isinstance(p["unsteered"], str) for p in st_panels)
         board = (rd / "leaderboard.md").read_text()
         assert "steer_act" in board and "steer_diffmean_act" in board
         _, st2 = _run(tmp_path, suite)

@@ -204,7 +204,8 @@ function causalPanel(p,c){var o=c.output,a=c.ablation;
       'abl-falls'));
     if(a.rises&&a.rises.length)s2.appendChild(el('div','rises when ablated: '+toks(a.rises),
       'muted'));p.appendChild(s2);}
-  var g=c.steering;if(g){var s3=el('div',null,'causal-steering');s3.appendChild(el('h3','Steering'));
+  var g=c.steering;if(g){var s3=el('div',null,'causal-steering');
+    s3.appendChild(el('h3','Steering'));
     s3.appendChild(el('div','unsteered: '+JSON.stringify(g.unsteered),'muted'));
     ['feature','diffmean','prompting'].forEach(function(k){var a=g.arms[k];if(!a)return;
       s3.appendChild(el('div',k+(k==='prompting'?'':' \u00b7 factor '+fmt(a.factor,2))+
