@@ -141,6 +141,10 @@ async def compute_steering(ctx: StageContext, inputs: dict[str, Any]) -> StageCo
     select, report = split_prompts(cfg.n_prompts, s.seed)
     clamp = cfg.mode == "clamp"
     client = env.llm.clients(ctx)["simulator"] if cfg.pmi else None
+    if client is not None:
+        from autointerp.scoring.methods import pick_method
+
+        pick_method(client, "pmi")  # one clear error for a simulator without prompt logprobs
     settings = Settings(cfg.factors, cfg.max_new_tokens, cfg.nll_budget, cfg.repeat_budget,
                         clamp, cfg.batch_size, cfg.prompting, cfg.pmi)  # fmt: skip
     res = await run_experiment(sm, hp, targets, select, report, settings, client)
