@@ -245,7 +245,7 @@ def test_steering_stage_in_a_suite(tmp_path):
             for name in ("steer_act", "steer_factor", "steer_nll_rise", "steer_diffmean_act",
                          "steer_prompting_act"):  # fmt: skip
                 assert row[name].value is not None, (b, name, row[name].reason)
-            assert row["steer_pmi"].value is None and row["steer_pmi"].reason
+            assert row["steer_pmi"].value is None and "pmi = false" in row["steer_pmi"].reason
             assert row["steer_rho_sim"].value is None or -1 <= row["steer_rho_sim"].value <= 1
         feats = cols.extra["features"]
         m = cols.extra["mean_norm"]

@@ -182,7 +182,9 @@ def _fill(ctx: StageContext, inputs: dict, cols: StageColumns, feats: dict) -> N
             ("steer_diffmean_pmi", "diffmean", "pmi"), ("steer_prompting_act", "prompting", "act"),
             ("steer_prompting_pmi", "prompting", "pmi"),
         ]:  # fmt: skip
-            cols.set(b.name, col, mean_cell([_arm(d, arm, key) for d in ds], ctx, col))
+            off = _off(s.causal.steering, arm, key)
+            cell = Cell.undefined(off) if off else None
+            cols.set(b.name, col, cell or mean_cell([_arm(d, arm, key) for d in ds], ctx, col))
         act = [_arm(d, "feature", "act") for d in ds]
         fs = [d["feature"] for d in ds]
         out = _per_feature(inputs.get("output"), b.name, "score")
@@ -199,6 +201,15 @@ def _fill(ctx: StageContext, inputs: dict, cols: StageColumns, feats: dict) -> N
         for d, so, ab in zip(ds, others["steer_rho_output"], others["steer_rho_ablation"],
                              strict=True):  # fmt: skip
             d.update(simulation=sims.get((b.name, d["feature"])), output_score=so, ablation_kl=ab)
+
+
+def _off(cfg: Any, arm: str, key: str) -> str:
+    """Why a column is not computed in this suite ('' when it is)."""
+    if key == "pmi" and not cfg.pmi:
+        return "explanation-PMI off in this suite (causal.steering.pmi = false)"
+    if arm != "feature" and not getattr(cfg, arm):
+        return f"{arm} baseline off in this suite (causal.steering.{arm} = false)"
+    return ""
 
 
 def _cell(e: Any) -> Cell:
