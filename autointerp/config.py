@@ -383,6 +383,39 @@ class OutputConfig(_Strict):
     arad: bool = False
 
 
+class SteeringConfig(_Strict):
+    """Steering (docs/steering.md): add alpha * s * d_i at the hookpoint at every position,
+    generate greedily from neutral instructions, score concept and fluency against the
+    unsteered answers; the factor is picked on half the instructions, reported on the rest."""
+
+    enabled: bool = False
+    #: the first n_features scored features of each basis (the records stage's sample)
+    n_features: int = Field(16, gt=0)
+    #: bundled neutral instructions used (seeded): n // 2 select the factor, the rest report
+    n_prompts: int = Field(8, ge=2)
+    #: factors alpha (||alpha * s * d|| = alpha * mean ||x||); 0 (unsteered) is always added
+    factors: list[float] = [0.1, 0.25, 0.5, 1.0]
+    max_new_tokens: int = Field(16, gt=0)
+    #: fluency budget: the largest mean NLL rise (nats/token) a chosen factor may cost
+    nll_budget: float = Field(1.0, ge=0)
+    #: and the largest rise in the share of repeated bigrams (a looping text has a low NLL)
+    repeat_budget: float = Field(0.25, ge=0)
+    #: add (every basis) or clamp (SAE kinds: set the code to alpha * max activation)
+    mode: Literal["add", "clamp"] = "add"
+    diffmean: bool = True  # DiffMean baseline direction per feature
+    prompting: bool = True  # "Write about <explanation>." baseline
+    pmi: bool = True  # explanation-PMI concept score (the simulator role's LLM)
+    n_random_tokens: int = Field(512, gt=0)  # DiffMean negatives
+    batch_size: int = Field(64, gt=0)
+
+    @field_validator("factors")
+    @classmethod
+    def _factors(cls, v: list[float]) -> list[float]:
+        if any(a < 0 for a in v):
+            raise ValueError("steering factors must be >= 0")
+        return sorted({0.0, *map(float, v)})
+
+
 class CausalConfig(_Strict):
     """The causal / output-side stages (docs/causal.md)."""
 
@@ -390,6 +423,7 @@ class CausalConfig(_Strict):
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
     ablation: AblationConfig = Field(default_factory=AblationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    steering: SteeringConfig = Field(default_factory=SteeringConfig)
 
 
 class LLMRoles(_Strict):

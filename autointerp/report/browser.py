@@ -145,12 +145,14 @@ def _causal(run_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
 
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for cols in load_columns(run_dir):
-        if cols.stage not in ("ablation", "output"):
+        if cols.stage not in ("ablation", "output", "steering"):
             continue
         for basis, feats in (cols.extra.get("features") or {}).items():
             for f in feats:
                 d = out.setdefault((basis, int(f["feature"])), {})
-                if cols.stage == "ablation":
+                if cols.stage == "steering":
+                    d["steering"] = _steering(f)
+                elif cols.stage == "ablation":
                     d["ablation"] = {
                         k: _r(f.get(k)) if isinstance(f.get(k), float) else f.get(k)
                         for k in ("kl", "ce_delta", "n_contexts", "n_pairs", "falls", "rises")
@@ -168,6 +170,19 @@ def _causal(run_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
                         "llm_score": _r(f.get("llm_score")),
                     }
     return out
+
+
+def _steering(f: dict[str, Any]) -> dict[str, Any]:
+    """A feature's steering panel: per arm the chosen factor, held-out concept / fluency
+    numbers and its continuation of the first report instruction; the unsteered one."""
+    keys = ("factor", "act", "pmi", "factor_pmi", "nll_rise", "repeat")
+    arms = {
+        a: {k: _r(v) if isinstance(v := d.get(k), float) else v for k in keys}
+        | {"text": d.get("text", "")}
+        for a, d in (f.get("arms") or {}).items()
+    }
+    u = f.get("unsteered") or {}
+    return {"arms": arms, "unsteered": u.get("text", "")}
 
 
 def _iter_records(path: Path):

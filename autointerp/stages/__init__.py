@@ -20,6 +20,7 @@ output          :class:`~autointerp.columns.StageColumns`    :mod:`autointerp.st
 explain         ``{(basis, feature, style): row}``           :mod:`autointerp.stages.explain`
 score           ``list[item]`` (rows of every scorer)        :mod:`autointerp.stages.score`
 weights         ``{basis: DataFrame}`` (weight statistics)    :mod:`autointerp.stages.weights`
+steering        :class:`~autointerp.columns.StageColumns`    :mod:`autointerp.stages.steering`
 (plug-ins)      anything                                     :func:`autointerp.run.register_stage`
 report          the run's tables                             :mod:`autointerp.stages.outputs`
 ==============  ===========================================  ================================
@@ -41,6 +42,7 @@ from autointerp.stages.output_side import ABLATION, OUTPUT
 from autointerp.stages.outputs import REPORT
 from autointerp.stages.records import DIAGNOSTICS, RECORDS
 from autointerp.stages.score import SCORE
+from autointerp.stages.steering import STEERING
 from autointerp.stages.tokens import SPLIT, TOKENS
 from autointerp.stages.weights import WEIGHTS
 
@@ -62,13 +64,14 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
     EXPLAIN,
     SCORE,
     WEIGHTS,
+    STEERING,  # after score: correlates steerability with the scores
     REPORT,
 )
 
 #: the --force names (a plug-in stage adds its own)
 FORCE_NAMES = ("tokens", "activations", "bases", "metrics", "records", "explain", "score", "report",
                "ablation", "output", "weights",
-               "absorption")  # fmt: skip
+               "absorption", "steering")  # fmt: skip
 
 
 def suite_stages() -> list[Stage]:

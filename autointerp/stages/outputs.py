@@ -92,7 +92,7 @@ REPORT = Stage(
     write_outputs,
     deps=(
         *("gate", "bases", "metrics", "density", "records", "diagnostics", "explain", "score"),
-        *("ioi", "attribution", "ablation", "output", "weights", "absorption"),
+        *("ioi", "attribution", "ablation", "output", "weights", "absorption", "steering"),
     ),
     doc="every stage's values -> the run's parquet tables",
 )

@@ -153,7 +153,15 @@ function causalPanel(p,c){var o=c.output,a=c.ablation;
     if(a.falls&&a.falls.length)s2.appendChild(el('div','falls when ablated: '+toks(a.falls),
       'abl-falls'));
     if(a.rises&&a.rises.length)s2.appendChild(el('div','rises when ablated: '+toks(a.rises),
-      'muted'));p.appendChild(s2);}}
+      'muted'));p.appendChild(s2);}
+  var g=c.steering;if(g){var s3=el('div',null,'causal-steering');
+    s3.appendChild(el('h3','Steering'));
+    s3.appendChild(el('div','unsteered: '+JSON.stringify(g.unsteered),'muted'));
+    ['feature','diffmean','prompting'].forEach(function(k){var a=g.arms[k];if(!a)return;
+      s3.appendChild(el('div',k+(k==='prompting'?'':' \u00b7 factor '+fmt(a.factor,2))+
+        ' \u00b7 concept (activation) '+fmt(a.act,3)+' \u00b7 concept (PMI) '+fmt(a.pmi,3)+
+        ' \u00b7 NLL rise '+fmt(a.nll_rise,3)+' \u00b7 repeated bigrams '+fmt(a.repeat,2)+': '+
+        JSON.stringify(a.text),'steer-'+k));});p.appendChild(s3);}}
 window.AI={add:function(o){
   if(o.type==='list'){o.rows.forEach(function(r){
       r.hay=(r[F.basis]+' '+r[F.feature]+' '+r[F.basis]+':'+r[F.feature]+' '+r[F.explanation]+
