@@ -21,14 +21,26 @@ def model_salt(suite: Suite) -> dict[str, Any]:
     return {} if r is None else {"reinit": r.model_dump()}
 
 
-def protocol_of(suite: Suite) -> dict[str, Any]:
-    """Every choice that changes what a score means (rows with equal ids are comparable)."""
+#: the templates of the input-side protocol (explanations and their scores); a stage with
+#: templates of its own (steering: ``steer_*``) keys on them itself, so adding one does not
+#: change the protocol id of every explanation and score
+PROTOCOL_TEMPLATES = ("explain_", "simulate_", "detection", "fuzzing", "intruder")
+
+
+def template_hashes(prefixes: tuple[str, ...]) -> dict[str, str]:
+    """``{file name: sha256[:12]}`` of the bundled ``prompts/*.txt`` whose names start with one
+    of ``prefixes``."""
     prompts = files("autointerp.prompts")
-    templates = {
+    return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
         for p in sorted(prompts.iterdir(), key=lambda p: p.name)
-        if p.name.endswith(".txt")
+        if p.name.endswith(".txt") and p.name.startswith(prefixes)
     }
+
+
+def protocol_of(suite: Suite) -> dict[str, Any]:
+    """Every choice that changes what a score means (rows with equal ids are comparable)."""
+    templates = template_hashes(PROTOCOL_TEMPLATES)
     llm = {}
     for role in ("explainer", "simulator", "scorer"):
         c = getattr(suite.llm, role)

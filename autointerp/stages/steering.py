@@ -14,6 +14,7 @@ import numpy as np
 
 from autointerp.columns import Cell, ColumnDoc, StageColumns
 from autointerp.run.stage import STAGE_COLUMNS, Artifact, Stage, StageContext
+from autointerp.stages.env import template_hashes
 from autointerp.stages.output_side import mean_cell
 
 
@@ -57,6 +58,7 @@ def steering_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
         "ablation": ctx.upstream.get("ablation"),
         "seed": s.seed,
         "n_boot": s.scoring.n_bootstrap,
+        "templates": template_hashes(("steer_",)),
         "v": 1,
     }
     if cfg.pmi:
