@@ -20,7 +20,7 @@ Alternatives (:mod:`autointerp.gate.alternatives`), all read from ONE forward pa
 hooks on every candidate hookpoint: the residual stream at every ``hidden_states`` index
 (``blocks.L.hook_resid_pre`` = ``blocks.{L-1}.hook_resid_post`` = ``hidden_states[L]``,
 counted once) and ``mlp_out`` / ``attn_out`` / MLP neurons of every layer (those of the
-basis's width), compared on the first ``n_search_tokens`` (512) of the batch; each as
+basis's width), compared on the first ``n_search_tokens`` (256) of the batch; each as
 loaded, and at the current, the best other and the diagnosed hookpoint also scaled by
 ``sqrt(d) / E||x||`` (SAELens' ``expected_average_only_in``), with the checkpoint's own
 factor dropped or inverted, and, for an SAE whose decoder rows are not unit-norm, with
@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 
 N_TOKENS = 2048
 N_CE_TOKENS = 256
-N_SEARCH_TOKENS = 512  # every other hookpoint (every layer) is compared on these
+N_SEARCH_TOKENS = 256  # every other hookpoint (every layer) is compared on these
 
 __all__ = [
     "Alternative",
