@@ -48,7 +48,7 @@ def gate_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
         ],
         "model": s.model.model_dump(),
         "tokens": ctx.upstream.get("tokens"),
-        "v": 2,
+        "v": 1,  # the files are content-hashed now: old verdicts are not reused
     }
 
 
