@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -138,9 +139,12 @@ def capture(
 ) -> dict[str, torch.Tensor]:
     """Activations ``[B, T, width]`` at every hookpoint from ONE forward pass, which stops
     after the last decoder layer any of them needs; ``rows[name]``: keep only that many
-    leading rows of ``name`` (a cheap wide search)."""
+    leading rows of ``name`` (a cheap wide search). The layers above the last one a
+    whole-batch hookpoint needs run on those leading rows only (:func:`_cut_rows`)."""
     got: dict[str, torch.Tensor] = {}
     rows = rows or {}
+    full_layers = [hp.layer for hp in hookpoints if rows.get(hp.name) is None]
+    n_keep = max(rows.values(), default=None)
 
     def grab(name: str):
         n = rows.get(name)
@@ -161,12 +165,39 @@ def capture(
             stack.enter_context(splice(hp, grab(hp.name)))
         if all_in_layers and last >= 0:
             stack.enter_context(splice(sm.hookpoint(f"blocks.{last}.hook_resid_post"), stop))
+        if n_keep is not None and n_keep < len(input_ids) and full_layers:
+            for layer in sm.layers[max(full_layers) + 1 : last + 1]:
+                stack.enter_context(_cut_rows(layer, len(input_ids), n_keep))
         with contextlib.suppress(_Stop):
             sm.model(input_ids=input_ids.to(sm.device), use_cache=False)
     missing = [hp.name for hp in hookpoints if hp.name not in got]
     if missing:
         raise ConfigError(f"hookpoints {missing} were never reached in the forward pass")
     return got
+
+
+@contextlib.contextmanager
+def _cut_rows(layer: torch.nn.Module, batch: int, n: int) -> Iterator[None]:
+    """Within the context, ``layer`` runs on the first ``n`` of ``batch`` rows: every tensor
+    argument of at least two dimensions whose first is ``batch`` (hidden states, a causal
+    mask, per-row positions) is cut. Rows are independent (no padding; causal attention
+    within a row), so the kept rows' activations are those of the whole batch."""
+
+    def cut(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.ndim >= 2 and x.shape[0] == batch:
+            return x[:n]
+        if isinstance(x, tuple):
+            return tuple(cut(v) for v in x)
+        return x
+
+    def pre(_m: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+        return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
+
+    h = layer.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        yield
+    finally:
+        h.remove()
 
 
 def _select_rows(mask: np.ndarray, n_tokens: int) -> int:
