@@ -16,8 +16,14 @@ def test_every_layer_and_kind_of_the_width_is_a_candidate(tiny_model):
     names = candidate_hookpoints(tiny_model, "blocks.2.hook_resid_post", 32)
     assert names[0] == "blocks.2.hook_resid_post" and len(names) == len(set(names))
     resid = {f"blocks.{i}.hook_resid_post" for i in range(4)} | {"blocks.0.hook_resid_pre"}
-    outs = {f"blocks.{i}.hook_{k}" for i in range(4) for k in ("mlp_out", "attn_out")}
+    outs = {"blocks.2.hook_mlp_out", "blocks.2.hook_attn_out"}
     assert set(names) == resid | outs  # MLP neurons are 64 wide: not this basis's width
+    mlp = candidate_hookpoints(tiny_model, "blocks.1.hook_mlp_out", 32)
+    assert set(mlp) == {f"blocks.{i}.hook_mlp_out" for i in range(4)} | {
+        "blocks.1.hook_attn_out",
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_post",
+    }
     assert depth("blocks.3.hook_resid_pre") == depth("blocks.2.hook_resid_post") == 3
 
 

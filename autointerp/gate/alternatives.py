@@ -106,18 +106,27 @@ def depth(name: str) -> float:
 
 
 def candidate_hookpoints(sm: SubjectModel, hookpoint: str, width: int) -> list[str]:
-    """``hookpoint`` first, then every other hookpoint of activation width ``width`` the
-    model has: the residual stream at every ``hidden_states`` index (canonical
-    TransformerLens names; resid_pre of L > 0 is named resid_post of L-1), and mlp_out /
-    attn_out / MLP neurons of every layer. All are read in one forward pass
-    (:func:`capture`), so a label off by any number of layers is found in one step."""
+    """``hookpoint`` first, then the other hookpoints of activation width ``width``
+    (canonical TransformerLens names; resid_pre of L > 0 is named resid_post of L-1): the
+    hookpoint's own kind at EVERY layer (for a residual-stream hookpoint: every
+    ``hidden_states`` index), and mlp_out / attn_out / MLP neurons / the residual stream of
+    its own layer. All are read in one forward pass (:func:`capture`), so a label off by any
+    number of layers is found in one step. Other kinds at other layers are left out: some
+    (e.g. SmolLM2's mlp_out of layer 2, dominated by a few huge directions) give any basis a
+    low FVU and would be named instead of the right reading."""
     canon = canonical_hookpoint(hookpoint) or hookpoint
-    if not _TL.match(canon):
+    m = _TL.match(canon)
+    if not m:
         return [hookpoint]
+    L, own = int(m.group(1)), m.group(2)
+    resid = _hidden_index(canon) is not None
     seen = {canon}
     out = [hookpoint]
     for layer in range(sm.n_layers):
         for kind in _KINDS:
+            is_resid = kind in ("hook_resid_pre", "hook_resid_post")
+            if not (layer == L or kind == own or (resid and is_resid)):
+                continue
             name = canonical_hookpoint(f"blocks.{layer}.{kind}") or f"blocks.{layer}.{kind}"
             if name in seen:
                 continue
