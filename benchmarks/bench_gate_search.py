@@ -4,8 +4,10 @@ A random TopK SAE of the default suite's width (576 x 4608, k 32) on SmolLM2-135
 blocks.6.hook_resid_post; the default reference batch (2048 tokens). Prints the seconds of:
 
 * the forward pass: old (hooks on the 5 readings around the hookpoint, stopping after layer 7)
-  vs new (hooks on all 91 readings, through every layer; the others keep 256 tokens);
-* the reconstructions: old (5 readings on 2048 tokens) vs new (91 readings on 256 tokens);
+  vs new (hooks on all 33 candidates, through every layer; the layers above the hookpoint's
+  run on the 256 search tokens);
+* the reconstructions: old (5 readings on 2048 tokens) vs new (33 readings, the hookpoint on
+  2048 tokens and the others on 256);
 * ``check_basis`` end to end (new), model load and tokenising excluded.
 
 Run: ``OMP_NUM_THREADS=2 python benchmarks/bench_gate_search.py`` (figures in the report).

@@ -17,10 +17,11 @@ few hundred tokens. Limits that say "this cannot be right":
   limits alone miss it.
 
 Alternatives (:mod:`autointerp.gate.alternatives`), all read from ONE forward pass with
-hooks on every candidate hookpoint: the residual stream at every ``hidden_states`` index
-(``blocks.L.hook_resid_pre`` = ``blocks.{L-1}.hook_resid_post`` = ``hidden_states[L]``,
-counted once) and ``mlp_out`` / ``attn_out`` / MLP neurons of every layer (those of the
-basis's width), compared on the first ``n_search_tokens`` (256) of the batch; each as
+hooks on every candidate hookpoint: the hookpoint's kind at every layer (the residual
+stream at every ``hidden_states`` index: ``blocks.L.hook_resid_pre`` =
+``blocks.{L-1}.hook_resid_post`` = ``hidden_states[L]``, counted once) and ``mlp_out`` /
+``attn_out`` / MLP neurons / the residual stream of its own layer (those of the basis's
+width), compared on the first ``n_search_tokens`` (256) of the batch; each as
 loaded, and at the current, the best other and the diagnosed hookpoint also scaled by
 ``sqrt(d) / E||x||`` (SAELens' ``expected_average_only_in``), with the checkpoint's own
 factor dropped or inverted, and, for an SAE whose decoder rows are not unit-norm, with
@@ -29,8 +30,8 @@ fix, e.g. ``the checkpoint was trained at blocks.5.hook_resid_post ... fix: reru
 --hookpoint blocks.5.hook_resid_post``. An SAE reads the layers below its own almost as well
 as its own (0.124 two layers down, 0.115 three down, above) and the layers above clearly
 worse, so the reading named is the simplest, then deepest, of those no other beats clearly
-(:func:`~autointerp.gate.alternatives._ranked`): a label off by any number of layers, either
-way, is diagnosed in one step.
+(:func:`~autointerp.gate.alternatives._ranked`): a label above the trained layer by any
+number of layers is diagnosed in one step (one below it reads about as well, and passes).
 
 :func:`gate_plugged_basis` is what a runner calls: it raises :class:`GateError` on failure
 unless ``allow_mismatch`` (then it logs a warning).
