@@ -13,6 +13,8 @@ recomputes, and a rerun of a finished suite makes zero LLM calls.
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,14 @@ from autointerp.bases.kinds import FIT_VERSION
 from autointerp.config import Suite, load_suite
 from autointerp.errors import ConfigError
 from autointerp.results import stable_hash
+from autointerp.run.placement import added_since, other_weights, snapshot, weights_dir, weights_of
 from autointerp.run.runner import Runner
 from autointerp.run.store import RunStore
 from autointerp.stages import FORCE_NAMES, suite_stages
 from autointerp.stages.env import SuiteEnv, llm_cache_path, protocol_of, suite_store
 from autointerp.stages.tokens import held_out_rows
+
+log = logging.getLogger(__name__)
 
 STAGES = FORCE_NAMES  # the --force names of the built-in stages
 
@@ -116,10 +121,31 @@ class SuiteRun:
             bases = runner.values["bases"]
             write_manifest(env, runner, bases, self.config_hash, time.perf_counter() - t0)
 
-        def start(runner: Runner) -> None:
-            self.store.write_json(self.store.out("suite.json"), self.suite.model_dump())
+        before = snapshot(self.store.run_dir)
 
-        self.runner.run(prepare=start, finalize=finish)
+        def start(runner: Runner) -> None:
+            p, suite = self.store.out("suite.json"), self.suite.model_dump()
+            if not (p.is_file() and json.loads(p.read_text()) == suite):
+                self.store.write_json(p, suite)
+
+        def place(runner: Runner, st: Any) -> None:
+            """After the bases: a finished run made with other weights is left as it is."""
+            if st.name != "bases":
+                return
+            weights = weights_of(runner.values["bases"])
+            why = other_weights(self.store, weights)
+            if why is None:
+                return
+            new = RunStore(weights_dir(self.store.run_dir, weights), self.store.work_dir)
+            log.warning(
+                "not rewriting %s: %s; writing this run to %s instead",
+                self.store.run_dir, why, new.run_dir,
+            )  # fmt: skip
+            runner.move_to(new, added_since(self.store.run_dir, before))
+            self.store = env.store = new
+            self.paths = RunPaths(new)
+
+        self.runner.run(prepare=start, finalize=finish, after_stage=place)
         return self.store.run_dir
 
     def summary(self) -> list[dict[str, Any]]:

@@ -40,25 +40,29 @@ FORMATS = ("saelens", "dictionary_learning", "sparsify", "native")
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def world(real_model):
-    """(sm, reference tokens, mask, trained SAE for blocks.5.hook_resid_post, scale s)."""
-    sm = real_model
+def train_at(sm, hook: str, name: str) -> tuple[np.ndarray, np.ndarray, SAE, float]:
+    """(reference tokens, mask, a TopK SAE trained at ``hook`` on the tokens after them, s)."""
     tokens, mask = reference_tokens(sm, N_REF + N_TRAIN)
     n_ref = N_REF // 64
     ref, ref_mask = tokens[:n_ref], mask[:n_ref]
-    hp = sm.hookpoint(HOOK)
+    hp = sm.hookpoint(hook)
     xs = []
     train_rows, train_mask = tokens[n_ref:], mask[n_ref:]
     for i in range(0, len(train_rows), 64):
         ids = torch.from_numpy(train_rows[i : i + 64].astype(np.int64))
-        a = capture(sm, [hp], ids)[HOOK]
+        a = capture(sm, [hp], ids)[hook]
         xs.append(a[~torch.from_numpy(train_mask[i : i + 64])])
     x = torch.cat(xs)
     cfg = SAETrainConfig(architecture="topk", expansion=2, k=16, epochs=4, batch_size=512, lr=3e-3)
-    sae = train_sae(x, cfg, progress=False, name="sae5")
+    sae = train_sae(x, cfg, progress=False, name=name)
     scale = math.sqrt(x.shape[1]) / float(x.norm(dim=1).mean())
-    return sm, ref, ref_mask, sae, scale
+    return ref, ref_mask, sae, scale
+
+
+@pytest.fixture(scope="module")
+def world(real_model):
+    """(sm, reference tokens, mask, trained SAE for blocks.5.hook_resid_post, scale s)."""
+    return (real_model, *train_at(real_model, HOOK, "sae5"))
 
 
 def tensors(sae: SAE) -> dict[str, torch.Tensor]:
@@ -238,8 +242,8 @@ def test_one_forward_pass_over_the_reference_batch(world):
         r = check_basis(sm, sae, ref, ref_mask, HOOK)
     finally:
         h.remove()
-    # hidden_states[5], [6] (here), [7], mlp_out 5, attn_out 5: all from one forward
-    assert len({a.hookpoint for a in r.alternatives}) == 5, r.format_table()
+    # every hidden_states index (31), mlp_out and attn_out of layer 5: all from one forward
+    assert len({a.hookpoint for a in r.alternatives}) == 31 + 2 == r.n_hookpoints
     assert rows[0] == len(ref) and rows.count(len(ref)) == 1, rows
     # then clean, zero-ablated and spliced runs on the few rows holding 256 tokens
     assert len(rows) == r.forward_passes == 4 and len(set(rows[1:])) == 1, rows
@@ -321,3 +325,47 @@ def test_gate_figures_become_leaderboard_notes():
     assert notes[0].startswith("sanity gate passed for good") and "FVU 0.0914" in notes[0]
     assert "FAILED, used anyway" in notes[1] and "FVU undefined" in notes[1]
     assert notes[1].endswith("; scaling")
+
+
+SIX = "blocks.6.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def six_sae(real_model) -> SAE:
+    """A TopK SAE trained at blocks.6.hook_resid_post (once for both labels)."""
+    return train_at(real_model, SIX, "sae6")[2]
+
+
+@pytest.mark.parametrize("label", [9, 20])
+def test_a_label_off_by_any_number_of_layers_is_diagnosed_in_one_step(
+    six_sae, tmp_path, capsys, label
+):
+    """An SAE trained at blocks.6.hook_resid_post, written as a SAELens checkpoint recording
+    blocks.9 (or blocks.20): one ``autointerp inspect --check`` names blocks.6 with its FVU,
+    the runner-up, and the fix. It reads blocks.2-5 (below its layer) about as well as its
+    own, one of them possibly a hair better, and the layers above clearly worse: the deepest
+    plausible reading is the one named, not the lowest FVU."""
+    from autointerp.cli import main
+
+    six, sae = SIX, six_sae
+    ck = write_saelens(tmp_path / "ck", tensors(sae), int(sae.k), f"blocks.{label}.hook_resid_post")
+    assert main(["inspect", str(ck), "--check", "--json", "--n-tokens", str(N_REF)]) == 2
+    cap = capsys.readouterr()
+    r = GateReport.from_dict(json.loads(cap.out))
+    assert not r.passed and r.hookpoint == f"blocks.{label}.hook_resid_post"
+    assert r.likely is not None and r.likely.hookpoint == six, r.format_table()
+    assert r.likely.variant == "as loaded" and r.likely.fvu < 0.3
+    readings = {a.hookpoint: a.fvu for a in r.alternatives if a.variant == "as loaded"}
+    assert len(readings) == r.n_hookpoints == 33 and r.n_search_tokens >= 200
+    assert readings[six] == pytest.approx(r.likely.fvu)
+    # every reading above blocks.6 is clearly worse; the best FVU is within 10% of blocks.6's
+    assert readings["blocks.7.hook_resid_post"] > 1.1 * r.likely.fvu
+    assert min(readings.values()) > 0.9 * r.likely.fvu
+    up = r.runner_up
+    assert (
+        up is not None and up.hookpoint != six and up.fvu == pytest.approx(readings[up.hookpoint])
+    )
+    err = [ln for ln in cap.err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and f"--hookpoint {six}" in err[0], err
+    assert f"trained at {six}, not blocks.{label}" in err[0]
+    assert f"FVU {r.likely.fvu:.3g} there" in err[0] and f"runner-up {up.hookpoint}" in err[0]

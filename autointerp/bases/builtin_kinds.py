@@ -42,6 +42,20 @@ def load_plugged(bc, *, device, width: int, hookpoint: str, model_name: str) -> 
     )
 
 
+def checkpoint_files_hash(basis: Basis) -> str:
+    """Content hash of the files a checkpoint was loaded from (its format's ``files``, else
+    its ``path``), by file name and bytes; the tensors' hash when no file is known."""
+    from pathlib import Path
+
+    from autointerp.bases.fingerprint import files_hash, weights_hash
+
+    files = basis.info.get("files") or [basis.info.get("path")]
+    paths = [Path(f) for f in files if f]
+    if not paths or not all(p.exists() for p in paths):
+        return weights_hash(basis)
+    return stable_hash(sorted([p.name, files_hash(p)] for p in paths), 16)
+
+
 def build_sae(b: BasisBuild) -> Basis:
     """A checkpoint (``path``), checked against the model, hookpoint and width; or an SAE
     trained on the fit rows (``train``), kept in ``work/sae/<label>-<acts hash>/``."""
@@ -50,12 +64,10 @@ def build_sae(b: BasisBuild) -> Basis:
         sae = load_plugged(
             bc, device=b.device, width=b.width, hookpoint=b.hookpoint, model_name=b.model_name
         )
-        if not sae.info.get("config_hash"):  # a native checkpoint may record None: two such
-            # checkpoints must not share a hash (the random null's densities match the SAE's)
-            key = {"path": str(bc.path), "fmt": bc.format}
-            if sae.info.get("family"):  # a family folder: the member picked for this hookpoint
-                key["member"] = str(sae.info.get("source"))
-            sae.info["config_hash"] = stable_hash(key)
+        sae.info["files_hash"] = checkpoint_files_hash(sae)
+        # keyed by the files' contents, not their path: the same files anywhere share results,
+        # and a checkpoint edited in place (same path) is a new key
+        sae.info["config_hash"] = stable_hash({"files": sae.info["files_hash"], "fmt": bc.format})
         sae.info["stage_hash"] = sae.info["config_hash"]
         return sae
     if bc.train is None:
@@ -117,7 +129,7 @@ def build_random(b: BasisBuild) -> Basis:
 def random_hash_extra(b: BasisBuild) -> dict[str, Any]:
     """The random null depends on the SAE it is counted from and the bases it is matched to."""
     return {
-        "sae": b.first_sae.info.get("config_hash", b.first_sae.name) if b.first_sae else None,
+        "sae": b.first_sae.info.get("stage_hash", b.first_sae.name) if b.first_sae else None,
         "matched": [x.info.get("stage_hash", x.name) for x in b.built]
         if b.cfg.match == "bases"
         else None,

@@ -14,19 +14,24 @@ few hundred tokens. Limits that say "this cannot be right":
   the current one and at least 0.01 lower, on the same tokens). Adjacent residual layers are
   so alike that an SAE read one layer off keeps a sane FVU (SmolLM2-135M, a TopK SAE of
   layer 5: FVU 0.122 at layer 5, 0.154 read at layer 6, 0.128 at layer 4), so the absolute
-  limits alone miss it; and an SAE reads earlier layers almost as well as its own (0.124
-  two layers down, 0.115 three down), hence the 0.9 and the one-index window below.
+  limits alone miss it.
 
 Alternatives (:mod:`autointerp.gate.alternatives`), all read from ONE forward pass with
-hooks on every candidate hookpoint: the residual stream one ``hidden_states`` index either
-side (``blocks.L.hook_resid_pre`` = ``blocks.{L-1}.hook_resid_post`` = ``hidden_states[L]``,
-counted once), ``mlp_out`` / ``attn_out`` / MLP neurons of layer L and the hookpoint's own
-kind at L-1 and L+1 (those of the basis's width); each as loaded, and at the current and the
-best other hookpoint also scaled by ``sqrt(d) / E||x||`` (SAELens'
-``expected_average_only_in``), with the checkpoint's own factor dropped or inverted, and, for
-an SAE whose decoder rows are not unit-norm, with unit-norm rows. On failure the report
-names the simplest reading no other beats clearly, e.g. ``the checkpoint was trained at
-blocks.5.hook_resid_post ... fix: rerun with --hookpoint blocks.5.hook_resid_post``.
+hooks on every candidate hookpoint: the hookpoint's kind at every layer (the residual
+stream at every ``hidden_states`` index: ``blocks.L.hook_resid_pre`` =
+``blocks.{L-1}.hook_resid_post`` = ``hidden_states[L]``, counted once) and ``mlp_out`` /
+``attn_out`` / MLP neurons / the residual stream of its own layer (those of the basis's
+width), compared on the first ``n_search_tokens`` (256) of the batch; each as
+loaded, and at the current, the best other and the diagnosed hookpoint also scaled by
+``sqrt(d) / E||x||`` (SAELens' ``expected_average_only_in``), with the checkpoint's own
+factor dropped or inverted, and, for an SAE whose decoder rows are not unit-norm, with
+unit-norm rows. On failure the report names the best reading, its FVU, the runner-up and the
+fix, e.g. ``the checkpoint was trained at blocks.5.hook_resid_post ... fix: rerun with
+--hookpoint blocks.5.hook_resid_post``. An SAE reads the layers below its own almost as well
+as its own (0.124 two layers down, 0.115 three down, above) and the layers above clearly
+worse, so the reading named is the simplest, then deepest, of those no other beats clearly
+(:func:`~autointerp.gate.alternatives._ranked`): a label above the trained layer by any
+number of layers is diagnosed in one step (one below it reads about as well, and passes).
 
 :func:`gate_plugged_basis` is what a runner calls: it raises :class:`GateError` on failure
 unless ``allow_mismatch`` (then it logs a warning).
@@ -50,7 +55,7 @@ from autointerp.gate.alternatives import (
     _alternatives,
     _clearly_better,
     _diagnose,
-    _likely,
+    _ranked,
     _recon,
     _select_rows,
     candidate_hookpoints,
@@ -77,6 +82,7 @@ log = logging.getLogger(__name__)
 
 N_TOKENS = 2048
 N_CE_TOKENS = 256
+N_SEARCH_TOKENS = 256  # every other hookpoint (every layer) is compared on these
 
 __all__ = [
     "Alternative",
@@ -175,11 +181,14 @@ def check_basis(
     *,
     n_tokens: int = N_TOKENS,
     n_ce_tokens: int = N_CE_TOKENS,
+    n_search_tokens: int = N_SEARCH_TOKENS,
 ) -> GateReport:
     """Run the gate on the leading rows of ``token_rows`` (int ids ``[rows, T]``) holding
     ``n_tokens`` tokens not in ``exclude_mask`` (True = BOS / special). One forward pass reads
-    every candidate hookpoint; CE loss recovered (zero ablation) takes three more (clean,
-    ablated, spliced) on the first rows holding ``n_ce_tokens`` tokens."""
+    the hookpoint on them and every candidate hookpoint (every layer) on the first rows
+    holding ``n_search_tokens``, where all alternatives are compared; CE loss recovered (zero
+    ablation) takes three more (clean, ablated, spliced) on the first rows holding
+    ``n_ce_tokens`` tokens."""
     t0 = time.perf_counter()
     token_rows, exclude_mask = np.asarray(token_rows), np.asarray(exclude_mask, dtype=bool)
     if token_rows.ndim != 2 or exclude_mask.shape != token_rows.shape:
@@ -199,10 +208,11 @@ def check_basis(
     ex = torch.from_numpy(exclude_mask[:n_rows])
     names = candidate_hookpoints(sm, hookpoint, basis.d_in)
     hps = [hp] + [sm.hookpoint(n) for n in names[1:]]
+    n_search = _select_rows(exclude_mask[:n_rows], n_search_tokens)
     timings: dict[str, float] = {}
     with _count_forwards(sm) as calls:
         t = time.perf_counter()
-        acts = capture(sm, hps, ids)
+        acts = capture(sm, hps, ids, rows={n: n_search for n in names[1:] if n != hookpoint})
         timings["forward"] = time.perf_counter() - t
         t = time.perf_counter()
         x = acts[hookpoint]
@@ -235,7 +245,9 @@ def check_basis(
         forward_passes=len(calls),
     )
     t = time.perf_counter()
-    report.alternatives = _alternatives(basis, names, acts, ex)
+    report.alternatives = _alternatives(basis, names, acts, ex, n_search)
+    report.n_search_tokens = int((~ex[:n_search]).sum())
+    report.n_hookpoints = len(names)
     timings["alternatives"] = time.perf_counter() - t
     here = canonical_hookpoint(hookpoint) or hookpoint
     for a in report.alternatives:
@@ -244,9 +256,11 @@ def check_basis(
     others = [a for a in report.alternatives if not a.current and a.sane]
     best = others[0] if others else None
     report.checks = _checks(report, basis, current, best)
-    likely = _likely(others, current)
+    ranked = _ranked(others, current)
+    likely = ranked[0] if ranked else None
     if not report.passed and likely is not None and not likely.fvu >= current.fvu:
         report.likely = likely
+        report.runner_up = next((a for a in ranked if a.hookpoint != likely.hookpoint), None)
         report.cause, report.fix = _diagnose(report, basis, likely, current.fvu)
     report.seconds = time.perf_counter() - t0
     report.timings = {k: round(v, 3) for k, v in timings.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -92,53 +93,73 @@ def _hidden_index(name: str) -> int | None:
     return int(m.group(1)) + (m.group(2) == "hook_resid_post")
 
 
+def depth(name: str) -> float:
+    """Where a canonical hookpoint reads the residual stream, in layers: resid_pre L -> L,
+    attn_out L -> L + 0.25, MLP neurons L -> L + 0.5, mlp_out L -> L + 0.75, resid_post L ->
+    L + 1 (other names: -1)."""
+    m = _TL.match(name)
+    if not m:
+        return -1.0
+    offset = {"hook_resid_pre": 0.0, "hook_attn_out": 0.25, "mlp.hook_post": 0.5,
+              "hook_mlp_out": 0.75, "hook_resid_post": 1.0}  # fmt: skip
+    return int(m.group(1)) + offset.get(m.group(2), 0.5)
+
+
 def candidate_hookpoints(sm: SubjectModel, hookpoint: str, width: int) -> list[str]:
-    """``hookpoint`` first, then the distinct plausible alternatives of activation width
-    ``width`` (canonical TransformerLens names; resid_pre of L > 0 is named resid_post of
-    L-1): the residual stream one ``hidden_states`` index either side (resid_pre / resid_post
-    of layers L-1..L+1, less resid_pre of L-1, which is two indices below resid_post of L: an
-    SAE reads earlier layers almost as well as its own, so it would only raise false
-    alarms), mlp_out / attn_out / MLP neurons of layer L, and the hookpoint's own kind at
-    layers L-1 and L+1."""
+    """``hookpoint`` first, then the other hookpoints of activation width ``width``
+    (canonical TransformerLens names; resid_pre of L > 0 is named resid_post of L-1): the
+    hookpoint's own kind at EVERY layer (for a residual-stream hookpoint: every
+    ``hidden_states`` index), and mlp_out / attn_out / MLP neurons / the residual stream of
+    its own layer. All are read in one forward pass (:func:`capture`), so a label off by any
+    number of layers is found in one step. Other kinds at other layers are left out: some
+    (e.g. SmolLM2's mlp_out of layer 2, dominated by a few huge directions) give any basis a
+    low FVU and would be named instead of the right reading."""
     canon = canonical_hookpoint(hookpoint) or hookpoint
     m = _TL.match(canon)
     if not m:
         return [hookpoint]
     L, own = int(m.group(1)), m.group(2)
-    h0 = _hidden_index(canon)
-    names = []
-    for layer in (L - 1, L, L + 1):
-        if 0 <= layer < sm.n_layers:
-            names += [f"blocks.{layer}.{kind}" for kind in _KINDS]
+    resid = _hidden_index(canon) is not None
     seen = {canon}
     out = [hookpoint]
-    for raw in names:
-        name = canonical_hookpoint(raw) or raw
-        h = _hidden_index(name)
-        mr = _TL.match(raw)
-        layer, kind = int(mr.group(1)), mr.group(2)
-        if h is not None:
-            keep = abs(h - h0) <= 1 if h0 is not None else layer == L
-        else:
-            keep = layer == L or kind == own
-        if keep and name not in seen:
+    for layer in range(sm.n_layers):
+        for kind in _KINDS:
+            is_resid = kind in ("hook_resid_pre", "hook_resid_post")
+            if not (layer == L or kind == own or (resid and is_resid)):
+                continue
+            name = canonical_hookpoint(f"blocks.{layer}.{kind}") or f"blocks.{layer}.{kind}"
+            if name in seen:
+                continue
             seen.add(name)
-            if sm.hookpoint(name).width == width:
-                out.append(name)
+            try:
+                if sm.hookpoint(name).width == width:
+                    out.append(name)
+            except HookpointError:  # a kind this architecture lacks
+                continue
     return out
 
 
 @torch.no_grad()
 def capture(
-    sm: SubjectModel, hookpoints: list[Hookpoint], input_ids: torch.Tensor
+    sm: SubjectModel,
+    hookpoints: list[Hookpoint],
+    input_ids: torch.Tensor,
+    rows: dict[str, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Activations ``[B, T, width]`` at every hookpoint from ONE forward pass, which stops
-    after the last decoder layer any of them needs."""
+    after the last decoder layer any of them needs; ``rows[name]``: keep only that many
+    leading rows of ``name`` (a cheap wide search). The layers above the last one a
+    whole-batch hookpoint needs run on those leading rows only (:func:`_cut_rows`)."""
     got: dict[str, torch.Tensor] = {}
+    rows = rows or {}
+    full_layers = [hp.layer for hp in hookpoints if rows.get(hp.name) is None]
+    n_keep = max(rows.values(), default=None)
 
     def grab(name: str):
+        n = rows.get(name)
+
         def fn(x: torch.Tensor) -> torch.Tensor:
-            got[name] = x.detach().float().cpu()
+            got[name] = (x if n is None else x[:n]).detach().float().cpu()
             return x
 
         return fn
@@ -153,12 +174,39 @@ def capture(
             stack.enter_context(splice(hp, grab(hp.name)))
         if all_in_layers and last >= 0:
             stack.enter_context(splice(sm.hookpoint(f"blocks.{last}.hook_resid_post"), stop))
+        if n_keep is not None and n_keep < len(input_ids) and full_layers:
+            for layer in sm.layers[max(full_layers) + 1 : last + 1]:
+                stack.enter_context(_cut_rows(layer, len(input_ids), n_keep))
         with contextlib.suppress(_Stop):
             sm.model(input_ids=input_ids.to(sm.device), use_cache=False)
     missing = [hp.name for hp in hookpoints if hp.name not in got]
     if missing:
         raise ConfigError(f"hookpoints {missing} were never reached in the forward pass")
     return got
+
+
+@contextlib.contextmanager
+def _cut_rows(layer: torch.nn.Module, batch: int, n: int) -> Iterator[None]:
+    """Within the context, ``layer`` runs on the first ``n`` of ``batch`` rows: every tensor
+    argument of at least two dimensions whose first is ``batch`` (hidden states, a causal
+    mask, per-row positions) is cut. Rows are independent (no padding; causal attention
+    within a row), so the kept rows' activations are those of the whole batch."""
+
+    def cut(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.ndim >= 2 and x.shape[0] == batch:
+            return x[:n]
+        if isinstance(x, tuple):
+            return tuple(cut(v) for v in x)
+        return x
+
+    def pre(_m: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+        return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
+
+    h = layer.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        yield
+    finally:
+        h.remove()
 
 
 def _select_rows(mask: np.ndarray, n_tokens: int) -> int:
@@ -244,18 +292,23 @@ def _clearly_better(a: Alternative, b: Alternative) -> bool:
     return a.fvu < ALT_REL * b.fvu and b.fvu - a.fvu >= ALT_ABS
 
 
-def _likely(others: list[Alternative], current: Alternative) -> Alternative | None:
-    """The simplest sane alternative (fewest changes: hookpoint, variant) that no other
-    beats clearly; so an SAE that also reads an earlier layer about as well is not sent
-    there when only its scaling is off."""
+def _changes(a: Alternative, current: Alternative) -> int:
+    return int(a.hookpoint != current.hookpoint) + int(a.variant != "as loaded")
 
-    def changes(a: Alternative) -> int:
-        return int(a.hookpoint != current.hookpoint) + int(a.variant != "as loaded")
 
-    for a in sorted(others, key=lambda a: (changes(a), *_sort_key(a))):
-        if not any(_clearly_better(b, a) for b in others):
-            return a
-    return None
+def _ranked(others: list[Alternative], current: Alternative) -> list[Alternative]:
+    """The readings in the order the diagnosis names them. First the plausible ones (no other
+    reading reconstructs clearly better), simplest first (fewest changes: hookpoint,
+    variant), then the deepest: the residual stream accumulates, so an SAE reads the layers
+    below its own almost as well as its own (their directions persist) but the layers above
+    clearly worse (new directions are written); the deepest layer it reads as well as its
+    best is the one it was trained at. Then the rest, best FVU first."""
+    plausible = [a for a in others if not any(_clearly_better(b, a) for b in others)]
+    first = sorted(
+        plausible, key=lambda a: (_changes(a, current), -depth(a.hookpoint), *_sort_key(a))
+    )
+    rest = sorted((a for a in others if a not in first), key=_sort_key)
+    return first + rest
 
 
 def _diagnose(
@@ -267,7 +320,8 @@ def _diagnose(
     if best.hookpoint != here:
         c = f"the checkpoint was trained at {best.hookpoint}, not {report.hookpoint}"
         m, mh = _TL.match(best.hookpoint), _TL.match(here)
-        if m and mh and "resid" in m.group(2) and "resid" in mh.group(2):
+        resid = m and mh and "resid" in m.group(2) and "resid" in mh.group(2)
+        if resid and abs(depth(best.hookpoint) - depth(here)) == 1:
             c += (
                 " (a hidden_states index read as a layer index? hidden_states[i] is "
                 "blocks.i.hook_resid_pre = blocks.{i-1}.hook_resid_post)"
@@ -312,7 +366,12 @@ def _diagnose(
         )
     cause = "; ".join(causes)
     fix = " and ".join(fixes)
-    return f"{cause} (FVU {best.fvu:.3g} there vs {current_fvu:.3g} as read now)", fix
+    n = f" on {report.n_search_tokens:,} tokens" if report.n_search_tokens else ""
+    why = f"FVU {best.fvu:.3g} there vs {current_fvu:.3g} as read now{n}"
+    r = report.runner_up
+    if r is not None:
+        why += f"; runner-up {r.hookpoint} ({r.variant}) FVU {r.fvu:.3g}"
+    return f"{cause} ({why})", fix
 
 
 def basis_factor(basis: Basis) -> float:
@@ -324,17 +383,28 @@ def basis_factor(basis: Basis) -> float:
 
 
 def _alternatives(
-    basis: Basis, names: list[str], acts: dict[str, torch.Tensor], ex: torch.Tensor
+    basis: Basis,
+    names: list[str],
+    acts: dict[str, torch.Tensor],
+    ex: torch.Tensor,
+    n_rows: int,
 ) -> list[Alternative]:
     """Every candidate hookpoint as loaded, plus the scaling / decoder variants at the current
-    hookpoint and at the best other one (on the same tokens as the gate's figures)."""
+    hookpoint, at the best other one and at the deepest plausible one (:func:`_ranked`); all
+    on the same (search) tokens: the first ``n_rows`` rows."""
     variants = _variants(basis)
     canon = [canonical_hookpoint(n) or n for n in names]
+    x_of = {c: acts[n][:n_rows] for n, c in zip(names, canon)}
+    ex = ex[:n_rows]
     res: dict[str, list[Alternative]] = {}
-    for i, (name, c) in enumerate(zip(names, canon)):
-        res[c] = _evaluate(basis, variants, c, acts[name], ex, with_variants=i == 0)
-    ranked = sorted((v[0] for k, v in res.items() if k != canon[0]), key=_sort_key)
-    for a in ranked[:1]:
-        i = canon.index(a.hookpoint)
-        res[a.hookpoint] = _evaluate(basis, variants, a.hookpoint, acts[names[i]], ex, True)
+    for i, c in enumerate(canon):
+        res[c] = _evaluate(basis, variants, c, x_of[c], ex, with_variants=i == 0)
+    loaded = {k: v[0] for k, v in res.items()}
+    cur = loaded[canon[0]]
+    others = [a for k, a in loaded.items() if k != canon[0]]
+    sane = [a for a in others if a.sane]
+    pick = sorted(others, key=_sort_key)[:1] + _ranked(sane, cur)[:1]
+    for a in pick:
+        if len(res[a.hookpoint]) == 1:
+            res[a.hookpoint] = _evaluate(basis, variants, a.hookpoint, x_of[a.hookpoint], ex, True)
     return sorted((a for v in res.values() for a in v), key=_sort_key)

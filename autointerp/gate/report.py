@@ -75,12 +75,15 @@ class GateReport:
     checks: list[Check] = field(default_factory=list)
     alternatives: list[Alternative] = field(default_factory=list)
     likely: Alternative | None = None
+    runner_up: Alternative | None = None  # the next reading at another hookpoint
     cause: str = ""
     fix: str = ""
     seconds: float = 0.0
     forward_passes: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     allowed_mismatch: bool = False
+    n_search_tokens: int = 0  # tokens every alternative is compared on
+    n_hookpoints: int = 0  # hookpoints read (the current one and every other candidate)
 
     @property
     def passed(self) -> bool:
@@ -105,6 +108,7 @@ class GateReport:
         d["checks"] = [Check(**{**c, "value": _nan(c["value"])}) for c in d.get("checks", [])]
         d["alternatives"] = [_alt_from(a) for a in d.get("alternatives", [])]
         d["likely"] = _alt_from(d["likely"]) if d.get("likely") else None
+        d["runner_up"] = _alt_from(d["runner_up"]) if d.get("runner_up") else None
         return cls(**d)
 
     def error_message(self) -> str:
@@ -136,7 +140,8 @@ class GateReport:
             "PASSED" if self.passed else "FAILED: " + "; ".join(r.reason for r in self.failed)
         )
         if self.alternatives:
-            lines.append("alternatives (best first):")
+            on = f" on {self.n_search_tokens:,} tokens" if self.n_search_tokens else ""
+            lines.append(f"alternatives ({self.n_hookpoints} hookpoints read{on}; best first):")
             for a in self.alternatives[:n_alternatives]:
                 tag = "  <- current" if a.current else ""
                 hp = f"{a.hookpoint} {a.alias}".strip()
@@ -145,6 +150,11 @@ class GateReport:
                     f"{hp}, {a.variant}{tag}"
                 )
         if self.likely is not None and not self.passed:
+            a = self.likely
+            lines.append(f"best reading: {a.hookpoint} ({a.variant}), FVU {_f(a.fvu)}")
+            if self.runner_up is not None:
+                r = self.runner_up
+                lines.append(f"runner-up:    {r.hookpoint} ({r.variant}), FVU {_f(r.fvu)}")
             lines.append(f"likely cause: {self.cause}")
             lines.append(f"fix: {self.fix}")
         return "\n".join(lines)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.errors import ConfigError
-from autointerp.journal import sync_pending
+from autointerp.journal import RunLock, sync_pending
 from autointerp.results import stable_hash
 from autointerp.run.stage import Artifact, Stage, StageContext, StageReport
 from autointerp.run.store import RunStore
@@ -99,6 +99,7 @@ class Runner:
         self._redone: set[Path] = set()  # recomputed under --force in this invocation
         self._closers: list[Callable[[], Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: RunLock | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -106,11 +107,14 @@ class Runner:
         self,
         prepare: Callable[[Runner], Any] | None = None,
         finalize: Callable[[Runner], Any] | None = None,
+        after_stage: Callable[[Runner, Stage], Any] | None = None,
     ) -> dict[str, Any]:
         """Every stage under the run directory's lock; ``prepare(self)`` runs first and
         ``finalize(self)`` last, both under the lock (e.g. to write the suite and the
-        manifest). Returns the stages' values."""
-        with self.store.lock():
+        manifest); ``after_stage(self, stage)`` after each stage (it may :meth:`move_to`
+        another run directory). Returns the stages' values."""
+        self._lock = self.store.lock().acquire()
+        try:
             self.store.check_schema()
             try:
                 if prepare is not None:
@@ -120,11 +124,42 @@ class Runner:
                         self._run_stage(i, st)
                     finally:
                         sync_pending()  # journals' group commit (autointerp.journal)
+                    if after_stage is not None:
+                        after_stage(self, st)
                 if finalize is not None:
                     finalize(self)
             finally:
                 self._close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
         return self.values
+
+    def move_to(self, store: RunStore, files: Iterable[str] = ()) -> None:
+        """Go on in ``store``'s run directory: take its lock, move ``files`` (paths relative to
+        the current run directory, written by this invocation) there, let the old one go."""
+        import os
+
+        lock = store.lock().acquire()
+        try:
+            store.check_schema()
+        except Exception:
+            lock.release()
+            raise
+        old = self.store.run_dir
+        for rel in files:
+            src, dst = old / rel, store.run_dir / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+
+        def moved(p: Path) -> Path:
+            return store.run_dir / p.relative_to(old) if p.is_relative_to(old) else p
+
+        self._memo = {moved(p): v for p, v in self._memo.items()}
+        self._redone = {moved(p) for p in self._redone}
+        if self._lock is not None:
+            self._lock.release()
+        self._lock, self.store = lock, store
 
     def _run_stage(self, i: int, st: Stage) -> None:
         inputs = {d: self.values[d] for d in st.deps}

@@ -3,7 +3,9 @@
 Kinds of order 0 (SAEs) first — they set the L0 the others are top-k'd to —, the random null
 last (its densities match the others). A kind with ``save``/``load`` is kept in
 ``work/bases/<label>-<h>/`` keyed by the activations, its config, ``k``, the fit version and
-the seed (``--force bases`` refits it); SAEs keep their own cache (``work/sae/``)."""
+the seed (``--force bases`` refits it); SAEs keep their own cache (``work/sae/``). Every
+basis's ``info["stage_hash"]`` (the key of every later stage) adds the hash of its weights
+(``info["weights_hash"]``; a plugged-in checkpoint's: its files' contents)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from autointerp.bases.base import Basis
+from autointerp.bases.fingerprint import weights_hash
 from autointerp.bases.kinds import FIT_VERSION, BasisBuild, BasisKind, get_basis_kind
 from autointerp.errors import ConfigError
 from autointerp.results import stable_hash
@@ -70,11 +73,16 @@ def compute_bases(ctx: StageContext, inputs: dict[str, Any]) -> list[Basis]:
     suite = env.suite
     salt = model_salt(suite)
 
-    def salted(h: str) -> str:
-        """A basis's hash for every stage after this one (density, records, metrics): a
-        plugged-in checkpoint's own hash names its files only, so under a re-initialised model
-        the model's salt is added (nothing is shared with the trained model's runs)."""
-        return stable_hash({"basis": h, **salt}) if salt else h
+    def keyed(b: Basis, h: str) -> None:
+        """Set ``b``'s hash for every stage after this one (density, records, metrics, the
+        causal stages): its build key ``h`` and the hash of its weights (a plugged-in
+        checkpoint: of its files), so results made for other weights are never reused; under
+        a re-initialised model the model's salt is added (nothing shared with the trained
+        model's runs)."""
+        wh = b.info.get("files_hash") or weights_hash(b)
+        b.info["weights_hash"] = wh
+        b.info["stage_hash"] = stable_hash({"basis": h, "weights": wh, **salt})
+        ctx.item_hashes.append(b.info["stage_hash"])
 
     acts, width = inputs["activations"].acts, inputs["activations"].width
     split = inputs["split"]
@@ -129,11 +137,10 @@ def compute_bases(ctx: StageContext, inputs: dict[str, Any]) -> list[Basis]:
             b = ctx.cached(
                 f"bases-{bc.label}", h, lambda build=build, kind=kind: kind.build(build), art
             )
-            b.info["stage_hash"] = salted(h)
+            keyed(b, h)
         else:
             b = kind.build(build)
-            b.info["stage_hash"] = salted(b.info.get("stage_hash", b.info.get("config_hash", "")))
-            ctx.item_hashes.append(str(b.info["stage_hash"]))
+            keyed(b, str(b.info.get("stage_hash", b.info.get("config_hash", ""))))
             if b.info.get("reused") or bc.path:
                 ctx.report.cached += 1
             else:

@@ -3,7 +3,7 @@ held-out reference rows at the suite's hookpoint before anything expensive runs
 (:mod:`autointerp.gate`, ``docs/plugging-in.md``). A failure stops the run with one error
 naming the figure, the likely cause and the fix, unless the basis has ``allow_mismatch``.
 Value: ``{basis label: GateReport.to_dict()}`` (into the manifest's ``gate``); ``{}`` without
-plugged-in bases (nothing loaded). Keyed by each checkpoint's files (name, size, mtime), so a
+plugged-in bases (nothing loaded). Keyed by the contents of each checkpoint's files, so a
 fixed checkpoint is checked again."""
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ def _plugged(suite) -> list:
     return [bc for bc in suite.bases if bc.kind == "sae" and bc.path]
 
 
-def _fingerprint(path: str) -> list[tuple[str, int, int]] | str:
-    """(file, size, mtime_ns) of a local checkpoint's files; the source string otherwise."""
+def _fingerprint(path: str) -> str:
+    """Content hash of a local checkpoint's files (not its path or mtimes: a checkpoint
+    edited in place is checked again); the source string otherwise."""
+    from autointerp.bases.fingerprint import files_hash
+
     p = Path(path)
-    if not p.exists():
-        return str(path)
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files[:200]]
+    return files_hash(p) if p.exists() else str(path)
 
 
 def _member(bc, hookpoint: str) -> str:
@@ -48,7 +48,7 @@ def gate_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
         ],
         "model": s.model.model_dump(),
         "tokens": ctx.upstream.get("tokens"),
-        "v": 1,
+        "v": 1,  # the files are content-hashed now: old verdicts are not reused
     }
 
 
@@ -82,6 +82,6 @@ GATE = Stage(
     compute_gate,
     deps=("tokens", "split"),
     key=gate_key,
-    artifact=Artifact(JsonCodec(), shared=False),
+    artifact=Artifact(JsonCodec()),  # content-keyed: safe to share between runs
     doc="plugged-in checkpoints -> sanity gate on the held-out rows (stops a wrong reading)",
 )

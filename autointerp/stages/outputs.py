@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from autointerp.results import score_schema
+from autointerp.run.placement import weights_of
 from autointerp.run.stage import Stage, StageContext
 
 SIM_SCHEMA = {
@@ -166,6 +167,7 @@ def write_manifest(env: Any, runner: Any, bases: list, config_hash: str, wall: f
             {"name": b.name, "kind": b.kind, "n_features": b.n_features, "info": b.info}
             for b in bases
         ],
+        "weights": weights_of(bases),
         "work_dir": str(store.work_dir),
         "gate": runner.values.get("gate") or {},
     }
