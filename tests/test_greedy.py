@@ -85,3 +85,24 @@ def test_supported_models_only():
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
     assert not supports_greedy_batch(gpt2)
+
+
+def test_a_shared_prefix_run_once_gives_generates_answers():
+    """Prompts that start with the same tokens (a chat template's system prompt): the prefix
+    is run once and copied to every row; each answer is still ``generate``'s, across several
+    prefill chunks of the rest."""
+    from autointerp.llm.greedy import shared_prefix
+
+    model = make_tiny_model(seed=3).model
+    head = torch.randint(3, 90, (11,), generator=torch.Generator().manual_seed(5)).tolist()
+    seqs = [head + q for q in _prompts()]
+    assert shared_prefix(seqs) == 11 and shared_prefix([head + [5], head]) == 10
+    assert shared_prefix([[1, 2, 3], [4, 5, 6]]) == 0 and shared_prefix([head]) == 0
+    got = greedy_generate(model, seqs, max_new_tokens=10, ends=set(), pad_id=PAD, prefill_tokens=60)
+    assert len(_chunks(sorted(len(q) - 11 for q in seqs), 60)) >= 2
+    plain = greedy_generate(
+        model, seqs, max_new_tokens=10, ends=set(), pad_id=PAD, share_prefix=False
+    )
+    assert got == plain
+    for q, g in zip(seqs, got, strict=True):
+        assert g == _generate_alone(model, q, 10, eos=-1)
