@@ -46,10 +46,10 @@ HEADLINES = [
 STAGE_HEADLINES = ["ioi_kl_k16_lift", "ablation_kl", "output_score_lift"]
 
 QUICK = {
-    "corpus.n_tokens": 32768,
-    "records.n_features": 16,
+    "corpus.n_tokens": 16384,
+    "records.n_features": 8,
     "metrics.n_tokens": 1024,
-    "causal.ioi.n_pairs": 16,
+    "causal.ioi.n_pairs": 8,
     "causal.attribution.enabled": False,
     "causal.ablation.enabled": False,
     "causal.output.enabled": False,

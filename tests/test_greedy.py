@@ -106,3 +106,21 @@ def test_a_shared_prefix_run_once_gives_generates_answers():
     assert got == plain
     for q, g in zip(seqs, got, strict=True):
         assert g == _generate_alone(model, q, 10, eos=-1)
+
+
+def test_a_batch_over_the_cache_budget_runs_in_groups_with_the_same_answers():
+    from autointerp.llm.greedy import _kv_groups
+
+    model = make_tiny_model(seed=3).model
+    seqs = _prompts()
+    # tiny model: 4 layers x 2 kv heads x 8 dims x 2 (k, v) x 4 bytes = 512 bytes a slot
+    budget = 3 * (41 + 6) * 512  # three rows of the longest prompt
+    groups = _kv_groups(model, seqs, 6, budget)
+    assert len(groups) >= 2 and sorted(i for g in groups for i in g) == list(range(len(seqs)))
+    for g in groups:
+        longest = max(len(seqs[i]) for i in g)
+        assert len(g) == 1 or len(g) * (longest + 6) * 512 <= budget
+    assert _kv_groups(model, seqs, 6, None) == [sorted(range(7), key=lambda i: len(seqs[i]))]
+    got = greedy_generate(model, seqs, max_new_tokens=6, ends=set(), pad_id=PAD, kv_bytes=budget)
+    one = greedy_generate(model, seqs, max_new_tokens=6, ends=set(), pad_id=PAD, kv_bytes=None)
+    assert got == one

@@ -47,6 +47,9 @@ _PROCESSORS = {
 }
 PREFILL_TOKENS = 2048  # padded tokens per prefill forward pass
 MIN_SHARED = 4  # shared leading tokens worth a pass of their own
+#: key/value cache of one greedy batch at most (bytes): the default explainer's 320 prompts of
+#: up to ~160 tokens would otherwise hold ~2.9 GiB of float32 keys/values in one cache
+KV_BYTES = 1 << 30
 
 
 def supports_greedy_batch(model: Any) -> bool:
@@ -130,6 +133,29 @@ class _SlotCache:
         return kk[:, :, : self.col + 1], vv[:, :, : self.col + 1]
 
 
+def _kv_groups(
+    model: Any, seqs: list[list[int]], max_new_tokens: int, kv_bytes: int | None
+) -> list[list[int]]:
+    """Sequence indices in groups of ascending length whose key/value cache (rows x (longest
+    prompt + ``max_new_tokens``) slots, each ``2 x layers x kv_heads x head_dim`` values)
+    stays within ``kv_bytes``; one group when it fits or ``kv_bytes`` is None."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    cfg = getattr(model, "config", None)
+    if kv_bytes is None or cfg is None:
+        return [order]
+    heads = getattr(cfg, "num_attention_heads", 1)
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    per = 2 * cfg.num_hidden_layers * kv * dim * torch.finfo(model.dtype).bits // 8
+    groups: list[list[int]] = [[]]
+    for i in order:  # ascending: a group's longest prompt is its last
+        g = groups[-1]
+        if g and (len(g) + 1) * (len(seqs[i]) + max_new_tokens) * per > kv_bytes:
+            groups.append([])
+        groups[-1].append(i)
+    return groups
+
+
 def shared_prefix(seqs: list[list[int]], min_len: int = MIN_SHARED) -> int:
     """Length of the leading tokens every sequence starts with, leaving each at least one
     token of its own; 0 when shorter than ``min_len`` (or fewer than two sequences)."""
@@ -167,15 +193,31 @@ def greedy_generate(
     stop: Callable[[list[int]], bool] | None = None,
     prefill_tokens: int = PREFILL_TOKENS,
     share_prefix: bool = True,
+    kv_bytes: int | None = KV_BYTES,
 ) -> list[list[int]]:
     """Per sequence, the greedily generated tokens (see the module docstring). ``stop(new)``
     ends a row whose new tokens so far meet it (e.g. a stop string in their text).
     ``share_prefix``: the leading tokens all sequences share (a chat template's system
     prompt and the instruction's first words) are run once and their keys/values copied to
     every row; the prefill then runs the rest of each prompt (the same answers, to float
-    rounding)."""
+    rounding). ``kv_bytes``: the key/value cache holds every row at the longest prompt's
+    length plus ``max_new_tokens``; a batch whose cache would pass this many bytes is
+    generated in groups of similar prompt lengths, one after the other (each within it where
+    a row fits; None: one group)."""
     if not seqs or max_new_tokens < 1:
         return [[] for _ in seqs]
+    groups = _kv_groups(model, seqs, max_new_tokens, kv_bytes)
+    if len(groups) > 1:
+        out: list[list[int]] = [[] for _ in seqs]
+        for g in groups:
+            got = greedy_generate(
+                model, [seqs[i] for i in g], max_new_tokens=max_new_tokens, ends=ends,
+                pad_id=pad_id, stop=stop, prefill_tokens=prefill_tokens,
+                share_prefix=share_prefix, kv_bytes=None,
+            )  # fmt: skip
+            for i, o in zip(g, got, strict=True):
+                out[i] = o
+        return out
     dev, dtype = model.device, model.dtype
     neg = torch.finfo(dtype).min
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
