@@ -83,9 +83,7 @@ def bench_ablation(sm, n_features: int, n_rows: int = 64, T: int = 64) -> list[s
     old, t_old = cpu(ablation_effects_many, *args, reuse_prefix=False, **kw)
     new, t_new = cpu(ablation_effects_many, *args, reuse_prefix=True, **kw)
     dk = max(abs(a.kl - b.kl) for a, b in zip(new[basis.name], old[basis.name]) if b.kl)
-    dc = max(
-        abs(a.ce_delta - b.ce_delta) for a, b in zip(new[basis.name], old[basis.name]) if b.kl
-    )
+    dc = max(abs(a.ce_delta - b.ce_delta) for a, b in zip(new[basis.name], old[basis.name]) if b.kl)
     n_ctx = sum(e.n_contexts for e in old[basis.name])
     return [
         f"ablation ({len(feats)} features, {n_ctx} contexts, PCA top-32 on {n_rows} rows of "
