@@ -121,15 +121,57 @@ def bench_explain(n_prompts: int) -> list[str]:
     ]
 
 
+def bench_kv_memory() -> list[str]:
+    """The explainer's key/value cache for the default suite's 320 compact prompts (all five
+    bases' 64 scored features), one batch vs the groups ``KV_BYTES`` allows: arithmetic on
+    the real prompt lengths, no forward pass."""
+    from autointerp.explain import build_messages
+    from autointerp.llm.greedy import KV_BYTES, _kv_groups
+    from autointerp.model import load_tokenizer
+
+    tok = load_tokenizer("smollm2-gguf")
+
+    def rec(d: dict) -> FeatureRecord:
+        ex = [Example(**e) for e in d["explain"]]
+        return FeatureRecord(d["basis"], d["feature"], d["density"], d["max_act"], explain=ex)
+
+    seqs = []
+    for b in BASES:
+        for d in _records(b):
+            ids = tok.apply_chat_template(
+                build_messages(rec(d), "compact", 10), add_generation_prompt=True, tokenize=True
+            )
+            seqs.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    cfg = type("C", (), dict(num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                             hidden_size=576, num_hidden_layers=30))()  # fmt: skip
+    model = type("M", (), dict(config=cfg, dtype=torch.float32))()  # SmolLM2-135M's shapes
+    per = 2 * 30 * 3 * 64 * 4
+
+    def gib(group: list[int]) -> float:
+        return len(group) * (max(len(seqs[i]) for i in group) + 48) * per / 2**30
+
+    groups = _kv_groups(model, seqs, 48, KV_BYTES)
+    return [
+        f"explain key/value cache ({len(seqs)} prompts, {min(map(len, seqs))}-"
+        f"{max(map(len, seqs))} tokens, float32)",
+        f"  old: one batch              {gib(list(range(len(seqs)))):7.2f} GiB",
+        f"  new: {len(groups)} groups of "
+        + "/".join(str(len(g)) for g in groups)
+        + f" rows  {max(gib(g) for g in groups):5.2f} GiB at most",
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--features", type=int, default=48)
     ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--only", choices=["ablation", "explain"], default=None)
+    ap.add_argument("--only", choices=["ablation", "explain", "memory"], default=None)
     args = ap.parse_args()
     print(f"torch threads {torch.get_num_threads()}, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
     lines: list[str] = []
+    if args.only in (None, "memory"):
+        lines += bench_kv_memory()
     if args.only in (None, "ablation"):
         sm = load_model("smollm2-gguf", device="cpu")
         with torch.inference_mode():

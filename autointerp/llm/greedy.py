@@ -48,7 +48,7 @@ _PROCESSORS = {
 PREFILL_TOKENS = 2048  # padded tokens per prefill forward pass
 MIN_SHARED = 4  # shared leading tokens worth a pass of their own
 #: key/value cache of one greedy batch at most (bytes): the default explainer's 320 prompts of
-#: up to ~160 tokens would otherwise hold ~2.9 GiB of float32 keys/values in one cache
+#: 40-70 tokens would otherwise hold 1.6 GiB of float32 keys/values in one cache
 KV_BYTES = 1 << 30
 
 
