@@ -11,7 +11,7 @@ simulator's weights stay the same.
 
     python benchmarks/bench_seeds.py [--seeds 0 1 2] [--quick] [--out benchmarks/results/seeds.txt]
 
-``--quick`` runs a reduced suite (fewer tokens, features and pairs; no causal stages but IOI)
+``--quick`` runs a reduced suite (16k tokens, 4 features per basis, no causal stages)
 to show the script works; its numbers are not the default suite's. Each run goes to its own
 run directory under ``--results`` (default: a temporary directory) and the work dir's
 caches are shared, so a rerun resumes. Cost of the full run: three cold default runs (their
@@ -47,13 +47,13 @@ STAGE_HEADLINES = ["ioi_kl_k16_lift", "ablation_kl", "output_score_lift"]
 
 QUICK = {
     "corpus.n_tokens": 16384,
-    "records.n_features": 8,
-    "metrics.n_tokens": 1024,
-    "causal.ioi.n_pairs": 8,
+    "records.n_features": 4,
+    "metrics.n_tokens": 512,
+    "causal.ioi.enabled": False,
     "causal.attribution.enabled": False,
     "causal.ablation.enabled": False,
     "causal.output.enabled": False,
-    "scoring.n_bootstrap": 200,
+    "scoring.n_bootstrap": 100,
 }
 
 
