@@ -168,8 +168,11 @@ def main() -> None:
         cells.append(headline_cells(Path(rd)))
         print(f"seed {seed}: {times[-1]:.0f} s, {rd}", flush=True)
     what = "quick (reduced) suite" if args.quick else "default suite"
+    name = Path(args.suite).resolve()
+    name = name.relative_to(REPO) if name.is_relative_to(REPO) else name
     text = (
-        f"# between-seed spread of the {what} ({args.suite}), seeds {args.seeds}\n"
+        f"# between-seed spread of the {what} ({name}{', --quick' * args.quick}), "
+        f"seeds {args.seeds}\n"
         f"# run seconds per seed: {', '.join(f'{t:.0f}' for t in times)}\n"
         "# range/CI = (max - min over seeds) / (mean within-run 95% CI width); > 1: the seeds\n"
         "# move the number by more than one run's CI says it is known\n\n"
