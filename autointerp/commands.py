@@ -55,7 +55,7 @@ def _print_summary(rd: Path) -> None:
     from autointerp.run.runner import format_summary
 
     m = json.loads((rd / "manifest.json").read_text())
-    print(format_summary(m.get("stages") or [], m["this_invocation_s"]))
+    print(format_summary(m.get("stages") or [], m["this_invocation_s"], m.get("peak_rss_mib")))
     reused = reused_lines(m.get("stages") or [])
     if reused:
         print("reused from earlier runs (per basis):")

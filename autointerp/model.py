@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +209,30 @@ def load_model(
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return SubjectModel(model=model, tokenizer=tok, name=name, device=dev)
+
+
+_SHARED: dict[tuple[str, str, str], SubjectModel] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_model(
+    spec: str = DEFAULT_MODEL,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> SubjectModel:
+    """:func:`load_model`, once per ``(spec, device, dtype)`` per process: the subject-model
+    stages and the in-process LLM roles (explainer, simulator) that name the same weights in
+    the same dtype share one copy (the default suite on a CPU without native bf16: one
+    float32 SmolLM2 instead of two, ~0.5 GiB). The weights must stay as loaded: a model
+    edited in place (the random-model null) is loaded with :func:`load_model` instead.
+    Stages run one at a time, so the modules that passes swap in and out (hookpoint splices,
+    resumed layers) are never seen by an LLM call."""
+    dev = torch.device(device) if device is not None else default_device()
+    key = (spec, str(dev), str(dtype))
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = load_model(spec, device=dev, dtype=dtype)
+        return _SHARED[key]
 
 
 def load_tokenizer(spec: str = DEFAULT_MODEL):

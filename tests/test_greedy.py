@@ -85,3 +85,42 @@ def test_supported_models_only():
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
     assert not supports_greedy_batch(gpt2)
+
+
+def test_a_shared_prefix_run_once_gives_generates_answers():
+    """Prompts that start with the same tokens (a chat template's system prompt): the prefix
+    is run once and copied to every row; each answer is still ``generate``'s, across several
+    prefill chunks of the rest."""
+    from autointerp.llm.greedy import shared_prefix
+
+    model = make_tiny_model(seed=3).model
+    head = torch.randint(3, 90, (11,), generator=torch.Generator().manual_seed(5)).tolist()
+    seqs = [head + q for q in _prompts()]
+    assert shared_prefix(seqs) == 11 and shared_prefix([head + [5], head]) == 10
+    assert shared_prefix([[1, 2, 3], [4, 5, 6]]) == 0 and shared_prefix([head]) == 0
+    got = greedy_generate(model, seqs, max_new_tokens=10, ends=set(), pad_id=PAD, prefill_tokens=60)
+    assert len(_chunks(sorted(len(q) - 11 for q in seqs), 60)) >= 2
+    plain = greedy_generate(
+        model, seqs, max_new_tokens=10, ends=set(), pad_id=PAD, share_prefix=False
+    )
+    assert got == plain
+    for q, g in zip(seqs, got, strict=True):
+        assert g == _generate_alone(model, q, 10, eos=-1)
+
+
+def test_a_batch_over_the_cache_budget_runs_in_groups_with_the_same_answers():
+    from autointerp.llm.greedy import _kv_groups
+
+    model = make_tiny_model(seed=3).model
+    seqs = _prompts()
+    # tiny model: 4 layers x 2 kv heads x 8 dims x 2 (k, v) x 4 bytes = 512 bytes a slot
+    budget = 3 * (41 + 6) * 512  # three rows of the longest prompt
+    groups = _kv_groups(model, seqs, 6, budget)
+    assert len(groups) >= 2 and sorted(i for g in groups for i in g) == list(range(len(seqs)))
+    for g in groups:
+        longest = max(len(seqs[i]) for i in g)
+        assert len(g) == 1 or len(g) * (longest + 6) * 512 <= budget
+    assert _kv_groups(model, seqs, 6, None) == [sorted(range(7), key=lambda i: len(seqs[i]))]
+    got = greedy_generate(model, seqs, max_new_tokens=6, ends=set(), pad_id=PAD, kv_bytes=budget)
+    one = greedy_generate(model, seqs, max_new_tokens=6, ends=set(), pad_id=PAD, kv_bytes=None)
+    assert got == one

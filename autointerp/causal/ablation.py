@@ -107,14 +107,28 @@ def top_contexts(
 def ablated(basis: Basis, x: torch.Tensor, feature: torch.Tensor, keep: torch.Tensor):
     """``x [B, T, w]`` with feature ``feature[b]`` of row ``b`` removed at every position not in
     ``keep [B, T]``, the error term kept: ``x - (decode(c) - decode(c with c_i = 0))``."""
+    return ablated_from(basis, x, feature, keep)[0]
+
+
+@torch.no_grad()
+def ablated_from(
+    basis: Basis, x: torch.Tensor, feature: torch.Tensor, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`ablated`'s rows, each row's first edited column): the removal changes only the
+    positions where the feature's code is not 0 (elsewhere ``c`` and ``c with c_i = 0`` are
+    the same codes, whose decodings cancel), so those keep ``x`` as it is; a row with no such
+    position reports ``T``."""
     B, T, w = x.shape
     flat = x.reshape(B * T, w).to(basis.device, torch.float32)
     c = basis.encode(flat)
     c0 = c.clone()
     rows = torch.arange(B * T, device=c.device)
-    c0[rows, feature.to(c.device).repeat_interleave(T)] = 0.0
+    col = feature.to(c.device).repeat_interleave(T)
+    edit = (c[rows, col] != 0).reshape(B, T).to(x.device) & ~keep.to(x.device)
+    c0[rows, col] = 0.0
     delta = (basis.decode(c) - basis.decode(c0)).reshape(B, T, w).to(x.device, x.dtype)
-    return torch.where(keep.unsqueeze(-1).to(x.device), x, x - delta)
+    first = torch.where(edit.any(1), edit.float().argmax(1), torch.full((B,), T, device=x.device))
+    return torch.where(edit.unsqueeze(-1), x - delta, x), first.long()
 
 
 @torch.no_grad()
@@ -145,14 +159,22 @@ def ablation_effects_many(
     n_positions: int = 4,
     n_logit_tokens: int = 5,
     batch_size: int = 32,
+    reuse_prefix: bool = True,
 ) -> dict[str, list[AblationEffect]]:
     """The ablation effect of every feature in each basis's records (module docstring). ``ids
     [n_rows, T]`` token rows, ``acts [n_rows, T, w]`` their activations at the hookpoint,
     ``exclude [n_rows, T]`` positions kept as they are (BOS / special).
 
     Contexts are grouped by corpus row: the original run of a row is done once for every
-    feature of every basis measured on it, in the same batched pass as their ablated runs
-    (about ``batch_size`` ablated rows per pass)."""
+    feature of every basis measured on it, and their ablated runs (about ``batch_size`` per
+    pass) start at each one's first edited position on the original run's keys/values of the
+    positions before (``reuse_prefix``; :class:`~autointerp.causal.hook_forward.PrefixForward`,
+    where the model's layout allows), else both run in full in one batched pass."""
+    from autointerp.causal.hook_forward import PrefixForward
+
+    pf = PrefixForward(fwd) if reuse_prefix else None
+    if pf is not None and not pf.available:
+        pf = None
     per_feat = {
         (name, r.feature): top_contexts(r, n_contexts, n_positions, exclude)
         for name, (_, recs) in bases.items()
@@ -170,7 +192,7 @@ def ablation_effects_many(
         chunk.append(q)
         n_jobs += len(by_row[q])
         if n_jobs >= batch_size or i == len(order) - 1:
-            _run_chunk(fwd, bases, by_row, chunk, ids, acts, exclude, sums)
+            _run_chunk(fwd, pf, bases, by_row, chunk, ids, acts, exclude, sums)
             chunk, n_jobs = [], 0
     tokenizer = fwd.sm.tokenizer
     out: dict[str, list[AblationEffect]] = {}
@@ -201,9 +223,10 @@ def ablation_effects_many(
     return out
 
 
-def _run_chunk(fwd, bases, by_row, rows, ids, acts, exclude, sums) -> None:
-    """One pass: the original run of each row in ``rows`` and the ablated run of every context
-    measured on them; adds each context's KL, CE change and dlogp to ``sums``."""
+def _run_chunk(fwd, pf, bases, by_row, rows, ids, acts, exclude, sums) -> None:
+    """The original run of each row in ``rows`` and the ablated run of every context measured
+    on them (``pf``: from the first edited position on the original's keys/values, else one
+    full batched pass); adds each context's KL, CE change and dlogp to ``sums``."""
     jobs = [(name, c) for q in rows for name, c in by_row[q]]
     L = max(c.pos[-1] for _, c in jobs) + 1
     seqs = np.asarray(rows)
@@ -219,17 +242,28 @@ def _run_chunk(fwd, bases, by_row, rows, ids, acts, exclude, sums) -> None:
     pos1 = torch.tensor([list(c.pos) + [c.pos[-1]] * (P1 - len(c.pos)) for _, c in jobs])
     jr = torch.tensor([ri[c.seq] for _, c in jobs])
     xa = torch.empty(len(jobs), L, x.shape[-1])
+    first = torch.full((len(jobs),), L, dtype=torch.long)
     for name, (basis, _) in bases.items():  # each basis ablates its own contexts
         js = [j for j, (n, _) in enumerate(jobs) if n == name]
         if js:
             feat = torch.tensor([jobs[j][1].feature for j in js])
-            xa[js] = ablated(basis, x[jr[js]], feat, keep[jr[js]])
+            xa[js], first[js] = ablated_from(basis, x[jr[js]], feat, keep[jr[js]])
     tok = full[:, :L]
-    lp0_rows, lp1 = _two_passes(fwd, tok, x, pos0, tok[jr], xa, pos1)
     idx = torch.tensor(  # where each context's positions sit among its row's
         [[upos[ri[c.seq]].index(t) for t in pos1[j].tolist()] for j, (_, c) in enumerate(jobs)]
     )
-    lp0 = lp0_rows[jr.to(lp0_rows.device)[:, None], idx.to(lp0_rows.device)]  # [J, P1, V]
+    if pf is None:
+        lp0_rows, lp1 = _two_passes(fwd, tok, x, pos0, tok[jr], xa, pos1)
+        lp0 = lp0_rows[jr.to(lp0_rows.device)[:, None], idx.to(lp0_rows.device)]  # [J, P1, V]
+    else:  # each ablated run starts at its first edit (or first measured position)
+        live = first <= pos1.max(1).values  # others change no measured position
+        start = torch.minimum(first, pos1[:, 0])[live]
+        lp0_rows, lp1_live = pf.run(tok, x, pos0, jr[live], start, xa[live], pos1[live])
+        lp0 = lp0_rows[jr.to(lp0_rows.device)[:, None], idx.to(lp0_rows.device)]
+        lp1 = lp0.clone()
+        lp1[live.to(lp1.device)] = lp1_live
+        same = (pos1 < first[:, None]).to(lp1.device)  # before the first edit: the original
+        lp1[same] = lp0[same]
     valid = torch.tensor([[k < len(c.pos) for k in range(P1)] for _, c in jobs])
     kl = (lp0.exp() * (lp0 - lp1)).sum(-1).cpu()
     y = full[jr].gather(1, pos1 + 1).to(lp1.device)  # the actual next tokens

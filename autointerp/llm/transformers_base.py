@@ -50,10 +50,10 @@ def load_lm(spec: str, device: torch.device, dtype: str) -> tuple[Any, threading
     key = (spec, str(device), dtype)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            from autointerp.model import load_model
+            from autointerp.model import shared_model
 
-            try:
-                sm = load_model(spec, device=device, dtype=_DTYPES[dtype])
+            try:  # the subject model's copy when it is the same weights in the same dtype
+                sm = shared_model(spec, device=device, dtype=_DTYPES[dtype])
             except AutointerpError as e:
                 raise FatalLLMError(str(e)) from e
             _contiguous_head_input(sm.model)

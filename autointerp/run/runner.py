@@ -28,6 +28,7 @@ from typing import Any
 from autointerp.errors import ConfigError
 from autointerp.journal import RunLock, sync_pending
 from autointerp.results import stable_hash
+from autointerp.run.memory import peak_rss_mib
 from autointerp.run.stage import Artifact, Stage, StageContext, StageReport
 from autointerp.run.store import RunStore
 
@@ -62,12 +63,25 @@ def order_stages(stages: Iterable[Stage]) -> list[Stage]:
     return out
 
 
-def format_summary(rows: list[dict[str, Any]], total: float) -> str:
-    """The per-stage time summary: stage, seconds, what happened (computed / cached / ...)."""
+def format_summary(
+    rows: list[dict[str, Any]], total: float, peak: dict[str, Any] | None = None
+) -> str:
+    """The per-stage time summary: stage, seconds, the process's peak resident memory after
+    it (MiB, a high-water mark), what happened (computed / cached / ...); the total line
+    ends with the run's peak memory (``peak``: :func:`~autointerp.run.memory.peak_rss_mib`)."""
     w = max([len("stage"), *(len(r["stage"]) for r in rows)]) + 2
-    lines = ["stage times (this invocation):", f"  {'stage':<{w}}{'seconds':>8}  status"]
-    lines += [f"  {r['stage']:<{w}}{r['seconds']:>8.1f}  {r['status']}" for r in rows]
-    lines.append(f"  {'total':<{w}}{total:>8.1f}")
+    lines = [
+        "stage times (this invocation):",
+        f"  {'stage':<{w}}{'seconds':>8}{'peak MiB':>10}  status",
+    ]
+    for r in rows:
+        mem = r.get("peak_rss_mib")
+        cell = f"{mem:>10.0f}" if mem is not None else f"{'':>10}"
+        lines.append(f"  {r['stage']:<{w}}{r['seconds']:>8.1f}{cell}  {r['status']}")
+    tail = f"  {'total':<{w}}{total:>8.1f}"
+    if peak and peak.get("self") is not None:
+        tail += f"  peak RSS {peak['self']:.0f} MiB (children {peak.get('children') or 0:.0f} MiB)"
+    lines.append(tail)
     return "\n".join(lines)
 
 
@@ -183,6 +197,7 @@ class Runner:
             value = self._call(st.compute, ctx, inputs)
             report.ran = True
         report.seconds = time.perf_counter() - t0
+        report.peak_rss_mib = peak_rss_mib()["self"]
         self.values[st.name] = value
         if ctx.hash is not None:
             self.hashes[st.name] = ctx.hash

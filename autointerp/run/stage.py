@@ -165,6 +165,7 @@ class StageReport:
     reused: int = 0  # found in the shared stage cache, written by another run
     ran: bool = False  # computed without a cache (glue, outputs)
     reused_items: list[str] = field(default_factory=list)  # items' names, when reused
+    peak_rss_mib: float | None = None  # the process's resident high-water mark after the stage
 
     @property
     def status(self) -> str:
@@ -195,6 +196,7 @@ class StageReport:
             "cached": self.cached,
             "reused": self.reused,
             **({"reused_items": list(self.reused_items)} if self.reused_items else {}),
+            **({"peak_rss_mib": self.peak_rss_mib} if self.peak_rss_mib is not None else {}),
         }
 
 

@@ -124,15 +124,17 @@ class SuiteEnv:
         if self._sm is None:
             import torch
 
-            from autointerp.model import load_model
+            from autointerp.model import load_model, shared_model
 
             t = time.perf_counter()
             dtype = getattr(torch, self.suite.model.dtype)
-            sm = load_model(self.suite.model.name, device=self.device, dtype=dtype)
             if self.suite.model.reinit is not None:  # in memory only; the cache stays trained
                 from autointerp.reinit import reinit_model
 
+                sm = load_model(self.suite.model.name, device=self.device, dtype=dtype)
                 reinit_model(sm.model, self.suite.model.reinit.seed)
+            else:  # one copy shared with in-process LLM roles that name the same weights
+                sm = shared_model(self.suite.model.name, device=self.device, dtype=dtype)
             self._sm = sm
             self.timings["model_load"] = time.perf_counter() - t
         return self._sm

@@ -126,6 +126,7 @@ def write_manifest(env: Any, runner: Any, bases: list, config_hash: str, wall: f
 
     from autointerp import __version__
     from autointerp.llm.accounting import CallRecord, Ledger
+    from autointerp.run.memory import peak_rss_mib
 
     store = env.store
     suite = env.suite
@@ -161,6 +162,8 @@ def write_manifest(env: Any, runner: Any, bases: list, config_hash: str, wall: f
         # counts both parts; a pure rerun adds nothing)
         "wall_time_s": prev.get("wall_time_s", 0.0) + (wall if runner.computed_anything() else 0.0),
         "this_invocation_s": wall,
+        # this invocation's high-water marks (MiB); a resumed run shows only its own part
+        "peak_rss_mib": peak_rss_mib(),
         "stages": rows,
         "llm_usage": ledger.totals(),
         "bases": [
