@@ -31,6 +31,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         retry_failed=args.retry_failed,
         max_cost=args.max_cost,
+        executor=args.executor,
+        address=args.address,
     )
     _print_summary(rd)
     return 0
@@ -187,6 +189,18 @@ def register(sub: Any) -> None:
         metavar="STAGE",
         help="redo a stage: tokens, activations, bases, metrics, records, explain, score, "
         "report, or a plug-in stage's name",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default=None,
+        help="where a sweep's members run: local (here, in order; the default) or ray "
+        "(Ray tasks; needs pip install 'autointerp[ray]'); default: the suite's [run] executor",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="a running Ray cluster to use with --executor ray (e.g. auto, host:6379)",
     )
     _common(p)
     p.set_defaults(func=_cmd_run)

@@ -13,6 +13,7 @@ recomputes, and a rerun of a finished suite makes zero LLM calls.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from autointerp.run.store import RunStore
 from autointerp.stages import FORCE_NAMES, suite_stages
 from autointerp.stages.env import SuiteEnv, llm_cache_path, protocol_of, suite_store
 from autointerp.stages.tokens import held_out_rows
+
+log = logging.getLogger(__name__)
 
 STAGES = FORCE_NAMES  # the --force names of the built-in stages
 
@@ -127,13 +130,30 @@ class SuiteRun:
         return self.runner.summary() if self.runner else []
 
 
-def run_suite(suite: Suite | str | Path, **kwargs: Any) -> Path:
+def run_suite(
+    suite: Suite | str | Path,
+    *,
+    executor: str | None = None,
+    address: str | None = None,
+    **kwargs: Any,
+) -> Path:
     """Run a suite (a ``Suite`` or a TOML path); returns the run directory (a sweep's root
-    when the suite names several hookpoints)."""
+    when the suite names several hookpoints). ``executor`` (default: the suite's ``[run]``,
+    else ``local``) runs a sweep's members here or as Ray tasks on ``address``
+    (:mod:`autointerp.run.executor`)."""
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
-    if suite.model.hookpoints is not None:
-        from autointerp.sweep.run import SweepRun
+    executor = executor or suite.run.executor
+    address = address or suite.run.address
+    if suite.model.hookpoints is None:
+        if executor != "local":
+            log.info("a single-hookpoint suite is one unit: it runs in this process")
+        return SuiteRun(suite, **kwargs).run()
+    from autointerp.run.executor import make_executor
+    from autointerp.sweep.run import SweepRun
 
-        return SweepRun(suite, member_run=SuiteRun, **kwargs).run()
-    return SuiteRun(suite, **kwargs).run()
+    ex = make_executor(executor, address)
+    try:
+        return SweepRun(suite, member_run=SuiteRun, executor=ex, **kwargs).run()
+    finally:
+        ex.close()

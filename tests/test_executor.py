@@ -1,0 +1,167 @@
+"""Executors (autointerp.run.executor): the local one, failures named by member and stage,
+the missing extra, and a tiny sweep under a local Ray cluster giving the local numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from autointerp.config import suite_from_dict
+from autointerp.errors import ConfigError
+from autointerp.run.executor import Executor, JobFailed, Task, TaskFailed, make_executor
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+
+
+def _boom(label: str) -> None:
+    raise TaskFailed(label, "explain", "the LLM server went away")
+
+
+def test_local_executor_waits_for_every_task_and_keeps_failures():
+    ex = make_executor("local")
+    assert not ex.parallel and ex.name == "local"
+    out = ex.run_all([Task("a", sum, ([1, 2],)), Task("b", _boom, ("b",)), Task("c", len, ("xyz",))])
+    assert out["a"] == 3 and out["c"] == 3  # the task after the failure still ran
+    assert isinstance(out["b"], TaskFailed) and out["b"].stage == "explain"
+    err = JobFailed([out["b"]], 3)
+    assert "1 of 3 tasks failed" in str(err) and "b: failed in stage explain" in str(err)
+    assert "rerun to resume" in str(err)
+
+
+def test_executor_options_are_checked():
+    with pytest.raises(ConfigError, match="unknown; use one of local, ray"):
+        make_executor("dask")
+    with pytest.raises(ConfigError, match="--address is for --executor ray"):
+        make_executor("local", address="auto")
+    s = suite_from_dict({"run": {"executor": "ray", "gpus_per_task": 1}})
+    assert s.run.executor == "ray" and s.run.gpus_per_task == 1.0
+    assert "run" not in s.model_dump()  # how a job runs never changes its config hash
+    with pytest.raises(ConfigError, match="run.executor"):
+        suite_from_dict({"run": {"executor": "slurm"}})
+
+
+def test_missing_extra_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra sees
+    with pytest.raises(ConfigError, match=r"pip install 'autointerp\[ray\]'"):
+        make_executor("ray")
+
+
+def test_member_failure_names_member_and_stage(tmp_path, monkeypatch):
+    """A member whose corpus file is missing fails in its ``tokens`` stage, for good (bad input
+    is not retried), and the failure says so."""
+    from autointerp.pipeline import SuiteRun
+    from autointerp.sweep.run import run_member
+
+    monkeypatch.setenv("AUTOINTERP_CACHE_DIR", str(tmp_path / "cache"))
+    s = suite_from_dict({"corpus": {"source": str(tmp_path / "missing.txt")}})
+    kw = {"run_dir": tmp_path / "m", "work_dir": tmp_path / "w", "progress": False}
+    with pytest.raises(TaskFailed) as e:
+        run_member("member:x", SuiteRun, s, kw)
+    assert e.value.label == "member:x" and e.value.stage == "tokens"
+    assert not e.value.retriable and "missing.txt" in e.value.message
+
+
+# --------------------------------------------------------------------------- under Ray
+
+SKIP = ["manifest.json", "sweep.json", ".lock", "leaderboard.html"]  # timings, paths
+
+
+def _files(root: Path) -> dict[str, Path]:
+    return {
+        str(p.relative_to(root)): p
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in SKIP and not p.name.startswith(".")
+    }
+
+
+def _same_json(a, b, where: str) -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for k in a:
+            if k not in ("seconds", "elapsed_s", "timings", "latency_s", "created"):
+                _same_json(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same_json(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6, nan_ok=True), where
+    else:
+        assert a == b, where
+
+
+def assert_same_results(r1: Path, r2: Path) -> None:
+    """Every stage file and leaderboard of two runs: the same names and the same numbers
+    (floats to 1e-5: the two processes may use different thread counts)."""
+    f1, f2 = _files(r1), _files(r2)
+    assert sorted(f1) == sorted(f2)
+    for name, p in f1.items():
+        q = f2[name]
+        if p.suffix == ".json":
+            _same_json(json.loads(p.read_text()), json.loads(q.read_text()), name)
+        elif p.suffix == ".jsonl":
+            a = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+            b = [json.loads(x) for x in q.read_text().splitlines() if x.strip()]
+            _same_json(a, b, name)
+        elif p.suffix == ".npy":
+            np.testing.assert_allclose(np.load(p), np.load(q), rtol=1e-5, atol=1e-6)
+        elif p.suffix in (".parquet", ".csv"):
+            read = pl.read_parquet if p.suffix == ".parquet" else pl.read_csv
+            a, b = read(p), read(q)
+            assert a.columns == b.columns and a.height == b.height, name
+            for c in a.columns:
+                _same_json(a[c].to_list(), b[c].to_list(), f"{name}:{c}")
+        elif p.suffix in (".md", ".hash", ".txt"):
+            assert p.read_text() == q.read_text(), name
+
+
+@pytest.fixture
+def local_ray():
+    if not HAVE_RAY:
+        pytest.skip("ray is not installed (pip install 'autointerp[ray]')")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_tiny_sweep_under_ray_equals_local(tmp_path, monkeypatch, local_ray):
+    from test_sweep import _tiny_dict
+
+    from autointerp.pipeline import run_suite
+
+    d = _tiny_dict(tmp_path)
+    roots = {}
+    for ex in ("local", "ray"):
+        monkeypatch.setenv("AUTOINTERP_CACHE_DIR", str(tmp_path / f"cache-{ex}"))
+        rd = run_suite(
+            suite_from_dict(d),
+            results_root=tmp_path / f"res-{ex}",
+            run_name="r",
+            progress=False,
+            executor=ex,
+        )
+        roots[ex] = rd
+    sweep = json.loads((roots["ray"] / "sweep.json").read_text())
+    status = {r["stage"]: r["status"] for r in sweep["stages"]}
+    assert all(status[f"member:{h}"] == "computed" for h in d["model"]["hookpoints"]), status
+    assert set(sweep["member_stages"]) == set(d["model"]["hookpoints"])
+    assert_same_results(roots["local"], roots["ray"])
+    assert (roots["ray"] / "leaderboard.csv").is_file()
+    assert local_ray.is_initialized()  # the executor leaves a cluster it did not start
+
+    # a rerun under Ray computes nothing and changes nothing
+    run_suite(suite_from_dict(d), results_root=tmp_path / "res-ray", run_name="r",
+              progress=False, executor="ray")  # fmt: skip
+    again = json.loads((roots["ray"] / "sweep.json").read_text())
+    status = {r["stage"]: r["status"] for r in again["stages"]}
+    assert all(status[f"member:{h}"] == "cached" for h in d["model"]["hookpoints"]), status
+    assert_same_results(roots["local"], roots["ray"])
