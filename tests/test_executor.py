@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from autointerp.config import suite_from_dict
 from autointerp.errors import ConfigError
-from autointerp.run.executor import Executor, JobFailed, Task, TaskFailed, make_executor
+from autointerp.run.executor import JobFailed, Task, TaskFailed, make_executor
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 
@@ -26,7 +27,9 @@ def _boom(label: str) -> None:
 def test_local_executor_waits_for_every_task_and_keeps_failures():
     ex = make_executor("local")
     assert not ex.parallel and ex.name == "local"
-    out = ex.run_all([Task("a", sum, ([1, 2],)), Task("b", _boom, ("b",)), Task("c", len, ("xyz",))])
+    out = ex.run_all(
+        [Task("a", sum, ([1, 2],)), Task("b", _boom, ("b",)), Task("c", len, ("xyz",))]
+    )
     assert out["a"] == 3 and out["c"] == 3  # the task after the failure still ran
     assert isinstance(out["b"], TaskFailed) and out["b"].stage == "explain"
     err = JobFailed([out["b"]], 3)
@@ -70,6 +73,15 @@ def test_member_failure_names_member_and_stage(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- under Ray
 
 SKIP = ["manifest.json", "sweep.json", ".lock", "leaderboard.html"]  # timings, paths
+#: what differs between two runs of the same job: clocks and ids; and LLM usage, since which
+#: member pays for a prompt that two members share (the LLM cache is shared) and which hits
+#: the cache depends on the order the members ran in
+CLOCKS = {"seconds", "latency_s", "timings", "wall_time_s", "datetime_epoch_millis", "eval_id"}
+USAGE = {"cache_hit", "prompt_tokens", "cached_tokens", "completion_tokens", "cost_usd"}
+USAGE_MD = {"wall s", "prompt tok", "compl tok", "cost $"}
+#: floats: the in-process LLM's logprobs depend at ~1e-6 on which prompts share a batch
+REL, ABS = 1e-4, 1e-5
+NUM = re.compile(r"-?\d+\.?\d*(?:e-?\d+)?")
 
 
 def _files(root: Path) -> dict[str, Path]:
@@ -84,16 +96,51 @@ def _same_json(a, b, where: str) -> None:
     if isinstance(a, dict):
         assert isinstance(b, dict) and set(a) == set(b), where
         for k in a:
-            if k not in ("seconds", "elapsed_s", "timings", "latency_s", "created"):
+            if k not in CLOCKS | USAGE:
                 _same_json(a[k], b[k], f"{where}.{k}")
     elif isinstance(a, list):
         assert isinstance(b, list) and len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _same_json(x, y, f"{where}[{i}]")
+    elif isinstance(a, str) and isinstance(b, str) and a[:1] in "{[" and a != b:
+        _same_json(json.loads(a), json.loads(b), where)  # a JSON column (scores' extra)
     elif isinstance(a, float) and isinstance(b, float):
-        assert a == pytest.approx(b, rel=1e-5, abs=1e-6, nan_ok=True), where
+        assert a == pytest.approx(b, rel=REL, abs=ABS, nan_ok=True), where
     else:
         assert a == b, where
+
+
+def _rows(p: Path) -> list[dict]:
+    from autointerp.journal import Journal
+
+    if p.parent.name == "stages":  # checksummed journals
+        raw = Journal(p).read()
+    else:  # records/<basis>.jsonl: plain JSON lines
+        raw = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    drop = CLOCKS | USAGE | ({"kind"} if p.name == "llm_calls.jsonl" else set())  # kind: hit
+    rows = [{k: v for k, v in r.items() if k not in drop} for r in raw]
+    return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
+
+
+def _table(p: Path) -> list[list[str]]:
+    """A markdown page's lines split on ``|``, the LLM usage and wall-time columns blanked."""
+    out, drop = [], []
+    for line in p.read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if USAGE_MD & set(cells):
+            drop = [i for i, c in enumerate(cells) if c in USAGE_MD]
+        elif line.startswith("|"):
+            cells = ["" if i in drop else c for i, c in enumerate(cells)]
+        out.append(cells)
+    return out
+
+
+def _same_cell(a: str, b: str, where: str) -> None:
+    """The same text, and numbers equal to one unit of the last digit shown."""
+    assert NUM.sub("#", a) == NUM.sub("#", b), (where, a, b)
+    for x, y in zip(NUM.findall(a), NUM.findall(b), strict=True):
+        digits = len(x.split(".")[1]) if "." in x and "e" not in x else 6
+        assert abs(float(x) - float(y)) <= 10.0**-digits + ABS, (where, a, b)
 
 
 def assert_same_results(r1: Path, r2: Path) -> None:
@@ -105,19 +152,24 @@ def assert_same_results(r1: Path, r2: Path) -> None:
         q = f2[name]
         if p.suffix == ".json":
             _same_json(json.loads(p.read_text()), json.loads(q.read_text()), name)
-        elif p.suffix == ".jsonl":
-            a = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
-            b = [json.loads(x) for x in q.read_text().splitlines() if x.strip()]
-            _same_json(a, b, name)
+        elif p.suffix == ".jsonl":  # journals: the same rows, maybe appended in another order
+            _same_json(_rows(p), _rows(q), name)
         elif p.suffix == ".npy":
-            np.testing.assert_allclose(np.load(p), np.load(q), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(np.load(p), np.load(q), rtol=REL, atol=ABS)
         elif p.suffix in (".parquet", ".csv"):
             read = pl.read_parquet if p.suffix == ".parquet" else pl.read_csv
             a, b = read(p), read(q)
             assert a.columns == b.columns and a.height == b.height, name
-            for c in a.columns:
+            for c in set(a.columns) - CLOCKS - USAGE:
                 _same_json(a[c].to_list(), b[c].to_list(), f"{name}:{c}")
-        elif p.suffix in (".md", ".hash", ".txt"):
+        elif p.suffix == ".md":
+            ta, tb = _table(p), _table(q)
+            assert len(ta) == len(tb), name
+            for la, lb in zip(ta, tb, strict=True):
+                assert len(la) == len(lb), name
+                for ca, cb in zip(la, lb, strict=True):
+                    _same_cell(ca, cb, name)
+        elif p.suffix in (".hash", ".txt"):
             assert p.read_text() == q.read_text(), name
 
 
