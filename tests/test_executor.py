@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,6 +48,16 @@ def test_executor_options_are_checked():
     assert "run" not in s.model_dump()  # how a job runs never changes its config hash
     with pytest.raises(ConfigError, match="run.executor"):
         suite_from_dict({"run": {"executor": "slurm"}})
+
+
+def test_local_path_never_imports_ray():
+    code = (
+        "import sys; from autointerp.pipeline import run_suite; import autointerp.sweep.run; "
+        "from autointerp.run.executor import make_executor; make_executor('local').close(); "
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_missing_extra_names_the_install_command(monkeypatch):
@@ -159,7 +170,8 @@ def assert_same_results(r1: Path, r2: Path) -> None:
         elif p.suffix in (".parquet", ".csv"):
             read = pl.read_parquet if p.suffix == ".parquet" else pl.read_csv
             a, b = read(p), read(q)
-            assert a.columns == b.columns and a.height == b.height, name
+            # the same columns (metrics.parquet's order varies with the process's hash seed)
+            assert set(a.columns) == set(b.columns) and a.height == b.height, name
             for c in set(a.columns) - CLOCKS - USAGE:
                 _same_json(a[c].to_list(), b[c].to_list(), f"{name}:{c}")
         elif p.suffix == ".md":
@@ -217,3 +229,65 @@ def test_tiny_sweep_under_ray_equals_local(tmp_path, monkeypatch, local_ray):
     status = {r["stage"]: r["status"] for r in again["stages"]}
     assert all(status[f"member:{h}"] == "cached" for h in d["model"]["hookpoints"]), status
     assert_same_results(roots["local"], roots["ray"])
+
+
+def _kill_member_when_busy(member_dir: Path, killed: list[int], stop) -> None:
+    """SIGKILL the Ray worker running ``member_dir``'s member once it has written a few stage
+    files (mid-run); its process title is ``ray::member:<hookpoint>``."""
+    import psutil
+
+    tag = f"ray::member:{member_dir.name}"
+    while not stop.is_set() and not killed:
+        st = member_dir / "stages"
+        if st.is_dir() and len(list(st.iterdir())) >= 3:
+            for p in psutil.process_iter(["cmdline"]):
+                if any(tag in c for c in p.info["cmdline"] or ()):
+                    p.kill()
+                    killed.append(p.pid)
+        stop.wait(0.02)
+
+
+@pytest.mark.slow
+def test_killed_worker_fails_its_member_only_and_a_rerun_matches_local(
+    tmp_path, monkeypatch, local_ray
+):
+    import threading
+
+    from test_sweep import _tiny_dict
+
+    from autointerp.pipeline import SuiteRun, run_suite
+    from autointerp.run.ray_executor import RayExecutor
+    from autointerp.sweep.run import SweepRun
+
+    d = _tiny_dict(tmp_path)
+    hooks = d["model"]["hookpoints"]
+    monkeypatch.setenv("AUTOINTERP_CACHE_DIR", str(tmp_path / "cache-local"))
+    ref = run_suite(suite_from_dict(d), results_root=tmp_path / "res-local", run_name="r",
+                    progress=False)  # fmt: skip
+    monkeypatch.setenv("AUTOINTERP_CACHE_DIR", str(tmp_path / "cache-ray"))
+    root = tmp_path / "res-ray" / d["name"] / "r"
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_member_when_busy, args=(root / hooks[1], killed, stop))
+    killer.start()
+    ex = RayExecutor(max_retries=0)  # no retry: the member fails for good
+    try:
+        run = SweepRun(suite_from_dict(d), member_run=SuiteRun, results_root=tmp_path / "res-ray",
+                       run_name="r", progress=False, executor=ex)  # fmt: skip
+        with pytest.raises(JobFailed) as e:
+            run.run()
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "the member's worker was never seen running"
+    msg = str(e.value)
+    assert "1 of 2 tasks failed" in msg and f"member:{hooks[1]}: failed" in msg, msg
+    assert (root / hooks[0] / "manifest.json").is_file()  # the other member finished, kept
+    assert not (root / hooks[1] / "manifest.json").exists()
+    # the rerun (retries on) runs the killed member again from what it had written
+    run_suite(suite_from_dict(d), results_root=tmp_path / "res-ray", run_name="r",
+              progress=False, executor="ray")  # fmt: skip
+    sweep = json.loads((root / "sweep.json").read_text())
+    status = {r["stage"]: r["status"] for r in sweep["stages"]}
+    assert status[f"member:{hooks[0]}"] == "cached" and status[f"member:{hooks[1]}"] == "computed"
+    assert_same_results(ref, root)

@@ -40,7 +40,8 @@ class TaskFailed(RuntimeError):
 
     def __init__(self, label: str, stage: str | None, message: str, retriable: bool = True):
         self.label, self.stage, self.message, self.retriable = label, stage, message, retriable
-        super().__init__(f"{label}: failed in stage {stage or '(start)'}: {message}")
+        where = f" in stage {stage}" if stage else " (stage unknown: its worker was lost)"
+        super().__init__(f"{label}: failed{where}: {message}")
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes and nodes
         return (TaskFailed, (self.label, self.stage, self.message, self.retriable))
