@@ -1,8 +1,8 @@
-"""The ``ray`` executor: each :class:`~autointerp.run.executor.Task` is a Ray task.
+"""The ``ray`` executor: each :class:`~autointerp.run.tasks.Task` is a Ray task.
 
 Imported only when ``--executor ray`` (or ``[run] executor = "ray"``) is asked for. Ray is an
 optional extra (``pip install 'autointerp[ray]'``). Tasks that raise a retriable
-:class:`~autointerp.run.executor.TaskFailed`, and tasks whose worker died, are retried by Ray
+:class:`~autointerp.run.tasks.TaskFailed`, and tasks whose worker died, are retried by Ray
 (``max_retries``); a retry resumes from what the run store already holds. Bad input (an
 :class:`~autointerp.errors.AutointerpError`) fails its task at once, without retries."""
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.errors import ConfigError
-from autointerp.run.executor import Executor, Task, TaskFailed, check_probes, probe_files
+from autointerp.run.tasks import Executor, Task, TaskFailed, check_probes, probe_files
 
 log = logging.getLogger(__name__)
 
