@@ -21,7 +21,7 @@ def run_suite(*args: Any, **kwargs: Any) -> Path:
 def _cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     if args.set:
-        suite = suite_from_dict(_apply_overrides(suite.model_dump(), args.set), str(args.suite))
+        suite = with_overrides(suite, args.set, str(args.suite))
     rd = run_suite(
         suite,
         results_root=args.results,
@@ -36,6 +36,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     _print_summary(rd)
     return 0
+
+
+def with_overrides(suite: Suite, sets: list[str], source: str) -> Suite:
+    """``suite`` with ``--set FIELD=VALUE`` overrides, its ``[run]`` section included (it is
+    left out of the suite's dump and config hash)."""
+    d = {**suite.model_dump(), "run": suite.run.model_dump()}
+    return suite_from_dict(_apply_overrides(d, sets), source)
 
 
 def _print_summary(rd: Path) -> None:

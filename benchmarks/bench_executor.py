@@ -9,11 +9,11 @@ fresh cache dir and results root (nothing computed by one is found by the other)
 arm: wall time, the shared part (tokens + the one-pass activations + the report, run by the
 driver) and the members' part; for Ray also its start-up. Then the model
 
-    T(N) = T_shared + ceil(H / N) * (t_member + t_start) + T_ray
+    T(N) = T_shared + ceil(H / N) * t_wave + T_ray
 
-where ``t_member`` is one member's time measured under the local executor, ``t_start`` what a
-fresh worker pays once (imports, loading the subject model and in-process LLM; measured as the
-Ray arm's members' time beyond the local one's, per wave) and ``T_ray`` the cluster start-up.
+where ``t_wave`` is the time of one wave of members measured in the Ray arm (each member on a
+fresh worker: imports, loading the subject model and in-process LLM, then its stages),
+``T_shared`` the driver's part and ``T_ray`` the cluster start-up; N workers, one per GPU.
 It assumes members of equal cost, one member per worker (one GPU each) and no contention for
 the shared filesystem or the LLM server; on this 2-core host the 2 workers share the CPUs the
 local arm had to itself, so the measured Ray figure is a floor on the speed-up, not a ceiling.
@@ -108,16 +108,15 @@ def main() -> None:
     total_l, total_r = loc["wall"], ray["wall"] + ray["start"]
     print(f"  {'total':<28}{total_l:>10.1f}{total_r:>10.1f}   speed-up {total_l / total_r:.2f}x")
     t_member = loc["members"] / h
-    waves = math.ceil(h / w)
-    t_fresh = max(0.0, ray["members"] / waves - t_member)
-    print("\nmodel (stated, not measured):")
-    print("  T(N) = T_shared + ceil(H/N) * (t_member + t_start) + T_ray")
-    print(f"  t_member = {t_member:.1f} s (local), t_start = {t_fresh:.1f} s per fresh worker, "
-          f"T_shared = {loc['shared']:.1f} s, T_ray = {ray['start']:.1f} s")  # fmt: skip
+    t_wave = ray["members"] / math.ceil(h / w)  # one member on a fresh worker, w at a time
+    print("\nmodel (stated, not measured): T(N) = T_shared + ceil(H/N) * t_wave + T_ray")
+    print(f"  t_wave = {t_wave:.1f} s (Ray arm: a member on a fresh worker, {w} at once; local: "
+          f"{t_member:.1f} s a member), T_shared = {ray['shared']:.1f} s, T_ray = "
+          f"{ray['start']:.1f} s")  # fmt: skip
     for hh in (h, 10 * h):
         cells = []
         for n in (1, 2, 4, 8, 16):
-            tn = loc["shared"] + math.ceil(hh / n) * (t_member + t_fresh) + ray["start"]
+            tn = ray["shared"] + math.ceil(hh / n) * t_wave + ray["start"]
             cells.append(f"N={n}: {tn:.0f} s")
         seq = loc["shared"] + hh * t_member
         print(f"  H={hh}: local {seq:.0f} s; ray " + ", ".join(cells))

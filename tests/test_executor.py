@@ -291,3 +291,15 @@ def test_killed_worker_fails_its_member_only_and_a_rerun_matches_local(
     status = {r["stage"]: r["status"] for r in sweep["stages"]}
     assert status[f"member:{hooks[0]}"] == "cached" and status[f"member:{hooks[1]}"] == "computed"
     assert_same_results(ref, root)
+
+
+def test_run_section_survives_set_overrides(tmp_path):
+    """``--set`` keeps a suite's ``[run]`` section and can change it."""
+    from autointerp.commands import with_overrides
+    from autointerp.config import load_suite
+
+    toml = tmp_path / "s.toml"
+    toml.write_text('[run]\nexecutor = "ray"\naddress = "auto"\n')
+    s = with_overrides(load_suite(toml), ["run.gpus_per_task=1", "records.n_features=3"], "s")
+    assert s.run.executor == "ray" and s.run.address == "auto" and s.run.gpus_per_task == 1.0
+    assert s.records.n_features == 3
