@@ -303,3 +303,36 @@ def test_run_section_survives_set_overrides(tmp_path):
     s = with_overrides(load_suite(toml), ["run.gpus_per_task=1", "records.n_features=3"], "s")
     assert s.run.executor == "ray" and s.run.address == "auto" and s.run.gpus_per_task == 1.0
     assert s.records.n_features == 3
+
+
+@pytest.mark.slow
+def test_checkpoint_family_under_ray_equals_local(tmp_path, monkeypatch, local_ray):
+    """A family (one native SAE checkpoint per hookpoint under one folder) scored as a sweep:
+    each member loads its own checkpoint; the Ray run gives the local numbers."""
+    import torch
+    from test_sweep import _tiny_dict
+
+    from autointerp.bases.formats.native import save_native
+    from autointerp.bases.sae import sae_from_tensors
+    from autointerp.pipeline import run_suite
+
+    d = _tiny_dict(tmp_path)
+    fam = tmp_path / "family"
+    for i, hook in enumerate(d["model"]["hookpoints"]):
+        g = torch.Generator().manual_seed(40 + i)
+        w = {"W_enc": torch.randn(32, 48, generator=g) * 0.5,
+             "W_dec": torch.randn(48, 32, generator=g) * 0.3,
+             "b_enc": torch.randn(48, generator=g) * 0.1, "b_dec": torch.zeros(32)}  # fmt: skip
+        sae = sae_from_tensors(w, {"architecture": "standard"}, name=f"s{i}")
+        save_native(sae, fam / f"sae-{i}", hookpoint=hook, model="tiny-llama")
+    d["bases"] = [{"kind": "sae", "name": "fam", "path": str(fam), "allow_mismatch": True},
+                  {"kind": "random"}]  # fmt: skip
+    roots = {}
+    for ex in ("local", "ray"):
+        monkeypatch.setenv("AUTOINTERP_CACHE_DIR", str(tmp_path / f"cache-{ex}"))
+        roots[ex] = run_suite(suite_from_dict(d), results_root=tmp_path / f"res-{ex}",
+                              run_name="r", progress=False, executor=ex)  # fmt: skip
+    for i, hook in enumerate(d["model"]["hookpoints"]):
+        suite = json.loads((roots["ray"] / hook / "suite.json").read_text())
+        assert suite["bases"][0]["path"] == str(fam / f"sae-{i}")  # its own member
+    assert_same_results(roots["local"], roots["ray"])
