@@ -21,7 +21,7 @@ def run_suite(*args: Any, **kwargs: Any) -> Path:
 def _cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     if args.set:
-        suite = suite_from_dict(_apply_overrides(suite.model_dump(), args.set), str(args.suite))
+        suite = with_overrides(suite, args.set, str(args.suite))
     rd = run_suite(
         suite,
         results_root=args.results,
@@ -31,9 +31,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         retry_failed=args.retry_failed,
         max_cost=args.max_cost,
+        executor=args.executor,
+        address=args.address,
     )
     _print_summary(rd)
     return 0
+
+
+def with_overrides(suite: Suite, sets: list[str], source: str) -> Suite:
+    """``suite`` with ``--set FIELD=VALUE`` overrides, its ``[run]`` section included (it is
+    left out of the suite's dump and config hash)."""
+    d = {**suite.model_dump(), "run": suite.run.model_dump()}
+    return suite_from_dict(_apply_overrides(d, sets), source)
 
 
 def _print_summary(rd: Path) -> None:
@@ -187,6 +196,18 @@ def register(sub: Any) -> None:
         metavar="STAGE",
         help="redo a stage: tokens, activations, bases, metrics, records, explain, score, "
         "report, or a plug-in stage's name",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default=None,
+        help="where a sweep's members run: local (here, in order; the default) or ray "
+        "(Ray tasks; needs pip install 'autointerp[ray]'); default: the suite's [run] executor",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="a running Ray cluster to use with --executor ray (e.g. auto, host:6379)",
     )
     _common(p)
     p.set_defaults(func=_cmd_run)

@@ -437,6 +437,17 @@ class LLMRoles(_Strict):
     scorer: LLMConfig = Field(default_factory=LLMConfig)
 
 
+class RunConfig(_Strict):
+    """How a job runs, not what it computes (kept out of the suite's dump and config hash):
+    ``executor`` local (here, in order) or ray (a sweep's members as Ray tasks on ``address``,
+    or on a local Ray cluster), each task asking for ``cpus_per_task`` / ``gpus_per_task``."""
+
+    executor: Literal["local", "ray"] = "local"
+    address: str | None = None
+    cpus_per_task: float = Field(1.0, ge=0)
+    gpus_per_task: float = Field(0.0, ge=0)
+
+
 class Suite(_Strict):
     name: str = Field("default", pattern=SAFE_NAME)
     seed: int = 0
@@ -458,6 +469,7 @@ class Suite(_Strict):
     causal: CausalConfig = Field(default_factory=CausalConfig)
     absorption: AbsorptionConfig = Field(default_factory=AbsorptionConfig)
     llm: LLMRoles = Field(default_factory=LLMRoles)
+    run: RunConfig = Field(default_factory=RunConfig, exclude=True)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:

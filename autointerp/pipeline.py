@@ -153,13 +153,30 @@ class SuiteRun:
         return self.runner.summary() if self.runner else []
 
 
-def run_suite(suite: Suite | str | Path, **kwargs: Any) -> Path:
+def run_suite(
+    suite: Suite | str | Path,
+    *,
+    executor: str | None = None,
+    address: str | None = None,
+    **kwargs: Any,
+) -> Path:
     """Run a suite (a ``Suite`` or a TOML path); returns the run directory (a sweep's root
-    when the suite names several hookpoints)."""
+    when the suite names several hookpoints). ``executor`` (default: the suite's ``[run]``,
+    else ``local``) runs a sweep's members here or as Ray tasks on ``address``
+    (:mod:`autointerp.run.executor`)."""
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
-    if suite.model.hookpoints is not None:
-        from autointerp.sweep.run import SweepRun
+    executor = executor or suite.run.executor
+    address = address or suite.run.address
+    if suite.model.hookpoints is None:
+        if executor != "local":
+            log.info("a single-hookpoint suite is one unit: it runs in this process")
+        return SuiteRun(suite, **kwargs).run()
+    from autointerp.run.executor import make_executor
+    from autointerp.sweep.run import SweepRun
 
-        return SweepRun(suite, member_run=SuiteRun, **kwargs).run()
-    return SuiteRun(suite, **kwargs).run()
+    ex = make_executor(executor, address)
+    try:
+        return SweepRun(suite, member_run=SuiteRun, executor=ex, **kwargs).run()
+    finally:
+        ex.close()

@@ -30,7 +30,9 @@ PAID_BACKENDS = ("openai", "litellm")
 
 def is_paid(cfg: Any) -> bool:
     """Whether calls through ``cfg`` (an ``LLMConfig``) are billed."""
-    return cfg.backend in PAID_BACKENDS and not remote.is_local_url(cfg.base_url)
+    urls = cfg.base_urls
+    local = bool(urls) and all(remote.is_local_url(u) for u in urls)
+    return cfg.backend in PAID_BACKENDS and not local
 
 
 @dataclass

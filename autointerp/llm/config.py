@@ -41,7 +41,9 @@ class LLMConfig(BaseModel):
     #: a name in ``autointerp.llm.registry`` (the four built-ins, or a registered plugin)
     backend: str = "llamacpp"
     model: str = "smollm2-gguf"
-    base_url: str | None = None
+    #: one endpoint, or a list of endpoints serving the same model (a pool: requests spread
+    #: over them, a dead one taken out with a warning; ``autointerp.llm.pool``; openai backend)
+    base_url: str | list[str] | None = None
     api_key_env: str | None = None
     max_concurrency: int = Field(4, gt=0)
     requests_per_minute: float | None = Field(None, gt=0)
@@ -77,6 +79,22 @@ class LLMConfig(BaseModel):
         if d.get("prompt_batch") == "auto":
             d.pop("prompt_batch", None)
         return d
+
+    @field_validator("base_url")
+    @classmethod
+    def _urls(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("base_url is an empty list: give one URL or several")
+            if len(set(v)) != len(v):
+                raise ValueError(f"base_url lists an endpoint twice: {v}")
+        return v
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every endpoint: ``base_url`` as a list (empty when unset)."""
+        v = self.base_url
+        return [] if v is None else [v] if isinstance(v, str) else list(v)
 
     @field_validator("backend")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from autointerp.errors import LLMError
+from autointerp.errors import AutointerpError, LLMError
 from autointerp.llm import openai_format as fmt
 from autointerp.llm.registry import register_backend
 from autointerp.llm.remote import LOCAL_KEY, RemoteClient
@@ -34,6 +34,11 @@ class LiteLLMClient(RemoteClient):
 
     def __init__(self, cfg=None, **kw: Any):
         super().__init__(cfg, **kw)
+        if len(self.base_urls) > 1:
+            raise AutointerpError(
+                "a pool of base URLs (base_url = [...]) is served by the openai backend; "
+                'set backend = "openai" or give one base_url'
+            )
         self._lt = _litellm()
         key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
         if key is None and self.base_url and self.model.startswith("openai/"):

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from autointerp.errors import FatalLLMError
 from autointerp.llm import openai_format as fmt
+from autointerp.llm.pool import EndpointDown, EndpointPool
 from autointerp.llm.registry import register_backend
 from autointerp.llm.remote import LOCAL_KEY, RemoteClient
 from autointerp.llm.types import TransientLLMError
@@ -43,39 +45,45 @@ class OpenAIClient(RemoteClient):
         super().__init__(cfg, **kw)
         from openai import AsyncOpenAI
 
-        self._client = AsyncOpenAI(
-            api_key=resolve_api_key(self.cfg.api_key_env, self.base_url, "OPENAI_API_KEY"),
-            base_url=self.base_url,
-            timeout=self.cfg.timeout_s,
-            max_retries=0,
+        key = resolve_api_key(self.cfg.api_key_env, self.base_url, "OPENAI_API_KEY")
+        self._pool: EndpointPool[Any] = EndpointPool(
+            self.base_urls or [None],  # type: ignore[list-item]
+            lambda url: AsyncOpenAI(
+                api_key=key, base_url=url, timeout=self.cfg.timeout_s, max_retries=0
+            ),
         )
-        self._where = self.base_url or "api.openai.com"
 
-    async def _request(self, create: Any, **kw: Any) -> Any:
+    async def _request(self, route: Callable[[Any], Any], **kw: Any) -> Any:
+        """One request on an endpoint of the pool; ``route(client)`` is the SDK method."""
+        return await self._pool.call(lambda c, url: self._send(route(c), url, **kw))
+
+    async def _send(self, create: Any, url: str | None, **kw: Any) -> Any:
         import openai
 
+        where = url or "api.openai.com"
         try:
             raw = await create(**kw)
             text = raw.http_response.text
         except openai.APIStatusError as e:
             ra = fmt.parse_retry_after(e.response.headers.get("retry-after"))
-            raise fmt.classify_status(e.status_code, e.response.text, ra, self._where) from e
+            raise fmt.classify_status(e.status_code, e.response.text, ra, where) from e
         except openai.APITimeoutError as e:
-            raise TransientLLMError(f"timeout talking to {self._where}") from e
+            raise EndpointDown(f"timeout talking to {where}") from e
         except openai.APIConnectionError as e:
-            raise TransientLLMError(f"connection error to {self._where}: {e}") from e
+            raise EndpointDown(f"connection error to {where}: {e}") from e
         try:
             return json.loads(text)
         except ValueError as e:
-            raise TransientLLMError(f"non-JSON body from {self._where}: {text[:120]!r}") from e
+            raise TransientLLMError(f"non-JSON body from {where}: {text[:120]!r}") from e
 
     async def _send_chat(self, **kw: Any) -> Any:
-        create = self._client.chat.completions.with_raw_response.create
-        return await self._request(create, model=self.model, **kw)
+        return await self._request(
+            lambda c: c.chat.completions.with_raw_response.create, model=self.model, **kw
+        )
 
     async def _echo(self, prompt: str | list[str], top_logprobs: int) -> Any:
         return await self._request(
-            self._client.completions.with_raw_response.create,
+            lambda c: c.completions.with_raw_response.create,
             model=self.model,
             prompt=prompt,
             max_tokens=1,
@@ -88,4 +96,5 @@ class OpenAIClient(RemoteClient):
         return await self._echo(prompts, top_logprobs)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
-        await self._client.close()
+        for c in self._pool.clients.values():
+            await c.close()

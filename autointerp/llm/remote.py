@@ -44,7 +44,9 @@ class RemoteClient(LLMClient):
     def __init__(self, cfg=None, **kw: Any):
         super().__init__(cfg, **kw)
         self.model = self.cfg.model
-        self.base_url = self.cfg.base_url
+        #: every endpoint (a pool when ``base_url`` is a list); ``base_url``: the first
+        self.base_urls = self.cfg.base_urls
+        self.base_url = self.base_urls[0] if self.base_urls else None
         pl = self.cfg.prompt_logprobs
         if pl is None:  # OpenAI's own API: chat models only, no echo
             pl = not (self.backend == "openai" and not self.base_url)
@@ -63,10 +65,10 @@ class RemoteClient(LLMClient):
         self._batch: int | None = (1 if not self.echo_lists else None) if pb == "auto" else pb
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
+        return {"backend": self.backend, "model": self.model, "base_url": self.cfg.base_url}
 
     def _is_local(self) -> bool:
-        return is_local_url(self.base_url)
+        return bool(self.base_urls) and all(is_local_url(u) for u in self.base_urls)
 
     @abstractmethod
     async def _send_chat(self, **kw: Any) -> Any:

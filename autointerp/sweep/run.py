@@ -12,6 +12,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from autointerp.config import Suite
+from autointerp.errors import AutointerpError
+from autointerp.run.executor import Executor, JobFailed, Task, TaskFailed, failed_stage
 from autointerp.run.runner import Runner
 from autointerp.run.stage import Stage, StageContext, registered_stages
 from autointerp.run.store import RunStore
@@ -65,9 +67,25 @@ def compute_sweep_acts(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, P
     return paths
 
 
+def run_member(label: str, member_run: Callable[..., Any], suite: Suite, kw: dict) -> dict:
+    """One member's whole run (an executor task, in any process): its stage rows and whether
+    it computed anything; a failure is a :class:`TaskFailed` naming the member and stage."""
+    run = member_run(suite, **kw)
+    try:
+        run.run()
+    except AutointerpError as e:  # bad input: a retry would fail the same way
+        raise TaskFailed(label, failed_stage(run.runner), str(e), retriable=False) from None
+    except Exception as e:
+        raise TaskFailed(label, failed_stage(run.runner), f"{type(e).__name__}: {e}") from None
+    return {"summary": run.summary(), "computed": run.runner.computed_anything()}
+
+
 class SweepRun:
     """One execution of a sweep suite; ``run()`` does every stage, skipping finished ones.
-    ``member_run`` makes one member's run (``autointerp.pipeline.SuiteRun``'s signature)."""
+    ``member_run`` makes one member's run (``autointerp.pipeline.SuiteRun``'s signature).
+    ``executor``: where the members run (default: here, one after another, sharing the loaded
+    subject model); a parallel one (``ray``) runs them all as tasks once the shared
+    activations are written."""
 
     def __init__(
         self,
@@ -82,6 +100,7 @@ class SweepRun:
         llm_cache: str | Path | None = None,
         retry_failed: bool = False,
         max_cost: float | None = None,
+        executor: Executor | None = None,
     ) -> None:
         """``max_cost`` (USD) applies to each member run on its own."""
 
@@ -100,6 +119,8 @@ class SweepRun:
         self.member_summaries: dict[str, list[dict[str, Any]]] = {}
         self.stages = self._graph()
         self.runner: Runner | None = None
+        self.executor = executor or Executor()
+        self._outcomes: dict[str, Any] | None = None
         Runner(self.stages, self.store, force=self.force)  # an unknown --force fails here
 
     def _graph(self) -> list[Stage]:
@@ -134,6 +155,8 @@ class SweepRun:
     def _member_stage(self, h: str) -> Callable[[StageContext, dict[str, Any]], Path]:
         def compute(ctx: StageContext, inputs: dict[str, Any]) -> Path:
             env: SweepEnv = ctx.env
+            if self.executor.parallel:
+                return self._parallel_member(ctx, h)
             force = tuple(f for f in self.force if f not in ("tokens", "activations"))
             run = self.member_run(
                 self.members[h],
@@ -158,6 +181,46 @@ class SweepRun:
 
         return compute
 
+    def _member_kwargs(self, h: str) -> dict[str, Any]:
+        """A member run's arguments, every path absolute (a worker's cwd may differ)."""
+        return {
+            "run_dir": self.member_dirs[h].resolve(),
+            "work_dir": self.store.work_dir.resolve(),
+            "force": tuple(f for f in self.force if f not in ("tokens", "activations")),
+            "progress": False,
+            "llm_cache": self.llm_cache.resolve(),
+            "retry_failed": self.retry_failed,
+            "max_cost": self.max_cost,
+        }
+
+    def _parallel_member(self, ctx: StageContext, h: str) -> Path:
+        """The first member stage runs every member as a task and waits for all of them; each
+        member stage then takes its own outcome (a failure: :class:`JobFailed`, naming every
+        member that failed and its stage; the finished members are kept)."""
+        if self._outcomes is None:
+            rc = self.suite.run
+            tasks = [
+                Task(
+                    f"member:{m}",
+                    run_member,
+                    (f"member:{m}", self.member_run, self.members[m], self._member_kwargs(m)),
+                    num_cpus=rc.cpus_per_task,
+                    num_gpus=rc.gpus_per_task,
+                )
+                for m in self.members
+            ]
+            self._outcomes = self.executor.run_all(tasks)
+        out = self._outcomes[f"member:{h}"]
+        if isinstance(out, TaskFailed):
+            failed = [o for o in self._outcomes.values() if isinstance(o, TaskFailed)]
+            raise JobFailed(failed, len(self._outcomes))
+        self.member_summaries[h] = out["summary"]
+        if out["computed"]:
+            ctx.report.computed = 1
+        else:
+            ctx.report.cached = 1
+        return self.member_dirs[h]
+
     def _report_stage(self, ctx: StageContext, inputs: dict[str, Any]) -> list[Path]:
         from autointerp.sweep.report import write_sweep_report
 
@@ -176,9 +239,13 @@ class SweepRun:
             llm_cache=self.llm_cache,
         )
         self.runner = Runner(self.stages, self.store, env, force=self.force, progress=self.progress)
+        self._outcomes = None
 
         def start(runner: Runner) -> None:
             self.store.write_json(self.store.out("suite.json"), self.suite.model_dump())
+            if self.executor.parallel:  # every worker must see the results and the caches
+                dirs = [self.store.run_dir, self.store.work_dir, self.llm_cache.parent]
+                self.executor.check_shared(dirs)
 
         def finish(runner: Runner) -> None:
             self.store.write_json(

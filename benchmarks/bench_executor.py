@@ -1,0 +1,126 @@
+"""A 3-hookpoint tiny sweep under the local executor and under Ray with 2 workers, side by side,
+and what a stated model of the stage times predicts for N workers (N GPUs).
+
+    python benchmarks/bench_executor.py [--hookpoints 3] [--workers 2] [--n-tokens 1024]
+
+The sweep is the tests' tiny one (a random-weight 4-layer Llama from ``tests/conftest.py``,
+SAE / PCA / neurons / random bases, the tiny model as the in-process LLM). Each arm runs on a
+fresh cache dir and results root (nothing computed by one is found by the other). Prints, per
+arm: wall time, the shared part (tokens + the one-pass activations + the report, run by the
+driver) and the members' part; for Ray also its start-up. Then the model
+
+    T(N) = T_shared + ceil(H / N) * t_wave + T_ray
+
+where ``t_wave`` is the time of one wave of members measured in the Ray arm (each member on a
+fresh worker: imports, loading the subject model and in-process LLM, then its stages),
+``T_shared`` the driver's part and ``T_ray`` the cluster start-up; N workers, one per GPU.
+It assumes members of equal cost, one member per worker (one GPU each) and no contention for
+the shared filesystem or the LLM server; on this 2-core host the 2 workers share the CPUs the
+local arm had to itself, so the measured Ray figure is a floor on the speed-up, not a ceiling.
+Figures only, no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def tiny_sweep(tmp: Path, n_hook: int, n_tokens: int) -> dict:
+    from conftest import make_tiny_model
+
+    md = tmp / "tiny"
+    sm = make_tiny_model()
+    sm.model.config.max_position_embeddings = 4096
+    sm.model.save_pretrained(md)
+    sm.tokenizer.save_pretrained(md)
+    text = tmp / "corpus.txt"
+    text.write_text("The cat sat on the mat. A dog ran to 12 red doors. " * 400)
+    llm = {"backend": "transformers", "model": str(md), "dtype": "float32", "device": "auto"}
+    return {
+        "name": "bench-executor",
+        "model": {"name": str(md), "hookpoints": [f"blocks.{i}.hook_resid_post"
+                                                  for i in range(n_hook)]},
+        "corpus": {"source": str(text), "context": 16, "n_tokens": n_tokens},
+        "bases": [
+            {"kind": "sae", "name": "sae",
+             "train": {"expansion": 2, "k": 4, "epochs": 1, "batch_size": 256}},
+            {"kind": "pca"}, {"kind": "neurons"}, {"kind": "random"},
+        ],
+        "records": {"n_features": 3, "n_explain_top": 3, "n_explain_quantile": 2, "n_test_top": 2,
+                    "n_test_quantile": 2, "n_test_random": 2, "n_quantiles": 2, "window": 8},
+        "metrics": {"n_tokens": 64, "ablations": ["zero"]},
+        "explain": {"style": "top_tokens"},
+        "scoring": {"n_bootstrap": 100},
+        "llm": {"explainer": llm, "simulator": llm, "scorer": llm},
+    }  # fmt: skip
+
+
+def arm(d: dict, tmp: Path, name: str, workers: int) -> dict:
+    from autointerp.config import suite_from_dict
+    from autointerp.pipeline import SuiteRun
+    from autointerp.run.executor import make_executor
+    from autointerp.sweep.run import SweepRun
+
+    os.environ["AUTOINTERP_CACHE_DIR"] = str(tmp / f"cache-{name}")
+    t0 = time.perf_counter()
+    ex = make_executor(name, num_cpus=workers) if name == "ray" else make_executor()
+    t_start = time.perf_counter() - t0
+    try:
+        run = SweepRun(suite_from_dict(d), member_run=SuiteRun, results_root=tmp / f"res-{name}",
+                       run_name="r", progress=False, executor=ex)  # fmt: skip
+        t1 = time.perf_counter()
+        rd = run.run()
+        wall = time.perf_counter() - t1
+    finally:
+        ex.close()
+    rows = {r["stage"]: r["seconds"] for r in json.loads((rd / "sweep.json").read_text())["stages"]}
+    members = sum(v for k, v in rows.items() if k.startswith("member:"))
+    return {"wall": wall, "start": t_start, "shared": wall - members, "members": members}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hookpoints", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--n-tokens", type=int, default=1024)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        d = tiny_sweep(tmp, a.hookpoints, a.n_tokens)
+        loc = arm(d, tmp, "local", 1)
+        ray = arm(d, tmp, "ray", a.workers)
+    h, w = a.hookpoints, a.workers
+    print(f"tiny sweep, {h} hookpoints, {os.cpu_count()} CPUs; seconds")
+    print(f"  {'':<28}{'local':>10}{f'ray x{w}':>10}")
+    for k, label in (("start", "executor start-up"), ("shared", "shared (tokens, acts, report)"),
+                     ("members", "members"), ("wall", "wall (after start-up)")):  # fmt: skip
+        print(f"  {label:<28}{loc[k]:>10.1f}{ray[k]:>10.1f}")
+    total_l, total_r = loc["wall"], ray["wall"] + ray["start"]
+    print(f"  {'total':<28}{total_l:>10.1f}{total_r:>10.1f}   speed-up {total_l / total_r:.2f}x")
+    t_member = loc["members"] / h
+    t_wave = ray["members"] / math.ceil(h / w)  # one member on a fresh worker, w at a time
+    print("\nmodel (stated, not measured): T(N) = T_shared + ceil(H/N) * t_wave + T_ray")
+    print(f"  t_wave = {t_wave:.1f} s (Ray arm: a member on a fresh worker, {w} at once; local: "
+          f"{t_member:.1f} s a member), T_shared = {ray['shared']:.1f} s, T_ray = "
+          f"{ray['start']:.1f} s")  # fmt: skip
+    for hh in (h, 10 * h):
+        cells = []
+        for n in (1, 2, 4, 8, 16):
+            tn = ray["shared"] + math.ceil(hh / n) * t_wave + ray["start"]
+            cells.append(f"N={n}: {tn:.0f} s")
+        seq = loc["shared"] + hh * t_member
+        print(f"  H={hh}: local {seq:.0f} s; ray " + ", ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
