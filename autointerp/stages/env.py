@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Iterator, Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,36 @@ class SuiteEnv:
         return load_tokenizer(self.suite.model.name)
 
 
+class RoleClients(Mapping[str, Any]):
+    """The explainer / simulator / scorer clients, each made on first use (a role the run's
+    stages never ask for is never loaded: the default suite's llama.cpp scorer role needs no
+    llama.cpp when no scorer uses it); roles sharing a config share one client."""
+
+    ROLES = ("explainer", "simulator", "scorer")
+
+    def __init__(self, suite: Suite, make: Callable[[str], Any]) -> None:
+        self._suite, self._make = suite, make
+        self._by_key: dict[str, Any] = {}
+
+    def __getitem__(self, role: str) -> Any:
+        if role not in self.ROLES:
+            raise KeyError(role)
+        key = getattr(self._suite.llm, role).model_dump_json()
+        if key not in self._by_key:
+            self._by_key[key] = self._make(role)
+        return self._by_key[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ROLES)
+
+    def __len__(self) -> int:
+        return len(self.ROLES)
+
+    def made(self) -> list[Any]:
+        """The clients made so far (each once)."""
+        return list(self._by_key.values())
+
+
 class LLMSession:
     """The explainer / simulator / scorer clients of a run, made once on first use (roles
     sharing a config share one client), with the ledger of every call appended to the
@@ -163,7 +194,7 @@ class LLMSession:
 
     def __init__(self, env: SuiteEnv) -> None:
         self.env = env
-        self._clients: dict[str, Any] | None = None
+        self._clients: RoleClients | None = None
         self._ledger = None
         self._flushed = 0
 
@@ -171,7 +202,7 @@ class LLMSession:
     def started(self) -> bool:
         return self._clients is not None
 
-    def clients(self, ctx: Any) -> dict[str, Any]:
+    def clients(self, ctx: Any) -> RoleClients:
         """The clients by role; the first call makes them and closes them when the run ends.
         A simulation method the simulator cannot serve is a clear error here, up front."""
         if self._clients is not None:
@@ -185,18 +216,16 @@ class LLMSession:
         calls = self.env.store.journal("llm_calls.jsonl").read()  # earlier invocations'
         spent = sum(r.get("cost_usd", 0.0) for r in calls)
         self._ledger = Ledger(self.env.max_cost, spent_before=spent)
-        made: dict[str, Any] = {}
-        clients = {}
-        for role in ("explainer", "simulator", "scorer"):
-            cfg = getattr(suite.llm, role)
-            key = cfg.model_dump_json()
-            if key not in made:  # roles sharing a config share one client (one model load)
-                made[key] = make_client(cfg, cache=cache, ledger=self._ledger)
-            clients[role] = made[key]
+        ledger = self._ledger
+
+        def make(role: str) -> Any:
+            return make_client(getattr(suite.llm, role), cache=cache, ledger=ledger)
+
+        clients = RoleClients(suite, make)
         self._clients = clients
 
         async def aclose() -> None:
-            for c in {id(c): c for c in clients.values()}.values():
+            for c in clients.made():
                 await c.aclose()
 
         ctx.on_close(aclose)
@@ -205,9 +234,6 @@ class LLMSession:
 
             pick_method(clients["simulator"], suite.scoring.simulation_method)
         return clients
-
-    def existing(self) -> dict[str, Any]:
-        return self._clients or {}
 
     def flush(self) -> None:
         """Append the calls made since the last flush to ``stages/llm_calls.jsonl``."""
