@@ -394,7 +394,7 @@ class SteeringConfig(_Strict):
     #: bundled neutral instructions used (seeded): n // 2 select the factor, the rest report
     n_prompts: int = Field(8, ge=2)
     #: factors alpha (||alpha * s * d|| = alpha * mean ||x||); 0 (unsteered) is always added
-    factors: list[float] = [0.1, 0.25, 0.5, 1.0]
+    factors: list[float] = [0.0, 0.1, 0.25, 0.5, 1.0]
     max_new_tokens: int = Field(16, gt=0)
     #: fluency budget: the largest mean NLL rise (nats/token) a chosen factor may cost
     nll_budget: float = Field(1.0, ge=0)

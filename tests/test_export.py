@@ -456,7 +456,7 @@ def test_card_sections_figures_and_reproduce(full_run, tmp_path):
     for h in ("## Setup", "## Headline", "## Figures", "## Caveats", "## Reproduce"):
         assert h in text
     assert "| model | smollm2-gguf |" in text and "`blocks.6.hook_resid_post`" in text
-    for b in ("sae", "pca", "neurons", "random"):
+    for b in ("sae", "pca", "neurons", "random (null)"):  # the headline marks the null row
         assert f"| {b} |" in text
     figs = list((out.parent / "card_figures").glob("*.png"))
     assert figs and all(f"card_figures/{f.name}" in text for f in figs)

@@ -138,7 +138,9 @@ def test_rows_shared_by_features_of_several_bases_give_the_same_effects(tiny_mod
                                  batch_size=1)  # fmt: skip
         for x, y in zip(many[name], alone, strict=True):
             assert x.n_pairs == y.n_pairs > 0
-            assert x.kl == pytest.approx(y.kl, rel=1e-4, abs=1e-7)
+            # float32 reproduces a log-probability to ~1e-6 across batch shapes and kernels
+            # (AVX2 vs AVX-512): a KL of 2e-5 nats moves by ~1e-7 between them
+            assert x.kl == pytest.approx(y.kl, rel=1e-4, abs=1e-6)
             assert x.ce_delta == pytest.approx(y.ce_delta, rel=1e-4, abs=1e-6)
             _same_ranking(x.falls, y.falls)
             _same_ranking(x.rises, y.rises)

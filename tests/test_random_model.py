@@ -158,7 +158,8 @@ def test_tiny_suite_trained_and_random_share_nothing_model_dependent(tmp_path):
     assert st2["records"].startswith("reused from another run")
     # the comparison of the two real runs: one table per basis, fvu differences exact
     diffs = {d.basis: d for d in compare_runs(load_run(rd_t), load_run(rd_r), n_boot=50)}
-    assert set(diffs) == {"pca", "neurons"}
+    # pca-full: the IOI stage's full PCA rotation, a causal-only row both runs have
+    assert set(diffs) == {"pca", "neurons", "pca-full"}
     row = diffs["pca"].table.filter(diffs["pca"].table["column"] == "fvu").row(0, named=True)
     assert row["difference"] == pytest.approx(row["trained"] - row["random"])
     assert row["trained"] != row["random"]

@@ -291,7 +291,8 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch, capsys):
         hp = both.filter(pl.col("table") == table)["hookpoint"].to_list()
         assert hp == sorted(hp, key=HOOKS.index) and set(hp) == set(HOOKS)
     csv = both.filter(pl.col("table") == "full")
-    assert set(csv["basis"]) == {"sae", "pca", "neurons", "random"}
+    # pca-full: the IOI stage's full PCA rotation, a causal-only row
+    assert set(csv["basis"]) == {"sae", "pca", "neurons", "random", "pca-full"}
     js = json.loads((root / "leaderboard.json").read_text())
     assert js["hookpoints"] == HOOKS and js["x"] == [0.0, 2.0] and js["x_label"] == "layer"
     series = {s["basis"]: s for s in js["layer_series"]}

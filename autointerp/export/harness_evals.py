@@ -189,12 +189,14 @@ def builtin_stage_columns() -> dict[str, list[ColumnDoc]]:
     from autointerp.causal.summary import IOI_COLUMNS
     from autointerp.stages.attribution import COLUMNS as ATTRIBUTION_COLUMNS
     from autointerp.stages.output_side import ABLATION_COLUMNS, OUTPUT_COLUMNS
+    from autointerp.stages.steering import STEERING_COLUMNS
 
     return {
         "ioi": IOI_COLUMNS,
         "attribution": ATTRIBUTION_COLUMNS,
         "ablation": ABLATION_COLUMNS,
         "output": OUTPUT_COLUMNS,
+        "steering": STEERING_COLUMNS,
     }
 
 

@@ -173,7 +173,7 @@ def _sections(df: pl.DataFrame, gi: int, board: Leaderboard) -> list[dict[str, A
         out.append(
             {
                 "id": f"group-causal-{gi}",
-                "title": "Causal",
+                "title": "Causal and output-side",
                 "note": stage_columns.TITLE.lower() + " columns",
                 "tables": [_stage_table(df, causal, f"causal-{gi}")],
                 "undefined": und,

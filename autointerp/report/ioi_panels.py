@@ -59,6 +59,8 @@ def ioi_panels_figure(runs: list[Any], rankings: tuple[str, ...] = ("in_sample",
                 label = label0 + ("" if rk == "in_sample" else f" ({rk.replace('_', '-')})")
                 for ax, (x, _) in zip(axes, xs, strict=True):
                     xv = c.get(x) or c.get("edit")
+                    if not xv:  # a curve stored without this axis (older runs): no line
+                        continue
                     ax.plot(xv, c["kl"], ls, marker="o", ms=2.5, color=colors[basis],
                             label=label if ax is axes[0] else None)  # fmt: skip
                     lo, hi = c.get("kl_ci_low"), c.get("kl_ci_high")

@@ -68,6 +68,8 @@ def layer_series(df: pl.DataFrame, hookpoints: list[str]) -> list[LayerSeries]:
     cols = sorted({c for _, c, lo, hi in PANELS for c in (c, lo, hi) if c})
     out: dict[str, LayerSeries] = {}
     for r in rows.iter_rows(named=True):
+        if r.get("method") == "causal only":  # the IOI stage's pca-full: no input-side value
+            continue
         s = out.setdefault(r["basis"], LayerSeries(r["basis"], r["kind"], r["method"]))
         for c in cols:
             s.values.setdefault(c, [None] * len(hookpoints))
