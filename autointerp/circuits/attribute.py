@@ -1,12 +1,12 @@
-""" "Why this completion?": OpenAI's (2025) latent attribution of one completion against another.
+"""Why this completion? OpenAI's (2025) latent attribution of one completion against another.
 
 For a basis with decoder directions ``d_i`` at a hookpoint with activations ``a_t`` and mean
 activation ``abar``, and the completion's loss ``L = -sum log p(completion token)``, each
 position ``t`` that predicts a completion token gives
-``delta_i(t) = -(g_t . d_i)((a_t - abar) . d_i)`` with ``g_t = dL / da_t``; ``delta_i`` is their sum. A feature with ``delta_i > 0`` lowers the
-completion's loss (first order, moving the activation from the mean along ``d_i``). Features are
-ranked by ``delta_i(good) - delta_i(bad)``: the ones that make the model prefer the good
-completion to the bad one.
+``delta_i(t) = -(g_t . d_i)((a_t - abar) . d_i)`` with ``g_t = dL / da_t``; ``delta_i`` is
+their sum. A feature with ``delta_i > 0`` lowers the completion's loss (first order, moving
+the activation from the mean along ``d_i``). Features are ranked by
+``delta_i(good) - delta_i(bad)``: the ones that make the model prefer the good completion.
 """
 
 from __future__ import annotations
