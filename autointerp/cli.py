@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "autointerp.bases.inspect",  # inspect
     "autointerp.report.command",  # leaderboard
     "autointerp.report.browser",  # browse
+    "autointerp.circuits.command",  # attribute
 ]
 
 

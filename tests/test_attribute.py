@@ -68,3 +68,43 @@ def test_a_completion_that_is_not_a_continuation_is_one_clear_error():
     sm = make_tiny_model(n_layers=2, d_model=16, seed=3)
     with pytest.raises(AutointerpError, match="continuation"):
         split_ids(sm, "The cat", "")
+
+
+def test_attribute_command_loads_a_runs_bases_through_the_stage_cache(tmp_path, capsys):
+    import json
+
+    from autointerp.circuits.attribute import rank as rank_
+    from autointerp.circuits.command import load_run_bases
+    from autointerp.cli import main
+    from autointerp.config import suite_from_dict
+    from tests.causal_tiny import tiny_word_model
+    from tests.conftest import save_tiny_files
+
+    model_dir, text = save_tiny_files(
+        tmp_path, tiny_word_model(), "The cat sat on the mat . A dog ran to 12 red doors . "
+    )
+    suite = suite_from_dict(
+        {
+            "name": "attr",
+            "model": {"name": str(model_dir), "hookpoint": "blocks.1.hook_resid_post"},
+            "corpus": {"source": str(text), "context": 16, "n_tokens": 512},
+            "bases": [{"kind": "pca", "l0": 4}, {"kind": "neurons", "l0": 4}],
+        }
+    )
+    rd = tmp_path / "res" / "attr" / "r"
+    rd.mkdir(parents=True)
+    (rd / "suite.json").write_text(json.dumps(suite.model_dump()))
+    wd = tmp_path / "w"
+    prompt = "When Mary and John went to the store , John gave a drink to"
+    argv = ["attribute", "--run", str(rd), "--prompt", prompt, "--good", " Mary",
+            "--bad", " John", "--top", "3", "--work-dir", str(wd)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "## pca" in out and "## neurons" in out and "(not explained)" in out
+    loaded = load_run_bases(rd, wd)  # from the cache now
+    r = rank_(loaded["sm"], loaded["hp"], loaded["bases"], prompt, " Mary", " John", loaded["mean"])
+    top = int(r["pca"].abs().argmax())
+    assert f"| 1 | {top} | {float(r['pca'][top]):+.4g} |" in out
+    assert main(["attribute", "--run", str(tmp_path), "--prompt", "a", "--good", " b",
+                 "--bad", " c"]) == 2  # fmt: skip
+    assert "not a finished run" in capsys.readouterr().err
