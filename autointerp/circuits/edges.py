@@ -109,7 +109,9 @@ def edges(
 
 
 @torch.no_grad()
-def mean_codes(pair: Pair, ids: torch.Tensor, mask: torch.Tensor | None = None):
+def mean_codes(
+    pair: Pair, ids: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Upstream mean codes ``[F1]`` and mean error ``[d1]`` over ``ids`` (positions where
     ``mask`` is True, default all)."""
     c, err = pair.upstream(ids)
