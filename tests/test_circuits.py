@@ -138,3 +138,23 @@ def test_hookpoints_out_of_order_is_one_clear_error():
     b = neuron_basis(16, k=None)
     with pytest.raises(AutointerpError, match="must come before"):
         Pair(sm, sm.hookpoint(HP2), sm.hookpoint(HP1), b, b)
+
+
+def test_top_edges_listing_by_hand():
+    from autointerp.circuits.edges import Edges
+    from autointerp.circuits.listing import top_edges_md
+
+    res = Edges(
+        feats=[3],
+        edges=np.array([[0.1, -0.5, 0.2]]),
+        error=np.array([0.05]),
+        act=np.array([1.0]),
+        base=np.array([0.5]),
+    )
+    md = top_edges_md(res, "up", "down", {("up", 1): "a | b", ("down", 3): "cats"}, k=2)
+    lines = md.splitlines()
+    assert lines[0] == "### down #3: cats"
+    assert "| up #1 | -0.5 | -1.00 | a / b |" in lines
+    assert "| up #2 | +0.2 | +0.40 | (not explained) |" in lines
+    assert "| up error | +0.05 | +0.10 | the upstream error term |" in lines
+    assert not any(ln.startswith("| up #0 ") for ln in lines)
