@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "autointerp.report.browser",  # browse
     "autointerp.report.docgen",  # docs
     "autointerp.export.command",  # export, card
+    "autointerp.circuits.command",  # attribute
 ]
 
 
