@@ -35,7 +35,7 @@ model; point the explainer / simulator at any OpenAI-compatible endpoint for str
 
 EPILOG = """\
 examples:
-  autointerp run evals/default.toml           the default suite (about 10 min on a 2-core CPU)
+  autointerp run evals/default.toml           the default suite (tens of minutes cold on 2 cores)
   autointerp run evals/default.toml --set records.n_features=8 --run quick
   autointerp score hf://owner/repo/layer_6 --baselines
                                               one SAE checkpoint vs PCA, ICA, neurons, random

@@ -29,8 +29,8 @@ from autointerp.report.columns import fmt_value
 #: simulation methods in order of preference for the interpretability lift (any other after)
 HEADLINE_METHODS: tuple[str, ...] = ("pmi", "all_at_once", "top_logprobs", "json", "token_match")
 #: the causal headline column (an IOI comparison at matched KL); the first one a run has wins
-HEADLINE_CAUSAL: str = "ioi_edit_half_kl"
-CAUSAL_FALLBACKS: tuple[str, ...] = ("ioi_half_kl_features", "ioi_kl_k16_lift")
+HEADLINE_CAUSAL: str = "ioi_edit_half_kl_heldout"
+CAUSAL_FALLBACKS: tuple[str, ...] = ("ioi_edit_half_kl", "ioi_half_kl_features", "ioi_kl_k16_lift")
 #: optional headline columns: (candidate names in order; else the first column of this
 #: ``ColumnDoc.group``; else the first whose name starts with this prefix)
 HEADLINE_SOURCES: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -262,8 +262,15 @@ def build_headline(df: pl.DataFrame, docs: dict[str, ColumnDoc]) -> Headline:
                 out[f"{c.key}_column"] = c.source
             else:
                 v = r.get(c.source)
-                if v is None:
-                    reasons[c.key] = f"no {c.source} for this basis (metrics stage not run)"
+                if v is None and r.get("recon_na") and c.source != "l0":
+                    reasons[c.key] = str(r["recon_na"])  # the null at another L0: n/a, why
+                elif v is None:
+                    why = (
+                        "a causal-only row"
+                        if r.get("method") == "causal only"
+                        else ("metrics stage not run")
+                    )
+                    reasons[c.key] = f"no {c.source} for this basis ({why})"
             out[c.key] = v
             if lo is not None or hi is not None:
                 out[f"{c.key}_ci_low"], out[f"{c.key}_ci_high"] = lo, hi

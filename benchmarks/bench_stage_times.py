@@ -1,0 +1,74 @@
+"""The default suite's cold stage times, before and after, side by side.
+
+    python benchmarks/bench_stage_times.py RUN_DIR [REFERENCE.json ...]
+
+RUN_DIR is a finished run (its ``manifest.json`` holds each stage's seconds and the run's peak
+memory); each REFERENCE is a JSON file ``{"source", "host", "stages": {stage: seconds}}`` of an
+earlier measurement (``benchmarks/results/stage_times_*_before.json``: the committed run before
+this change on the Intel host, and the fresh-clone AMD measurement). Prints one column per
+source and the ratio of the last reference to the run, and records it with host and date in
+``benchmarks/results/bench_stage_times.txt``. A stage time is only comparable on the same host
+class: the columns say which CPU each came from.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _out import recorded  # noqa: E402
+
+DEFAULT_REFS = (
+    "benchmarks/results/stage_times_intel_before.json",
+    "benchmarks/results/stage_times_amd_before.json",
+)
+
+
+def _run_times(run_dir: Path) -> tuple[dict[str, float], dict]:
+    man = json.loads((run_dir / "manifest.json").read_text())
+    stages = {r["stage"]: float(r["seconds"]) for r in man.get("stages") or [] if "stage" in r}
+    first = man.get("timings_first_run")  # the run's first (cold) invocation, per stage
+    if isinstance(first, dict):
+        stages.update({k: float(v) for k, v in first.items() if k in stages})
+    return stages, man
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        raise SystemExit(__doc__)
+    run_dir = Path(argv[0])
+    refs = [Path(p) for p in (argv[1:] or DEFAULT_REFS)]
+    times, man = _run_times(run_dir)
+    cols = []
+    for p in refs:
+        d = json.loads(p.read_text())
+        cols.append((p.stem.removeprefix("stage_times_"), d["host"], d["source"], d["stages"]))
+    print(f"run: {run_dir} (this host: see the header above)")
+    for name, host, src, _ in cols:
+        print(f"{name}: {host}; {src}")
+    stages = list(dict.fromkeys([*times, *(s for *_, st in cols for s in st)]))
+    head = ["stage", *(c[0] for c in cols), "this run", f"{cols[-1][0]} / this run"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    tot = [0.0] * (len(cols) + 1)
+    for s in stages:
+        vals = [c[3].get(s) for c in cols] + [times.get(s)]
+        for i, v in enumerate(vals):
+            tot[i] += v or 0.0
+        ref, now = vals[-2], vals[-1]
+        ratio = f"{ref / now:.2f}x" if ref and now else ""
+        cells = [f"{v:.0f}" if v is not None else "" for v in vals]
+        print(f"| {s} | " + " | ".join(cells) + f" | {ratio} |")
+    ratio = f"{tot[-2] / tot[-1]:.2f}x" if tot[-1] else ""
+    print("| **sum of stages** | " + " | ".join(f"{t:.0f}" for t in tot) + f" | {ratio} |")
+    peak = man.get("peak_rss_mib") or {}
+    if peak:
+        print(f"peak resident memory of the run: {json.dumps(peak)} MiB")
+    print(f"wall time of the run: {man.get('wall_time_s', float('nan')):.0f} s")
+
+
+if __name__ == "__main__":
+    with recorded("bench_stage_times"):
+        main(sys.argv[1:])
