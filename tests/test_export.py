@@ -29,7 +29,7 @@ from autointerp.report import load_run
 from autointerp.results import write_parquet
 from autointerp.stages.output_side import OUTPUT_COLUMNS
 
-DEFAULT_RUN = Path(__file__).parent.parent / "results" / "default" / "run-41a41fcd8cea"
+DEFAULT_RUN = Path(__file__).parent.parent / "results" / "default" / "run-bf673177549f"
 SAEBENCH_TYPES = ("core", "autointerp", "absorption_first_letter")
 
 
