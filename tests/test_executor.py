@@ -88,8 +88,15 @@ SKIP = ["manifest.json", "sweep.json", ".lock", "leaderboard.html"]  # timings, 
 #: member pays for a prompt that two members share (the LLM cache is shared) and which hits
 #: the cache depends on the order the members ran in
 CLOCKS = {"seconds", "latency_s", "timings", "wall_time_s", "datetime_epoch_millis", "eval_id"}
-USAGE = {"cache_hit", "prompt_tokens", "cached_tokens", "completion_tokens", "cost_usd",
-         "llm_tokens", "llm_cost_usd"}  # the headline's usage fields (csv / json)
+USAGE = {
+    "cache_hit",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "llm_tokens",
+    "llm_cost_usd",
+}  # the headline's usage fields (csv / json)
 USAGE_MD = {"wall s", "prompt tok", "compl tok", "cost $", "cost"}  # "cost": the headline's
 #: floats: the in-process LLM's logprobs depend at ~1e-6 on which prompts share a batch, and a
 #: pooled correlation over a few dozen tokens moves by up to ~1e-4 with them
