@@ -25,11 +25,13 @@ from autointerp.columns import Cell, ColumnDoc, StageColumns, save_columns
 from autointerp.export import export_run
 from autointerp.export.common import read_jsonl
 from autointerp.export.harness_evals import SCHEMA_DIR, builtin_schemas, schema_name
+from autointerp.export.histograms import HIST_BINS
 from autointerp.report import load_run
 from autointerp.results import write_parquet
 from autointerp.stages.output_side import OUTPUT_COLUMNS
 
 DEFAULT_RUN = Path(__file__).parent.parent / "results" / "default" / "run-bf673177549f"
+SMOLLM2_VOCAB = 49152
 SAEBENCH_TYPES = ("core", "autointerp", "absorption_first_letter")
 
 
@@ -360,9 +362,34 @@ def _rows(folder: Path) -> list[dict]:
     return [r for p in sorted(folder.glob("batch-*.jsonl.gz")) for r in read_jsonl(p)]
 
 
-def check_round_trip(rd: Path, out: Path) -> dict:
-    """Every feature and window of the run is in the export, with its values."""
+def check_histograms(row: dict, rec, n_tokens: int | None, vocab: int | None) -> None:
+    """A feature row's two histograms agree with the record and with its top logits."""
+    h, v = row["freq_hist_data_bar_heights"], row["freq_hist_data_bar_values"]
+    wins = [e for k in ("explain", "test_top", "test_quantile") for e in getattr(rec, k)]
+    nz = [a for e in wins for a in e.acts if a > 0]
+    assert len(h) == len(v) and len(h) in ((0,) if not nz else (1, HIST_BINS))
+    if len(h) == HIST_BINS:
+        w = v[1] - v[0]
+        assert v[0] - w / 2 == pytest.approx(min(nz), rel=1e-4, abs=1e-4)
+        assert v[-1] + w / 2 == pytest.approx(max(nz), rel=1e-4, abs=1e-4)
+    assert min(h, default=0) >= 0 and sum(h) >= len(nz) - 0.01 * len(h)  # each at least once
+    if n_tokens and any(e.kind == "quantile" and max(e.acts) > 0 for e in wins):
+        assert sum(h) >= rec.density * n_tokens - 0.01 * len(h)
+    lh, lv = row["logits_hist_data_bar_heights"], row["logits_hist_data_bar_values"]
+    assert len(lh) == len(lv) and all(isinstance(x, int) and x >= 0 for x in lh)
+    if lh and vocab is not None:
+        assert sum(lh) == vocab
+    if len(lh) == HIST_BINS and row["pos_values"]:  # the bars span the lens's bottom to top
+        w = lv[1] - lv[0]
+        assert lv[-1] + w / 2 == pytest.approx(row["pos_values"][0], abs=2e-3)
+        assert lv[0] - w / 2 == pytest.approx(row["neg_values"][0], abs=2e-3)
+
+
+def check_round_trip(rd: Path, out: Path, vocab: int | None = None) -> dict:
+    """Every feature and window of the run is in the export, with its values; the histograms
+    agree with the records and the top logits (heights sum to ``vocab`` when given)."""
     run = load_run(rd)
+    n_tokens = ((run.manifest.get("config") or {}).get("corpus") or {}).get("n_tokens")
     man = json.loads((out / "autointerp-export.json").read_text())
     assert {s["basis"] for s in man["sources"]} == {b for b, _ in run.bases}
     for s in man["sources"]:
@@ -393,6 +420,7 @@ def check_round_trip(rd: Path, out: Path) -> dict:
         for f, rec in recs.items():
             assert fr[f]["maxActApprox"] == pytest.approx(rec.max_act)
             assert fr[f]["frac_nonzero"] == pytest.approx(rec.density)
+            check_histograms(fr[f], rec, n_tokens, vocab)
         exps = _rows(root / "explanations")
         assert all(set(r) == EXPLANATION_FIELDS for r in exps)
         if run.features is not None:
@@ -439,11 +467,39 @@ def test_neuronpedia_round_trip(full_run, tmp_path):
     assert sae["scores"] == len(ok)
 
 
-def test_neuronpedia_committed_default_run_round_trips(tmp_path):
+def test_neuronpedia_committed_default_run_round_trips():
+    """The committed export (``results/default/<run>/export/neuronpedia``): every feature and
+    window, and both histograms of every feature (SmolLM2's vocabulary: 49,152 tokens)."""
+    out = DEFAULT_RUN / "export" / "neuronpedia"
+    man = check_round_trip(DEFAULT_RUN, out, vocab=SMOLLM2_VOCAB)
+    assert len(man["sources"]) == 5 and all(s["features"] == 64 for s in man["sources"])
+    assert all(s["logits_hist"] == "ok" for s in man["sources"]) and not man["notes"]
+    for s in man["sources"]:
+        for r in _rows(out / s["source"] / "features"):
+            assert len(r["logits_hist_data_bar_heights"]) == HIST_BINS
+            assert len(r["freq_hist_data_bar_heights"]) == HIST_BINS
+
+
+@pytest.mark.slow
+def test_neuronpedia_committed_export_is_current(tmp_path):
+    """Regenerating the committed run's export (loads SmolLM2 for its unembedding) gives the
+    committed features: the same histograms (heights within a token or two of a kernel's
+    rounding at a bar edge) and top logits."""
     out = tmp_path / "np"
     export_run(DEFAULT_RUN, "neuronpedia", out)
-    man = check_round_trip(DEFAULT_RUN, out)
-    assert len(man["sources"]) == 5 and all(s["features"] == 64 for s in man["sources"])
+    man = check_round_trip(DEFAULT_RUN, out, vocab=SMOLLM2_VOCAB)
+    old = DEFAULT_RUN / "export" / "neuronpedia"
+    for s in man["sources"]:
+        new_f = {r["index"]: r for r in _rows(out / s["source"] / "features")}
+        for r in _rows(old / s["source"] / "features"):
+            n = new_f[r["index"]]
+            assert n["freq_hist_data_bar_heights"] == r["freq_hist_data_bar_heights"]
+            assert n["logits_hist_data_bar_values"] == pytest.approx(
+                r["logits_hist_data_bar_values"], abs=1e-3
+            )
+            d = np.abs(np.subtract(n["logits_hist_data_bar_heights"],
+                                   r["logits_hist_data_bar_heights"]))  # fmt: skip
+            assert d.sum() <= 4 and n["pos_values"] == r["pos_values"]
 
 
 # --------------------------------------------------------------------------- card and CLI

@@ -12,7 +12,8 @@ included, so the comparison survives the upload):
 
 Field names follow the dataclasses of Neuronpedia's ``neuronpedia-utils`` converters; where
 the run holds the data, the fields are filled from it (docs/publishing.md lists the sources
-and the fields left empty).
+and the fields left empty). The logits histogram needs the subject model's unembedding: the
+export loads the run's model for its weights (:mod:`autointerp.export.lens`).
 """
 
 from __future__ import annotations
@@ -30,51 +31,41 @@ import polars as pl
 from autointerp.export.common import (
     basis_info,
     basis_names,
-    layer_of,
     slug,
     weights,
     write_json,
     write_jsonl,
 )
+from autointerp.export.histograms import HIST_BINS, activation_histogram
+from autointerp.export.lens import Lens, SubjectLens, basis_lens
+from autointerp.export.neuronpedia_source import model_id, source_files, source_id
 from autointerp.report.runs import Run
 from autointerp.types import Example, FeatureRecord
 
 BATCH = 1024
 WINDOW_SETS = ("explain", "test_top", "test_quantile", "test_random")
 N_ALIGN = 3
-HIST_BINS = 20
 MANIFEST = "autointerp-export.json"
 EMPTY_FIELDS = {
-    "logits_hist_data_bar_heights/values": "the run keeps the top and bottom logit-lens "
-    "tokens of each feature, not its logits over the whole vocabulary",
     "correlated_neurons_* / correlated_features_*": "not computed by this harness",
     "decoder_weights_dist": "not computed by this harness",
 }
-
-
-def model_id(run: Run) -> str:
-    return slug(run.model)
-
-
-def source_id(run: Run, basis: str) -> tuple[str, str]:
-    """(source id ``<layer>-<setName>``, set name) of ``basis``."""
-    layer = layer_of(run.hookpoint)
-    set_name = slug(f"autointerp-{basis}")
-    return f"{layer if layer is not None else 0}-{set_name}", set_name
+#: what the histograms are drawn from (written into autointerp-export.json)
+FIELD_NOTES = {
+    "freq_hist_data_bar_heights/values": f"{HIST_BINS} equal-width bars over the feature's "
+    "non-zero activations: heights are estimated corpus token counts, from the record's top "
+    "windows (each once) and its quantile windows (a stratified sample of the other firing "
+    "windows, each weighted by the windows its activation bin holds, so that the heights sum "
+    "to density x corpus tokens); values are bar centres",
+    "logits_hist_data_bar_heights/values": f"{HIST_BINS} equal-width bars over the feature's "
+    "logit-lens row over the full vocabulary (W_U (g * r), the output stage's logit lens, "
+    "from the decoder row and the subject model's final norm and unembedding): heights count "
+    "tokens and sum to the vocabulary size; values are bar centres",
+}
 
 
 def _windows(rec: FeatureRecord) -> list[tuple[str, Example]]:
     return [(k, e) for k in WINDOW_SETS for e in getattr(rec, k)]
-
-
-def freq_hist(rec: FeatureRecord) -> tuple[list[float], list[float]]:
-    """Histogram (bar heights, bar centres) of the feature's non-zero activations in its
-    uniform-random windows (an unbiased sample of the corpus; empty when none fires)."""
-    acts = np.array([a for e in rec.test_random for a in e.acts if a > 0], dtype=np.float64)
-    if not len(acts):
-        return [], []
-    heights, edges = np.histogram(acts, bins=min(HIST_BINS, max(1, len(acts))))
-    return heights.astype(float).tolist(), ((edges[:-1] + edges[1:]) / 2).tolist()
 
 
 def neuron_alignment(vec: list[float] | None) -> dict[str, list]:
@@ -114,13 +105,17 @@ def feature_row(
     rec: FeatureRecord,
     w: dict[str, Any] | None,
     out: dict[str, Any] | None,
+    lens: Lens,
+    n_tokens: int | None,
     creator: str,
     created: str,
 ) -> dict[str, Any]:
     vec = list((w or {}).get("decoder") or [])
-    top = (out or {}).get("top") or []
-    bottom = (out or {}).get("bottom") or []
-    heights, values = freq_hist(rec)
+    f = rec.feature
+    top = (out or {}).get("top") or lens.top.get(f) or []
+    bottom = (out or {}).get("bottom") or lens.bottom.get(f) or []
+    heights, values = activation_histogram(rec, n_tokens)
+    lh, lv = lens.hist.get(f, ([], []))
     max_act = _finite(rec.max_act) or 0.0
     return {
         "modelId": model_id(run),
@@ -150,8 +145,8 @@ def feature_row(
         "frac_nonzero": float(rec.density),
         "freq_hist_data_bar_heights": heights,
         "freq_hist_data_bar_values": values,
-        "logits_hist_data_bar_heights": [],
-        "logits_hist_data_bar_values": [],
+        "logits_hist_data_bar_heights": lh,
+        "logits_hist_data_bar_values": lv,
         "decoder_weights_dist": [],
     }
 
@@ -205,10 +200,10 @@ def _write_batches(
 
 
 def export_basis(
-    run: Run, basis: str, out: Path, creator: str, created: str
+    run: Run, basis: str, out: Path, creator: str, created: str, subject: SubjectLens
 ) -> tuple[list[Path], dict[str, Any]]:
     """One basis as one Neuronpedia source; returns (paths, counts)."""
-    sid, set_name = source_id(run, basis)
+    sid, _ = source_id(run, basis)
     mid = model_id(run)
     root = Path(out) / mid / sid
     info = basis_info(run, basis)
@@ -217,119 +212,15 @@ def export_basis(
     wdf = weights(run, basis)
     wrows = {int(r["index"]): r for r in wdf.to_dicts()} if wdf is not None else {}
     outside = _output_side(run, basis)
-    cfg = dict(run.manifest.get("config") or {})
-    corpus = cfg.get("corpus") or {}
+    decoders = {f: list(r["decoder"]) for f, r in wrows.items() if f in recs and r.get("decoder")}
+    lens = basis_lens(subject, decoders, outside)
+    corpus = (run.manifest.get("config") or {}).get("corpus") or {}
+    n_tokens = int(corpus["n_tokens"]) if corpus.get("n_tokens") else None
     llm = run.manifest.get("llm") or {}
-    rel = f"autointerp-{slug(run.suite)}-{slug(run.name)}"
-    null = " (null: random directions)" if kind == "random" else ""
-    paths = [
-        write_jsonl(
-            root / "release.jsonl",
-            [
-                {
-                    "name": rel,
-                    "description": f"autointerp run {run.label}: {run.model} at "
-                    f"{run.hookpoint}, protocol {run.protocol_id}",
-                    "descriptionShort": run.label,
-                    "creatorName": creator,
-                    "creatorNameShort": creator,
-                    "creatorId": creator,
-                    "visibility": "PUBLIC",
-                    "isNewUi": False,
-                    "featured": False,
-                    "urls": [],
-                    "creatorEmail": None,
-                    "defaultSourceSetName": source_id(run, basis_names(run)[0])[1],
-                    "defaultSourceId": source_id(run, basis_names(run)[0])[0],
-                    "defaultUmapSourceIds": [],
-                    "createdAt": created,
-                }
-            ],
-        ),
-        write_jsonl(
-            root / "model.jsonl",
-            [
-                {
-                    "id": mid,
-                    "instruct": "instruct" in run.model.lower(),
-                    "creatorId": creator,
-                    "displayNameShort": run.model,
-                    "displayName": run.model,
-                    "tlensId": None,
-                    "dimension": len(next(iter(wrows.values()), {}).get("decoder") or []) or None,
-                    "visibility": "PUBLIC",
-                    "defaultSourceSetName": None,
-                    "defaultSourceId": None,
-                    "inferenceEnabled": False,
-                    "layers": 0,
-                    "neuronsPerLayer": 0,
-                    "createdAt": created,
-                    "owner": "",
-                    "updatedAt": created,
-                    "website": None,
-                }
-            ],
-        ),
-        write_jsonl(
-            root / "sourceset.jsonl",
-            [
-                {
-                    "modelId": mid,
-                    "name": set_name,
-                    "creatorId": creator,
-                    "hasDashboards": True,
-                    "visibility": "PUBLIC",
-                    "description": f"{kind} basis {basis}{null}, "
-                    f"{info.get('n_features')} features, {run.hookpoint}",
-                    "type": kind,
-                    "creatorName": creator,
-                    "urls": [],
-                    "creatorEmail": None,
-                    "releaseName": rel,
-                    "defaultOfModelId": None,
-                    "defaultRange": 1,
-                    "defaultShowBreaks": True,
-                    "showDfa": False,
-                    "showCorrelated": False,
-                    "showHeadAttribution": False,
-                    "showUmap": False,
-                    "createdAt": created,
-                }
-            ],
-        ),
-        write_jsonl(
-            root / "source.jsonl",
-            [
-                {
-                    "id": sid,
-                    "modelId": mid,
-                    "setName": set_name,
-                    "creatorId": creator,
-                    "hasDashboards": True,
-                    "inferenceEnabled": False,
-                    "inferenceHosts": [],
-                    "saelensConfig": None,
-                    "saelensRelease": None,
-                    "saelensSaeId": None,
-                    "hfRepoId": None,
-                    "hfFolderId": None,
-                    "visibility": "PUBLIC",
-                    "defaultOfModelId": None,
-                    "hasUmap": False,
-                    "hasUmapLogSparsity": False,
-                    "hasUmapClusters": False,
-                    "num_prompts": int(corpus.get("n_tokens") or 0)
-                    // max(1, int(corpus.get("context") or 1)),
-                    "num_tokens_in_prompt": corpus.get("context"),
-                    "dataset": corpus.get("source"),
-                    "notes": f"autointerp run {run.label}, basis {basis}",
-                    "createdAt": created,
-                }
-            ],
-        ),
-    ]
+    dim = len(next(iter(decoders.values()), [])) or None
+    paths = source_files(run, basis, root, info, dim, creator, created)
     feats = [
-        feature_row(run, sid, r, wrows.get(f), outside.get(f), creator, created)
+        feature_row(run, sid, r, wrows.get(f), outside.get(f), lens, n_tokens, creator, created)
         for f, r in sorted(recs.items())
     ]
     acts = [
@@ -380,6 +271,7 @@ def export_basis(
         "scores": len(scores),
         "has_vectors": bool(wrows),
         "has_logit_lens": bool(outside),
+        "logits_hist": lens.reason or "ok",
     }
 
 
@@ -425,14 +317,16 @@ def score_rows(
 
 
 def export_neuronpedia(
-    run: Run, out: str | Path, creator: str = "autointerp"
+    run: Run, out: str | Path, creator: str = "autointerp", sm: Any = None
 ) -> tuple[list[Path], list[str]]:
-    """Every basis of ``run`` as a Neuronpedia source under ``out`` (module docstring)."""
+    """Every basis of ``run`` as a Neuronpedia source under ``out`` (module docstring); ``sm``
+    the subject model when the caller has it loaded (else the run's is loaded when needed)."""
     out = Path(out)
     created = datetime.now(timezone.utc).isoformat()
+    subject = SubjectLens(run, sm)
     paths, sources, notes = [], [], []
     for basis in basis_names(run):
-        p, counts = export_basis(run, basis, out, creator, created)
+        p, counts = export_basis(run, basis, out, creator, created, subject)
         paths += p
         sources.append(counts)
         if not counts["features"]:
@@ -442,8 +336,14 @@ def export_neuronpedia(
                 f"{basis}: no weights/{basis}.parquet (run predates the weights "
                 "stage): vector, topkCosSim and neuron_alignment left empty"
             )
-        if not counts["has_logit_lens"]:
-            notes.append(f"{basis}: no output-side stage: pos_str/neg_str left empty")
+        if counts["logits_hist"] != "ok":
+            notes.append(
+                f"{basis}: logits_hist_data_bar_* left empty"
+                + ("" if counts["has_logit_lens"] else ", and pos_str/neg_str (no output stage)")
+                + f": {counts['logits_hist']}"
+            )
+        elif not counts["has_logit_lens"]:
+            notes.append(f"{basis}: no output-side stage: pos_str/neg_str from the export's lens")
     paths.append(
         write_json(
             out / MANIFEST,
@@ -454,6 +354,7 @@ def export_neuronpedia(
                 "hookpoint": run.hookpoint,
                 "sources": sources,
                 "empty_fields": EMPTY_FIELDS,
+                "field_notes": FIELD_NOTES,
                 "notes": notes,
             },
         )

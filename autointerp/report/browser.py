@@ -8,8 +8,10 @@ shuffled-explanation null. The rows are written in list chunks of ``LIST_CHUNK``
 score with its null and method, the top / quantile / random windows with per-token activations,
 the simulated-vs-true activations of its scored examples from ``simulations.parquet``, and when
 the run has ``columns/output.json`` / ``columns/ablation.json``, its logit-lens tokens, output
-explanation and score, and ablation effect) in detail chunks of ``FEAT_CHUNK`` features per
-basis (``browser/data/feat-<basis>-<n>.js``).
+explanation and score, and ablation effect; with ``columns/absorption.json``, its first-letter
+absorption, :mod:`~autointerp.report.browser_absorption`, whose latents without a record get a
+row too) in detail chunks of ``FEAT_CHUNK`` features per basis
+(``browser/data/feat-<basis>-<n>.js``).
 Each chunk is a script that calls ``window.AI.add({...})``: <script> tags load from file://
 where fetch() of JSON is blocked. The page loads the list chunks in order and appends their
 rows as they arrive, renders one page of rows at a time, and adds the <script> of a detail chunk
@@ -31,6 +33,7 @@ from typing import Any
 
 import polars as pl
 
+from autointerp.report.browser_absorption import absorption_panels, status_of, tags_of
 from autointerp.report.browser_page import render_index
 from autointerp.report.columns import SIM_VARIANT
 from autointerp.report.runs import Run, load_run
@@ -41,7 +44,9 @@ log = logging.getLogger(__name__)
 LIST_CHUNK = 2000  # list rows per list-<n>.js
 FEAT_CHUNK = 64  # features per feat-<basis>-<n>.js
 # list row fields (the page reads rows as arrays in this order)
-ROW_FIELDS = ["basis", "feature", "explanation", "status", "top", "density", "chunk", "scores"]
+ROW_FIELDS = [
+    "basis", "feature", "explanation", "status", "top", "density", "chunk", "scores", "tags"
+]  # fmt: skip
 _SCORE_FIELDS = ("scorer", "variant", "method", "null", "value", "status", "error")
 
 
@@ -228,6 +233,7 @@ def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
     info = _feature_info(run)
     sims = _simulations(run)
     causal = _causal(run.path)
+    absorb = absorption_panels(run.path)
     dens: dict[tuple[str, int], float] = {}
     if run.density is not None and {"basis", "feature", "density"} <= set(run.density.columns):
         d = run.density
@@ -242,9 +248,10 @@ def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
     rows: list[list[Any]] = []
     n_feat_files = 0
     for basis in all_bases:
-        recs = sorted(
-            _iter_records(run.path / "records" / f"{basis}.jsonl"), key=lambda r: r["feature"]
-        )
+        recs = list(_iter_records(run.path / "records" / f"{basis}.jsonl"))
+        have = {int(r["feature"]) for r in recs}
+        recs += [{"feature": f} for b, f in absorb if b == basis and f not in have]
+        recs.sort(key=lambda r: r["feature"])
         for c0 in range(0, len(recs), FEAT_CHUNK):
             chunk_no = c0 // FEAT_CHUNK
             feats = {}
@@ -255,6 +262,9 @@ def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
                 density = fi.get("density", rec.get("density", dens.get((basis, fid))))
                 explanation = str(fi.get("explanation") or "")
                 status = str(fi.get("explanation_status") or ("" if fi else "none"))
+                panel = absorb.get((basis, fid))
+                if panel and "explain" not in rec and not fi:
+                    status = status_of(panel)
                 feats[str(fid)] = {
                     "explanation": explanation,
                     "status": status,
@@ -268,6 +278,7 @@ def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
                     "test_random": [_example(e) for e in rec.get("test_random") or []],
                     "sims": sims.get((basis, fid), []),
                     **({"causal": causal[(basis, fid)]} if (basis, fid) in causal else {}),
+                    **({"absorption": panel} if panel else {}),
                 }
                 rows.append(
                     [
@@ -279,6 +290,7 @@ def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
                         _r(density, 4) if density is not None else None,
                         chunk_no,
                         _sim_lift(sc, methods),
+                        tags_of(panel),
                     ]
                 )
             name = f"feat-{stems[basis]}-{chunk_no}.js"

@@ -95,6 +95,7 @@ function showPanel(){var p=$('panel'),key=st.open;if(!key)return;
     tr.appendChild(el('td',stt,g.real&&g.real[5]!=='ok'?'bad':''));t.appendChild(tr);});
   if(!order.length)p.appendChild(el('p','no scores','muted'));else p.appendChild(t);
   if(d.causal)causalPanel(p,d.causal);
+  if(d.absorption)absorptionPanel(p,d.absorption,r[F.basis]);
   if(bi&&bi.diagnostics){p.appendChild(el('h3','Diagnostics of basis '+r[F.basis]));
     var dt=el('table');Object.keys(bi.diagnostics).forEach(function(k){
       var tr=document.createElement('tr');tr.appendChild(el('td',k));
@@ -162,10 +163,42 @@ function causalPanel(p,c){var o=c.output,a=c.ablation;
         ' \u00b7 concept (activation) '+fmt(a.act,3)+' \u00b7 concept (PMI) '+fmt(a.pmi,3)+
         ' \u00b7 NLL rise '+fmt(a.nll_rise,3)+' \u00b7 repeated bigrams '+fmt(a.repeat,2)+': '+
         JSON.stringify(a.text),'steer-'+k));});p.appendChild(s3);}}
+function latentLinks(basis,ids){var s=el('span');ids.forEach(function(id,i){
+    if(i)s.appendChild(document.createTextNode(', '));var key=basis+':'+id,a=el('a',id);
+    a.href='#open='+encodeURIComponent(key);a.setAttribute('data-link',key);
+    a.addEventListener('click',function(ev){ev.preventDefault();open(key);});
+    s.appendChild(a);});return s;}
+function absorptionPanel(p,ab,basis){var s=el('div',null,'absorption');
+  s.appendChild(el('h3','First-letter absorption'));var m=ab.main;
+  if(m){s.appendChild(el('div','main latent of first letter "'+m.letter+'" (cosine with the '+
+      'probe direction '+fmt(m.cos,3)+'): stays off on '+m.n_missed+' of the letter\u2019s '+
+      'words where other latents absorb it'+(m.missed.length<m.n_missed?' (first '+
+      m.missed.length+' shown)':''),'abs-main'));
+    if(m.missed.length){var t=el('table'),h=document.createElement('tr');
+      ['word','absorption fraction','full','absorbing latents'].forEach(function(c){
+        h.appendChild(el('th',c));});t.appendChild(h);
+      m.missed.forEach(function(w){var tr=document.createElement('tr');
+        tr.appendChild(el('td',JSON.stringify(w.word)));
+        tr.appendChild(el('td',fmt(w.fraction,3),'num'));
+        tr.appendChild(el('td',w.full?'yes':'no'));var td=el('td');
+        td.appendChild(latentLinks(basis,w.absorbers||[]));tr.appendChild(td);
+        t.appendChild(tr);});s.appendChild(t);}}
+  var a=ab.absorbs;if(a&&a.length){s.appendChild(el('div','absorbs the first letter of '+
+      a.length+' word'+(a.length>1?'s':'')+' from their main latents','abs-absorbs'));
+    var t2=el('table'),h2=document.createElement('tr');
+    ['word','letter','absorption fraction','full','main latents'].forEach(function(c){
+      h2.appendChild(el('th',c));});t2.appendChild(h2);
+    a.forEach(function(w){var tr=document.createElement('tr');
+      tr.appendChild(el('td',JSON.stringify(w.word)));tr.appendChild(el('td',w.letter));
+      tr.appendChild(el('td',fmt(w.fraction,3),'num'));
+      tr.appendChild(el('td',w.full?'yes':'no'));var td=el('td');
+      td.appendChild(latentLinks(basis,w.main));tr.appendChild(td);t2.appendChild(tr);});
+    s.appendChild(t2);}
+  p.appendChild(s);}
 window.AI={add:function(o){
   if(o.type==='list'){o.rows.forEach(function(r){
       r.hay=(r[F.basis]+' '+r[F.feature]+' '+r[F.basis]+':'+r[F.feature]+' '+r[F.explanation]+
-        ' '+r[F.top]).toLowerCase();
+        ' '+r[F.top]+' '+(r[F.tags]||'')).toLowerCase();
       rows.push(r);});nList++;$('loading').textContent=nList<META.n_list?
       'loading list '+nList+'/'+META.n_list:'';soon();
     if(st.open&&!feats[st.open])showPanel();
