@@ -551,7 +551,10 @@ def test_weights_stage_in_a_suite_then_both_exports(tmp_path):
             if p.parent.name == "core":
                 assert not any("cosine" in f for f in d["eval_result_unstructured"]["nan_fields"])
     export_run(rd, "neuronpedia", tmp_path / "np")
-    check_round_trip(rd, tmp_path / "np")
+    vocab = json.loads((Path(suite.model.name) / "config.json").read_text())["vocab_size"]
+    man = check_round_trip(rd, tmp_path / "np", vocab=vocab)
+    # the export's lens (tiny model loaded from the run's manifest) is the output stage's
+    assert [(s["has_logit_lens"], s["logits_hist"]) for s in man["sources"]] == [(True, "ok")] * 3
     _, st = _run(tmp_path, suite)
     assert st["weights"] == "cached (3)"
 
