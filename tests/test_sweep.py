@@ -330,6 +330,29 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     assert status["sweep-activations"] == "cached (2)"
     assert all(status[f"member:{h}"] == "cached" for h in HOOKS), status
 
+    # PCA refitted in other float detail (another CPU): the finished sweep is left as it is;
+    # the members go on in new directories and the report in a new root beside the old one
+    from safetensors.torch import load_file, save_file
+
+    tree = lambda p: {f.relative_to(p).as_posix(): f.read_bytes() for f in p.rglob("*")  # noqa: E731
+                      if f.is_file() and f.name != ".lock"}  # fmt: skip
+    before = tree(root)
+    for folder in (tmp_path / "w" / "bases").glob("pca-*"):
+        t = load_file(str(folder / "weights.safetensors"))
+        t["D"] = t["D"] * (1 + 1e-6)
+        save_file(t, str(folder / "weights.safetensors"))
+    new_root = run_suite(toml, results_root=tmp_path / "res", run_name="r",
+                         work_dir=tmp_path / "w", progress=False)  # fmt: skip
+    after = tree(root)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing rewritten
+    assert new_root != root and new_root.name.startswith("r-w") and new_root.parent == root.parent
+    moved = json.loads((new_root / "sweep.json").read_text())["members"]
+    for h in HOOKS:
+        assert moved[h].startswith(f"../r/{h}-w"), moved
+        assert (new_root / moved[h] / "manifest.json").is_file()
+    md = (new_root / "leaderboard.md").read_text()
+    assert f"({moved[HOOKS[0]]}/leaderboard.md)" in md
+
 
 def test_committed_default_run_is_named_by_the_default_suite():
     """The committed run is the bundled default suite's own run (``run-<config hash>``)."""

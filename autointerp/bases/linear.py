@@ -82,10 +82,11 @@ class SignedLinearBasis(Basis):
 
 def fit_pca(x: torch.Tensor, *, k: int | None, name: str = "pca") -> SignedLinearBasis:
     """PCA on ``x`` (centred); all ``d`` components, orthonormal so D = E^T."""
-    x = x.double()
-    mu = x.mean(0)
-    xc = x - mu
-    cov = xc.T @ xc / max(1, len(x) - 1)
+    xc = x.double()  # one float64 copy, centred in place (the same numbers as ``x - mu``)
+    mu = xc.mean(0)
+    xc -= mu
+    cov = xc.T @ xc / max(1, len(xc) - 1)
+    del xc
     evals, evecs = torch.linalg.eigh(cov)
     order = evals.argsort(descending=True)
     W = evecs[:, order]  # [d, d], columns = components

@@ -43,15 +43,24 @@ class BasisCodec(FileCodec):
 
 def fit_tokens(acts, mask, fit_rows, n: int, seed: int) -> torch.Tensor:
     """Up to ``n`` non-special activations from the fit rows (seeded subsample)."""
-    xs = []
+    keep = ~mask[fit_rows]  # [rows, T]
+    total = int(keep.sum())
+    take = None
+    if total > n:  # the seeded subsample, as indices into the kept tokens in row order
+        g = torch.Generator().manual_seed(seed)
+        take = torch.randperm(total, generator=g)[:n].sort().values.numpy()
+    # filled in place, 256 rows at a time: no list of pieces and no second full copy
+    x = torch.empty((total if take is None else len(take), acts.shape[-1]), dtype=torch.float32)
+    at = got = 0
     for s in range(0, len(fit_rows), 256):
         r = fit_rows[s : s + 256]
-        a = np.asarray(acts[r])
-        xs.append(torch.from_numpy(a[~mask[r]]))
-    x = torch.cat(xs)
-    if len(x) > n:
-        g = torch.Generator().manual_seed(seed)
-        x = x[torch.randperm(len(x), generator=g)[:n].sort().values]
+        piece = np.asarray(acts[r])[keep[s : s + 256]]
+        if take is not None:
+            lo, hi = np.searchsorted(take, [at, at + len(piece)])
+            piece = piece[take[lo:hi] - at]
+        x[got : got + len(piece)] = torch.from_numpy(np.ascontiguousarray(piece, np.float32))
+        at += int(keep[s : s + 256].sum())
+        got += len(piece)
     return x
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def write_sweep_report(root: Path, member_dirs: dict[str, Path]) -> list[Path]:
     title = str(board.table["suite"][0]) if len(board.table) else ""
     ci = f"{round(board.level * 100)}% bootstrap CI"
     written = plot_layers(series, hookpoints, root / FIGURE, title=title, ci=ci)
-    folders = {h: d.name for h, d in member_dirs.items()}
+    folders = {h: Path(os.path.relpath(d, root)).as_posix() for h, d in member_dirs.items()}
     md = root / "leaderboard.md"
     atomic_write_text(md, render_sweep_markdown(board, hookpoints, folders, series))
     csv = root / "leaderboard.csv"

@@ -5,6 +5,9 @@ loaded once and handed to every member; in-process LLMs are loaded once per proc
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 
 from autointerp.config import Suite
 from autointerp.errors import AutointerpError
+from autointerp.results import stable_hash
 from autointerp.run.executor import Executor, JobFailed, Task, TaskFailed, failed_stage
 from autointerp.run.runner import Runner
 from autointerp.run.stage import Stage, StageContext, registered_stages
@@ -22,6 +26,8 @@ from autointerp.stages.activations import ACTIVATIONS, acts_key
 from autointerp.stages.env import SuiteEnv, llm_cache_path, suite_store
 from autointerp.stages.tokens import TOKENS
 from autointerp.sweep.members import hookpoint_folder, member_suites
+
+log = logging.getLogger(__name__)
 
 #: the sweep's own stages (each member run has the suite's stages)
 SWEEP_ACTIVATIONS, SWEEP_REPORT = "sweep-activations", "sweep-report"
@@ -77,7 +83,11 @@ def run_member(label: str, member_run: Callable[..., Any], suite: Suite, kw: dic
         raise TaskFailed(label, failed_stage(run.runner), str(e), retriable=False) from None
     except Exception as e:
         raise TaskFailed(label, failed_stage(run.runner), f"{type(e).__name__}: {e}") from None
-    return {"summary": run.summary(), "computed": run.runner.computed_anything()}
+    return {
+        "summary": run.summary(),
+        "computed": run.runner.computed_anything(),
+        "run_dir": str(run.store.run_dir),
+    }
 
 
 class SweepRun:
@@ -116,6 +126,8 @@ class SweepRun:
         self.max_cost = max_cost
         self.llm_cache = llm_cache_path(llm_cache)
         self.member_dirs = {h: self.store.out(hookpoint_folder(h)) for h in self.members}
+        self._default_dirs = dict(self.member_dirs)
+        self._report_dir: Path | None = None
         self.member_summaries: dict[str, list[dict[str, Any]]] = {}
         self.stages = self._graph()
         self.runner: Runner | None = None
@@ -173,6 +185,7 @@ class SweepRun:
             if env._sm is None:  # the member loaded it: the next members reuse it
                 env._sm = run.runner.env._sm
             self.member_summaries[h] = run.summary()
+            self.member_dirs[h] = Path(rd)  # another directory where its weights differ
             if run.runner.computed_anything():
                 ctx.report.computed = 1
             else:
@@ -215,6 +228,7 @@ class SweepRun:
             failed = [o for o in self._outcomes.values() if isinstance(o, TaskFailed)]
             raise JobFailed(failed, len(self._outcomes))
         self.member_summaries[h] = out["summary"]
+        self.member_dirs[h] = Path(out["run_dir"])  # another directory where its weights differ
         if out["computed"]:
             ctx.report.computed = 1
         else:
@@ -225,7 +239,29 @@ class SweepRun:
         from autointerp.sweep.report import write_sweep_report
 
         ctx.report.ran = True
-        return write_sweep_report(self.store.run_dir, dict(self.member_dirs))
+        return write_sweep_report(self.report_dir(), dict(self.member_dirs))
+
+    def report_dir(self) -> Path:
+        """Where the sweep's own files go: its root, unless a member ran in another directory
+        (its bases' weights differ from the finished member's there, see
+        :mod:`autointerp.run.placement`); then ``<root>-w<hash of the members' folders>``
+        beside it, so a finished sweep's report is never rewritten with other members."""
+        root = self.store.run_dir
+        if all(d == self._default_dirs[h] for h, d in self.member_dirs.items()):
+            return root
+        moved = {h: d.name for h, d in self.member_dirs.items()}
+        new = root.with_name(f"{root.name}-w{stable_hash(moved, 8)}")
+        if new != self._report_dir:
+            log.warning(
+                "not rewriting the sweep report in %s: members %s ran with other weights; "
+                "writing the report to %s instead",
+                root,
+                ", ".join(h for h, d in self.member_dirs.items() if d != self._default_dirs[h]),
+                new,
+            )
+            self._report_dir = new
+        new.mkdir(parents=True, exist_ok=True)
+        return new
 
     def run(self) -> Path:
         """Every stage, skipping finished ones, under an exclusive lock on the sweep's root."""
@@ -242,19 +278,25 @@ class SweepRun:
         self._outcomes = None
 
         def start(runner: Runner) -> None:
-            self.store.write_json(self.store.out("suite.json"), self.suite.model_dump())
+            p, suite = self.store.out("suite.json"), self.suite.model_dump()
+            if not (p.is_file() and json.loads(p.read_text()) == suite):
+                self.store.write_json(p, suite)
             if self.executor.parallel:  # every worker must see the results and the caches
                 dirs = [self.store.run_dir, self.store.work_dir, self.llm_cache.parent]
                 self.executor.check_shared(dirs)
 
         def finish(runner: Runner) -> None:
+            root = self.report_dir()
             self.store.write_json(
-                self.store.out("sweep.json"),
+                root / "sweep.json",
                 {
                     "suite": self.suite.name,
                     "config_hash": self.config_hash,
                     "hookpoints": list(self.members),
-                    "members": {h: d.name for h, d in self.member_dirs.items()},
+                    "members": {
+                        h: Path(os.path.relpath(d, root)).as_posix()
+                        for h, d in self.member_dirs.items()
+                    },
                     "stages": runner.summary(),
                     "member_stages": self.member_summaries,
                     "timings": {**env.timings},
@@ -263,7 +305,7 @@ class SweepRun:
             )
 
         self.runner.run(prepare=start, finalize=finish)
-        return self.store.run_dir
+        return self.report_dir()
 
     def summary(self) -> list[dict[str, Any]]:
         """The last run's per-stage rows at the sweep's root (stage, seconds, status)."""
