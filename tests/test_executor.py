@@ -83,7 +83,8 @@ def test_member_failure_names_member_and_stage(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- under Ray
 
-SKIP = ["manifest.json", "sweep.json", ".lock", "leaderboard.html"]  # timings, paths
+#: timings, paths; progress.json: the progress view (clocks, tasks)
+SKIP = ["manifest.json", "sweep.json", ".lock", "leaderboard.html", "progress.json"]
 #: what differs between two runs of the same job: clocks and ids; and LLM usage, since which
 #: member pays for a prompt that two members share (the LLM cache is shared) and which hits
 #: the cache depends on the order the members ran in
@@ -198,8 +199,9 @@ def assert_same_results(r1: Path, r2: Path) -> None:
             assert p.read_text() == q.read_text(), name
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
+    """One local Ray instance (2 CPUs, loopback only) for the module: Ray starts slowly."""
     if not HAVE_RAY:
         pytest.skip("ray is not installed (pip install 'autointerp[ray]')")
     import ray
