@@ -235,6 +235,14 @@ def test_tiny_sweep_under_ray_equals_local(tmp_path, monkeypatch, local_ray):
     assert set(sweep["member_stages"]) == set(d["model"]["hookpoints"])
     assert_same_results(roots["local"], roots["ray"])
     assert (roots["ray"] / "leaderboard.csv").is_file()
+    # one progress view: the root (its members as tasks), then each member with its stages
+    from autointerp.run.progress import job_status
+
+    runs = job_status(roots["ray"])
+    assert [r["state"] for r in runs] == ["done"] * 3, runs
+    assert {k: v.split(" ")[0] for k, v in runs[0]["tasks"].items()} == {
+        f"member:{h}": "done" for h in d["model"]["hookpoints"]}  # fmt: skip
+    assert all(set(r["stages"].values()) != {"pending"} for r in runs[1:])
     assert local_ray.is_initialized()  # the executor leaves a cluster it did not start
 
     # a rerun under Ray computes nothing and changes nothing

@@ -29,7 +29,7 @@ def _boom(ctx, inputs):
     raise AutointerpError("the corpus file went away")
 
 
-def test_progress_follows_stages_and_names_the_failing_one(tmp_path):
+def test_progress_follows_stages_and_names_the_failing_one(tmp_path, capsys):
     """Every run writes progress.json as it goes: each stage's status, how it ended; a
     failure names its stage and error; ``autointerp status`` prints it."""
     store = RunStore(tmp_path / "run", tmp_path / "work")
@@ -41,7 +41,10 @@ def test_progress_follows_stages_and_names_the_failing_one(tmp_path):
     assert st["state"] == "failed" and st["stage"] == "b", st
     assert st["stages"] == {"a": "computed", "b": "running"}
     assert "the corpus file went away" in st["error"]
-    text = format_status(store.run_dir)
+    from autointerp.cli import main
+
+    assert main(["status", str(store.run_dir)]) == 0  # `autointerp status RUN_DIR`
+    text = capsys.readouterr().out
     assert "run: failed, 1/2 stages" in text and "error in stage b" in text, text
     Runner([a], store, progress=False).run()  # the same directory, now finishing
     st = read_progress(store.run_dir)
