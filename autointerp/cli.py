@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "autointerp.report.docgen",  # docs
     "autointerp.export.command",  # export, card
     "autointerp.circuits.command",  # attribute
+    "autointerp.run.progress",  # status
 ]
 
 
@@ -45,6 +46,7 @@ examples:
   autointerp docs --check                  README / docs numbers vs the committed runs
   autointerp export results/default/RUN out/ --to saebench    (or --to neuronpedia)
   autointerp card results/default/RUN      a one-page results card: RUN/card.md
+  autointerp status results/default/RUN    progress per member, stage and task (while it runs)
 
 results: each run writes results/<suite>/<run>/ (change the root with --results): the
 leaderboard (leaderboard.md, leaderboard.html), manifest.json, and the scores, metrics and

@@ -201,8 +201,9 @@ def register(sub: Any) -> None:
         "--executor",
         choices=("local", "ray"),
         default=None,
-        help="where a sweep's members run: local (here, in order; the default) or ray "
-        "(Ray tasks; needs pip install 'autointerp[ray]'); default: the suite's [run] executor",
+        help="where a sweep's members and a suite's per-basis items run: local (here, in order; "
+        "the default) or ray (Ray tasks; needs pip install 'autointerp[ray]'); default: the "
+        "suite's [run] executor",
     )
     p.add_argument(
         "--address",

@@ -439,8 +439,10 @@ class LLMRoles(_Strict):
 
 class RunConfig(_Strict):
     """How a job runs, not what it computes (kept out of the suite's dump and config hash):
-    ``executor`` local (here, in order) or ray (a sweep's members as Ray tasks on ``address``,
-    or on a local Ray cluster), each task asking for ``cpus_per_task`` / ``gpus_per_task``."""
+    ``executor`` local (here, in order) or ray (a sweep's members, or a suite's per-basis
+    items, as Ray tasks on ``address`` or on a local Ray cluster), each task asking for
+    ``cpus_per_task`` / ``gpus_per_task`` (0: a GPU for subject-model items when the cluster
+    has one and the model's device is not ``cpu``; fits never ask for one)."""
 
     executor: Literal["local", "ray"] = "local"
     address: str | None = None

@@ -74,9 +74,12 @@ class SuiteRun:
         max_cost: float | None = None,
         run_dir: str | Path | None = None,
         subject_model: Any = None,
+        executor: Any = None,
     ) -> None:
         """``run_dir``: this exact directory instead of ``results_root/<suite>/<run>`` (a
-        sweep's sub-run); ``subject_model``: an already loaded model to use (not reloaded)."""
+        sweep's sub-run); ``subject_model``: an already loaded model to use (not reloaded);
+        ``executor``: a parallel one (``ray``) makes the stages' per-basis items as tasks
+        (:mod:`autointerp.run.remote`); default: everything here, in order."""
 
         if suite.model.hookpoints is not None:
             raise ConfigError(
@@ -98,7 +101,23 @@ class SuiteRun:
         self.llm_cache = llm_cache_path(llm_cache)
         self.stages = suite_stages()
         self.runner: Runner | None = None
+        self.executor = executor
         Runner(self.stages, self.store, force=self.force)  # an unknown --force fails here
+
+    def _worker(self) -> Any:
+        """What a worker needs to make this run's per-basis items (None: run them here)."""
+        ex = self.executor
+        if ex is None or not ex.parallel:
+            return None
+        from autointerp.run.remote import WorkerSpec
+
+        rc = self.suite.run
+        return WorkerSpec(
+            suite=self.suite, work_dir=self.store.work_dir.resolve(),
+            llm_cache=self.llm_cache.resolve(), retry_failed=self.retry_failed,
+            max_cost=self.max_cost, force=self.force, cpus=rc.cpus_per_task,
+            gpus=ex.model_gpus(rc.gpus_per_task, self.suite.model.device),
+        )  # fmt: skip
 
     def run(self) -> Path:
         """Every stage, skipping finished ones, under an exclusive lock on the run dir."""
@@ -113,7 +132,11 @@ class SuiteRun:
         )
         if self.subject_model is not None:
             env._sm = self.subject_model
-        self.runner = Runner(self.stages, self.store, env, force=self.force, progress=self.progress)
+        worker = self._worker()
+        self.runner = Runner(
+            self.stages, self.store, env, force=self.force, progress=self.progress,
+            executor=self.executor if worker is not None else None, worker=worker,
+        )  # fmt: skip
 
         def finish(runner: Runner) -> None:
             from autointerp.stages.outputs import write_manifest
@@ -127,6 +150,9 @@ class SuiteRun:
             p, suite = self.store.out("suite.json"), self.suite.model_dump()
             if not (p.is_file() and json.loads(p.read_text()) == suite):
                 self.store.write_json(p, suite)
+            if worker is not None:  # every worker must see the results and the caches
+                dirs = [self.store.run_dir, self.store.work_dir, self.llm_cache.parent]
+                self.executor.check_shared(dirs)
 
         def place(runner: Runner, st: Any) -> None:
             """After the bases: a finished run made with other weights is left as it is."""
@@ -162,21 +188,20 @@ def run_suite(
 ) -> Path:
     """Run a suite (a ``Suite`` or a TOML path); returns the run directory (a sweep's root
     when the suite names several hookpoints). ``executor`` (default: the suite's ``[run]``,
-    else ``local``) runs a sweep's members here or as Ray tasks on ``address``
-    (:mod:`autointerp.run.executor`)."""
+    else ``local``) runs a sweep's members, or a single suite's per-basis items, here or as
+    Ray tasks on ``address`` (:mod:`autointerp.run.executor`)."""
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
     executor = executor or suite.run.executor
     address = address or suite.run.address
-    if suite.model.hookpoints is None:
-        if executor != "local":
-            log.info("a single-hookpoint suite is one unit: it runs in this process")
-        return SuiteRun(suite, **kwargs).run()
     from autointerp.run.executor import make_executor
-    from autointerp.sweep.run import SweepRun
 
     ex = make_executor(executor, address)
     try:
+        if suite.model.hookpoints is None:
+            return SuiteRun(suite, executor=ex, **kwargs).run()
+        from autointerp.sweep.run import SweepRun
+
         return SweepRun(suite, member_run=SuiteRun, executor=ex, **kwargs).run()
     finally:
         ex.close()

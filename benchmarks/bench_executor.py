@@ -2,6 +2,13 @@
 and what a stated model of the stage times predicts for N workers (N GPUs).
 
     python benchmarks/bench_executor.py [--hookpoints 3] [--workers 2] [--n-tokens 1024]
+    python benchmarks/bench_executor.py --case suite [--workers 2]
+
+``--case suite``: one hookpoint, five bases (SAE, PCA, ICA, neurons, random): the local
+executor vs Ray making each stage's per-basis items (fits, densities, metrics, records) as
+tasks, per stage side by side, and the stated model
+``T(N) = T_rest + sum over those stages of ceil(B / N) * t_item`` (``t_item``: a stage's Ray
+seconds over its waves of ``workers`` items; ``T_rest``: every other stage, on the driver).
 
 The sweep is the tests' tiny one (a random-weight 4-layer Llama from ``tests/conftest.py``,
 SAE / PCA / neurons / random bases, the tiny model as the in-process LLM). Each arm runs on a
@@ -88,12 +95,91 @@ def arm(d: dict, tmp: Path, name: str, workers: int) -> dict:
     return {"wall": wall, "start": t_start, "shared": wall - members, "members": members}
 
 
+ITEM_STAGES = ("bases", "density", "metrics", "records")
+
+
+def arm_suite(d: dict, tmp: Path, name: str, workers: int) -> dict:
+    """One single-hookpoint run; the seconds of each stage, the wall time, the start-up."""
+    from autointerp.config import suite_from_dict
+    from autointerp.pipeline import SuiteRun
+    from autointerp.run.executor import make_executor
+
+    os.environ["AUTOINTERP_CACHE_DIR"] = str(tmp / f"cache-suite-{name}")
+    t0 = time.perf_counter()
+    ex = make_executor(name, num_cpus=workers) if name == "ray" else make_executor()
+    t_start = time.perf_counter() - t0
+    try:
+        run = SuiteRun(suite_from_dict(d), results_root=tmp / f"res-suite-{name}", run_name="r",
+                       progress=False, executor=ex)  # fmt: skip
+        t1 = time.perf_counter()
+        rd = run.run()
+        wall = time.perf_counter() - t1
+    finally:
+        ex.close()
+    m = json.loads((rd / "manifest.json").read_text())
+    return {
+        "wall": wall,
+        "start": t_start,
+        "stages": {r["stage"]: r["seconds"] for r in m["stages"]},
+    }
+
+
+def main_suite(a: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        d = tiny_sweep(tmp, 3, a.n_tokens)
+        d["name"] = "bench-executor-suite"
+        d["model"] = {"name": d["model"]["name"], "hookpoint": "blocks.2.hook_resid_post"}
+        d["bases"].insert(2, {"kind": "ica"})
+        loc = arm_suite(d, tmp, "local", 1)
+        ray = arm_suite(d, tmp, "ray", a.workers)
+    w, nb = a.workers, len(d["bases"])
+    print(f"tiny suite, 1 hookpoint, {nb} bases, {os.cpu_count()} CPUs; seconds")
+    print(f"  {'':<28}{'local':>10}{f'ray x{w}':>10}")
+    rest = {k: 0.0 for k in ("local", "ray")}
+    for st in loc["stages"]:
+        a_, b_ = loc["stages"][st], ray["stages"].get(st, float("nan"))
+        if st in ITEM_STAGES:
+            print(f"  {st + ' (per-basis tasks)':<28}{a_:>10.1f}{b_:>10.1f}")
+        else:
+            rest["local"] += a_
+            rest["ray"] += b_
+    print(f"  {'other stages (driver)':<28}{rest['local']:>10.1f}{rest['ray']:>10.1f}")
+    print(f"  {'executor start-up':<28}{loc['start']:>10.1f}{ray['start']:>10.1f}")
+    total_l, total_r = loc["wall"], ray["wall"] + ray["start"]
+    print(f"  {'total':<28}{total_l:>10.1f}{total_r:>10.1f}   speed-up {total_l / total_r:.2f}x")
+    # the model: an item's compute (local seconds / B) plus a fixed cost per task (a worker
+    # process importing torch and autointerp and reloading the stage's upstream values),
+    # measured here as what a wave of the Ray arm took beyond its items' compute
+    t_item = {s: loc["stages"][s] / nb for s in ITEM_STAGES}
+    waves = math.ceil(nb / w)
+    t_0 = sum(max(0.0, ray["stages"][s] / waves - t_item[s]) for s in ITEM_STAGES) / len(t_item)
+    print("\nmodel (stated, not measured): "
+          "T(N) = T_rest + T_ray + sum_s ceil(B/N) * (t_item_s + t_0)")  # fmt: skip
+    print("  t_item (local, per basis): "
+          + ", ".join(f"{s} {v:.2f} s" for s, v in t_item.items())
+          + f"; t_0 (per task, this host) = {t_0:.1f} s; T_rest = {rest['ray']:.1f} s, "
+          f"T_ray = {ray['start']:.1f} s")  # fmt: skip
+    for scale in (1, 100):  # items as cheap as here, and 100x dearer (a real model, GPU)
+        seq = rest["local"] + nb * scale * sum(t_item.values())
+        cells = [
+            f"N={n}: {rest['ray'] + ray['start'] + math.ceil(nb / n) * sum(scale * v + t_0 for v in t_item.values()):.0f} s"  # noqa: E501
+            for n in (1, 2, 4, 8)
+        ]
+        print(f"  items x{scale}: local {seq:.0f} s; ray " + ", ".join(cells))
+    print(f"  per-basis tasks pay off once an item's compute is well above t_0 = {t_0:.1f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hookpoints", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n-tokens", type=int, default=1024)
+    ap.add_argument("--case", choices=("sweep", "suite"), default="sweep")
     a = ap.parse_args()
+    if a.case == "suite":
+        main_suite(a)
+        return
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         d = tiny_sweep(tmp, a.hookpoints, a.n_tokens)

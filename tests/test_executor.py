@@ -83,7 +83,8 @@ def test_member_failure_names_member_and_stage(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- under Ray
 
-SKIP = ["manifest.json", "sweep.json", ".lock", "leaderboard.html"]  # timings, paths
+#: timings, paths; progress.json: the progress view (clocks, tasks)
+SKIP = ["manifest.json", "sweep.json", ".lock", "leaderboard.html", "progress.json"]
 #: what differs between two runs of the same job: clocks and ids; and LLM usage, since which
 #: member pays for a prompt that two members share (the LLM cache is shared) and which hits
 #: the cache depends on the order the members ran in
@@ -198,8 +199,9 @@ def assert_same_results(r1: Path, r2: Path) -> None:
             assert p.read_text() == q.read_text(), name
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
+    """One local Ray instance (2 CPUs, loopback only) for the module: Ray starts slowly."""
     if not HAVE_RAY:
         pytest.skip("ray is not installed (pip install 'autointerp[ray]')")
     import ray
@@ -233,6 +235,14 @@ def test_tiny_sweep_under_ray_equals_local(tmp_path, monkeypatch, local_ray):
     assert set(sweep["member_stages"]) == set(d["model"]["hookpoints"])
     assert_same_results(roots["local"], roots["ray"])
     assert (roots["ray"] / "leaderboard.csv").is_file()
+    # one progress view: the root (its members as tasks), then each member with its stages
+    from autointerp.run.progress import job_status
+
+    runs = job_status(roots["ray"])
+    assert [r["state"] for r in runs] == ["done"] * 3, runs
+    assert {k: v.split(" ")[0] for k, v in runs[0]["tasks"].items()} == {
+        f"member:{h}": "done" for h in d["model"]["hookpoints"]}  # fmt: skip
+    assert all(set(r["stages"].values()) != {"pending"} for r in runs[1:])
     assert local_ray.is_initialized()  # the executor leaves a cluster it did not start
 
     # a rerun under Ray computes nothing and changes nothing

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.errors import ConfigError
-from autointerp.run.tasks import Executor, Task, TaskFailed, check_probes, probe_files
+from autointerp.run.tasks import (
+    Executor,
+    Reporter,
+    Task,
+    TaskFailed,
+    check_probes,
+    probe_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +77,12 @@ class RayExecutor(Executor):
     def parallel(self) -> bool:
         return True
 
-    def run_all(self, tasks: Sequence[Task]) -> dict[str, Any]:
+    def model_gpus(self, requested: float, device: str) -> float:
+        if requested > 0 or device == "cpu":
+            return requested
+        return 1.0 if self.ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+    def run_all(self, tasks: Sequence[Task], report: Reporter | None = None) -> dict[str, Any]:
         ray = self.ray
         remote = ray.remote(_call)
         refs = {
@@ -88,12 +100,14 @@ class RayExecutor(Executor):
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             label = refs[ready[0]]
-            out[label] = self._get(label, ready[0])
-            status = "FAILED" if isinstance(out[label], TaskFailed) else "done"
-            log.info(
-                "[ray %d/%d] %s: %s (%.1f s)", len(out), len(tasks), label, status,
-                time.perf_counter() - t0,
-            )  # fmt: skip
+            out[label] = got = self._get(label, ready[0])
+            secs = time.perf_counter() - t0
+            status = "done"
+            if isinstance(got, TaskFailed):
+                status = f"FAILED in stage {got.stage}" if got.stage else "FAILED (worker lost)"
+            log.info("[ray %d/%d] %s: %s (%.1f s)", len(out), len(tasks), label, status, secs)
+            if report is not None:
+                report(label, got, secs)
         return {t.label: out[t.label] for t in tasks}
 
     def _get(self, label: str, ref: Any) -> Any:

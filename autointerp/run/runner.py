@@ -96,11 +96,21 @@ class Runner:
         *,
         force: Iterable[str] = (),
         progress: bool = True,
+        executor: Any = None,
+        worker: Any = None,
     ) -> None:
+        """``executor`` (:mod:`autointerp.run.executor`) and ``worker`` (a
+        :class:`~autointerp.run.remote.WorkerSpec`): where :meth:`StageContext.prefetch` sends
+        a stage's per-basis items; without both, stages run everything here."""
         self.stages = order_stages(stages)
         self.store = store
         self.env = env
         self.progress = progress
+        self.executor = executor
+        self.worker = worker
+        self.board: Any = None  # the run's progress.json (autointerp.run.progress)
+        self.log_stages = True
+        self._prefetched: set[Path] = set()  # items written by tasks in this invocation
         known = {n for s in self.stages for n in s.forced_by}
         self.force = set(force)
         bad = self.force - known
@@ -126,28 +136,45 @@ class Runner:
         """Every stage under the run directory's lock; ``prepare(self)`` runs first and
         ``finalize(self)`` last, both under the lock (e.g. to write the suite and the
         manifest); ``after_stage(self, stage)`` after each stage (it may :meth:`move_to`
-        another run directory). Returns the stages' values."""
+        another run directory). Returns the stages' values. The run's ``progress.json``
+        (:mod:`autointerp.run.progress`) follows every stage."""
+        from autointerp.run.progress import Progress
+
         self._lock = self.store.lock().acquire()
         try:
             self.store.check_schema()
+            self.board = Progress(
+                self.store.run_dir, self.store.run_dir.name, [s.name for s in self.stages]
+            )
+            self.board.write()
             try:
                 if prepare is not None:
                     prepare(self)
                 for i, st in enumerate(self.stages, 1):
+                    self.board.stage(st.name)
                     try:
                         self._run_stage(i, st)
                     finally:
                         sync_pending()  # journals' group commit (autointerp.journal)
+                    self.board.stage(st.name, self._status(st))
                     if after_stage is not None:
                         after_stage(self, st)
                 if finalize is not None:
                     finalize(self)
+            except BaseException as e:
+                self.board.end(e)
+                raise
             finally:
                 self._close()
+            self.board.end()
         finally:
             if self._lock is not None:
                 self._lock.release()
         return self.values
+
+    def _status(self, st: Stage) -> str:
+        r = next((r for r in reversed(self.reports) if r.name == st.name), None)
+        return r.status if r is not None else "done"
 
     def move_to(self, store: RunStore, files: Iterable[str] = ()) -> None:
         """Go on in ``store``'s run directory: take its lock, move ``files`` (paths relative to
@@ -171,17 +198,27 @@ class Runner:
 
         self._memo = {moved(p): v for p, v in self._memo.items()}
         self._redone = {moved(p) for p in self._redone}
+        self._prefetched = {moved(p) for p in self._prefetched}
+        if self.board is not None:
+            self.board.move(store.run_dir)
         if self._lock is not None:
             self._lock.release()
         self._lock, self.store = lock, store
 
-    def _run_stage(self, i: int, st: Stage) -> None:
+    def _context(self, st: Stage) -> StageContext:
+        """A stage's context: its inputs, its upstream hashes and (keyed) its hash."""
         inputs = {d: self.values[d] for d in st.deps}
         report = StageReport(st.name)
         ctx = StageContext(self, st, self.env, {d: self.hashes[d] for d in st.deps}, report)
-        t0 = time.perf_counter()
+        ctx.inputs = inputs
         if st.key is not None:
             ctx.hash = st.hash(st.key(ctx, inputs))
+        return ctx
+
+    def _run_stage(self, i: int, st: Stage) -> None:
+        t0 = time.perf_counter()
+        ctx = self._context(st)
+        inputs, report = ctx.inputs, ctx.report
         if st.journal:
             value = self._journaled(st, ctx, inputs)
         elif st.key is not None and st.artifact is not None:
@@ -207,6 +244,7 @@ class Runner:
             self.hashes[st.name] = stable_hash({"deps": ctx.upstream})
         if st.summary:
             self.reports.append(report)
+        if st.summary and self.log_stages:
             log.info(
                 "[%d/%d] %s: %s (%.1f s)", i, len(self.stages), st.name, report.status,
                 report.seconds,
@@ -281,7 +319,10 @@ class Runner:
         shared = self.store.shared_file(name, h, codec.suffix) if art.shared else None
         if not forced and self._have(art, path, h):
             value = codec.load(path)
-            ctx.report.cached += 1
+            if path in self._prefetched:  # a task computed it in this invocation
+                self._prefetched.discard(path)
+            else:
+                ctx.report.cached += 1
             if shared is not None and not codec.exists(shared):
                 self._publish(codec, path, shared)  # a run written before the shared cache
         elif not forced and shared is not None and codec.exists(shared):

@@ -221,6 +221,22 @@ class StageContext:
     done: dict[tuple, dict[str, Any]] = field(default_factory=dict)
     item_hashes: list[str] = field(default_factory=list)
     appended: set[tuple] = field(default_factory=set)
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parallel(self) -> bool:
+        """True when :meth:`prefetch` sends items out (``--executor ray``)."""
+        ex = self.runner.executor
+        return ex is not None and ex.parallel and self.runner.worker is not None
+
+    def prefetch(self, fn: Callable[..., Any], items: Any, *, gpu: bool = False) -> None:
+        """Under a parallel executor, make each of ``items`` (those no run has yet) as a task:
+        ``fn(ctx, inputs, item)``, a module-level function that writes the item through
+        :meth:`cached`; the stage's own loop then finds them cached. Locally: nothing (the
+        loop computes them here, in order). ``gpu``: the item runs the subject model
+        (:mod:`autointerp.run.remote`)."""
+        if self.parallel:
+            self.runner.worker.prefetch(self, fn, list(items), gpu)
 
     @property
     def forced(self) -> bool:

@@ -9,6 +9,7 @@ that fails for good never discards the others' results."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ class Task:
     args: tuple[Any, ...] = ()
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+
+
+#: ``report(label, outcome, seconds)``: a task ended with ``outcome`` (its value or failure)
+Reporter = Callable[[str, Any, float], Any]
 
 
 class TaskFailed(RuntimeError):
@@ -63,15 +68,24 @@ class Executor:
         """False: the caller runs its units inline, in order (today's path)."""
         return False
 
-    def run_all(self, tasks: Sequence[Task]) -> dict[str, Any]:
-        """label -> the task's value, or its :class:`TaskFailed` (every task is waited for)."""
+    def run_all(self, tasks: Sequence[Task], report: Reporter | None = None) -> dict[str, Any]:
+        """label -> the task's value, or its :class:`TaskFailed` (every task is waited for);
+        ``report(label, outcome, seconds)`` as each task ends (the job's progress view)."""
         out: dict[str, Any] = {}
         for t in tasks:
+            t0 = time.perf_counter()
             try:
                 out[t.label] = t.fn(*t.args)
             except TaskFailed as e:
                 out[t.label] = e
+            if report is not None:
+                report(t.label, out[t.label], time.perf_counter() - t0)
         return out
+
+    def model_gpus(self, requested: float, device: str) -> float:
+        """The GPUs a subject-model task asks for: ``requested`` when set, else one when the
+        suite's device is not the CPU and the executor has GPUs (locally: none to ask for)."""
+        return requested
 
     def check_shared(self, paths: Sequence[Path]) -> None:
         """Every worker sees ``paths`` (trivially true in this process)."""

@@ -125,6 +125,25 @@ def letter_cell(values: list[float], ctx: StageContext, reason: str | None) -> C
     return Cell(ci.mean, ci.low, ci.high, ci.n)
 
 
+def basis_hash(ctx: StageContext, b: Any) -> str:
+    """One basis's absorption item: the probe, the basis's weights, its name."""
+    pk = stable_hash(probe_key(ctx))
+    return stable_hash({"probe": pk, "basis": b.info.get("stage_hash", b.name), "name": b.name})
+
+
+def absorption_one(ctx: StageContext, inputs: dict[str, Any], name: str) -> None:
+    """One basis's absorption (an executor task; the probe is already cached)."""
+    from autointerp.absorption.evaluate import evaluate_basis
+
+    s = ctx.env.suite
+    gt = ground_truth(ctx)
+    b = next(b for b in inputs["bases"] if b.name == name)
+    ctx.cached(
+        f"absorption-{name}", basis_hash(ctx, b),
+        lambda: evaluate_basis(b, gt, s.absorption, s.seed).to_dict(), BASIS_ARTIFACT,
+    )  # fmt: skip
+
+
 def compute_absorption(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | None:
     from autointerp.absorption.evaluate import METRICS, evaluate_basis
 
@@ -138,13 +157,16 @@ def compute_absorption(ctx: StageContext, inputs: dict[str, Any]) -> StageColumn
     cols = StageColumns("absorption", list(COLUMNS))
     details: dict[str, Any] = {}
     secs: dict[str, float] = {}
-    pk = stable_hash(probe_key(ctx))
+    if ctx.parallel:  # the probe is built (once, here) before the bases' tasks
+        ctx.prefetch(absorption_one, [
+            b.name for b in inputs["bases"]
+            if not ctx.available(f"absorption-{b.name}", basis_hash(ctx, b), BASIS_ARTIFACT)
+        ], gpu=True)  # fmt: skip
     for b in inputs["bases"]:
         tb = time.perf_counter()
-        h = stable_hash({"probe": pk, "basis": b.info.get("stage_hash", b.name), "name": b.name})
         res = ctx.cached(
-            f"absorption-{b.name}", h, lambda b=b: evaluate_basis(b, gt, cfg, s.seed).to_dict(),
-            BASIS_ARTIFACT,
+            f"absorption-{b.name}", basis_hash(ctx, b),
+            lambda b=b: evaluate_basis(b, gt, cfg, s.seed).to_dict(), BASIS_ARTIFACT,
         )  # fmt: skip
         secs[b.name] = round(time.perf_counter() - tb, 2)
         details[b.name] = res

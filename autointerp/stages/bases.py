@@ -77,7 +77,35 @@ def default_l0(ctx: StageContext, sae: Basis | None, acts, mask, rows) -> int:
     return max(1, int(round(float(d.sum()))))
 
 
+def fit_waves(cfgs: list, kinds: dict[str, BasisKind]) -> dict[str, int]:
+    """label -> its wave: consecutive bases (in build order) of one order whose kind is kept in
+    the work dir and whose key does not depend on the bases built before it (no
+    ``hash_extra``) share a wave and can be fitted at once; any other basis is a wave alone."""
+    wave, out, prev = -1, {}, None
+    for bc in cfgs:
+        k = kinds[bc.kind]
+        free = k.save is not None and k.load is not None and k.hash_extra is None
+        if not (free and prev == k.order):
+            wave += 1
+        prev = k.order if free else None
+        out[bc.label] = wave
+    return out
+
+
 def compute_bases(ctx: StageContext, inputs: dict[str, Any]) -> list[Basis]:
+    return build_bases(ctx, inputs)
+
+
+def fit_one(ctx: StageContext, inputs: dict[str, Any], label: str) -> None:
+    """One basis's fit (an executor task): the bases before its wave are loaded, its
+    siblings in the wave are left to their own tasks (:func:`fit_waves`)."""
+    build_bases(ctx, inputs, only=label)
+
+
+def build_bases(ctx: StageContext, inputs: dict[str, Any], only: str | None = None) -> list[Basis]:
+    """Every basis in build order (``only``: up to that one, skipping its wave's others).
+    Under a parallel executor, each wave's fits missing from the work dir are made as tasks
+    first (:meth:`StageContext.prefetch`); the loop then loads them."""
     env = ctx.env
     suite = env.suite
     salt = model_salt(suite)
@@ -109,9 +137,13 @@ def compute_bases(ctx: StageContext, inputs: dict[str, Any]) -> list[Basis]:
         return fits[n]
 
     kinds = {bc.kind: get_basis_kind(bc.kind) for bc in cfgs}
+    ordered = sorted(cfgs, key=lambda b: kinds[b.kind].order)
+    waves = fit_waves(ordered, kinds)
     bases: list[Basis] = []
     first_sae: Basis | None = None
-    for bc in sorted(cfgs, key=lambda b: kinds[b.kind].order):
+
+    def plan(bc: Any) -> tuple[BasisBuild, str | None, Artifact | None]:
+        """The build of ``bc`` and, for a kind kept in the work dir, its key and artifact."""
         kind = kinds[bc.kind]
         k = None
         if kind.uses_l0:
@@ -126,23 +158,42 @@ def compute_bases(ctx: StageContext, inputs: dict[str, Any]) -> list[Basis]:
             hookpoint=suite.model.hookpoint, corpus_source=suite.corpus.source,
             work_dir=env.store.work_dir,
         )  # fmt: skip
-        if kind.save is not None and kind.load is not None:
-            extra = kind.hash_extra(build) if kind.hash_extra else {"sae": None, "matched": None}
-            h = stable_hash(
-                {
-                    "acts": build.acts_hash,
-                    "cfg": bc.model_dump(),
-                    "k": k,
-                    "fit": FIT_VERSION,
-                    **extra,
-                    "seed": suite.seed,
-                }
-            )
-            art = Artifact(
-                BasisCodec(kind),
-                place=lambda s, h, label=bc.label: s.work("bases", f"{label}-{h}"),
-                shared=False,
-            )
+        if kind.save is None or kind.load is None:
+            return build, None, None
+        extra = kind.hash_extra(build) if kind.hash_extra else {"sae": None, "matched": None}
+        h = stable_hash(
+            {
+                "acts": build.acts_hash,
+                "cfg": bc.model_dump(),
+                "k": k,
+                "fit": FIT_VERSION,
+                **extra,
+                "seed": suite.seed,
+            }
+        )
+        art = Artifact(
+            BasisCodec(kind),
+            place=lambda s, h, label=bc.label: s.work("bases", f"{label}-{h}"),
+            shared=False,
+        )
+        return build, h, art
+
+    seen: set[int] = set()
+    for bc in ordered:
+        w = waves[bc.label]
+        if only is not None and bc.label != only and w == waves[only]:
+            continue  # a sibling in the wave: its own task fits it
+        if only is None and ctx.parallel and w not in seen:
+            seen.add(w)
+            todo = []
+            for sib in (c for c in ordered if waves[c.label] == w):
+                _, h, art = plan(sib)
+                if h is not None and not ctx.available(f"bases-{sib.label}", h, art):
+                    todo.append(sib.label)
+            ctx.prefetch(fit_one, todo)  # fits: CPU tasks
+        kind = kinds[bc.kind]
+        build, h, art = plan(bc)
+        if h is not None and art is not None:
             b = ctx.cached(
                 f"bases-{bc.label}", h, lambda build=build, kind=kind: kind.build(build), art
             )
@@ -158,6 +209,8 @@ def compute_bases(ctx: StageContext, inputs: dict[str, Any]) -> list[Basis]:
             first_sae = b
         b.to(env.device)
         bases.append(b)
+        if bc.label == only:
+            return bases
     order = {n: i for i, n in enumerate(names)}
     return sorted(bases, key=lambda b: order[b.name])
 

@@ -86,8 +86,21 @@ def density_of(ctx: StageContext, basis: Basis, acts, mask, rows: np.ndarray) ->
     )
 
 
+def density_one(ctx: StageContext, inputs: dict[str, Any], name: str) -> None:
+    """One basis's density (an executor task)."""
+    acts, split = inputs["activations"].acts, inputs["split"]
+    b = next(b for b in inputs["bases"] if b.name == name)
+    density_of(ctx, b, acts, split.mask, split.all_rows)
+
+
 def compute_density(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
     acts, split = inputs["activations"].acts, inputs["split"]
+    if ctx.parallel:
+        ctx.prefetch(density_one, [
+            b.name for b in inputs["bases"]
+            if not ctx.available("density", stable_hash(density_key(b, split.all_rows)),
+                                 DENSITY_ARTIFACT)
+        ])  # fmt: skip
     return {b.name: density_of(ctx, b, acts, split.mask, split.all_rows) for b in inputs["bases"]}
 
 

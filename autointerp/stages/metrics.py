@@ -45,14 +45,29 @@ def compute_metrics(ctx: StageContext, inputs: dict[str, Any]) -> list[dict[str,
     serve them all), the others are loaded."""
     bases = inputs["bases"]
     hashes = {b.name: basis_metrics_hash(ctx, inputs, b) for b in bases}
-    missing = [
-        b for b in bases if not ctx.available(f"metrics-{b.name}", hashes[b.name], METRICS_ITEM)
-    ]
+
+    def missing_now() -> list:
+        return [
+            b for b in bases
+            if not ctx.available(f"metrics-{b.name}", hashes[b.name], METRICS_ITEM)
+        ]  # fmt: skip
+
+    missing = missing_now()
+    if missing and ctx.parallel:  # one task per basis, each with its own clean pass
+        ctx.prefetch(metrics_one, [b.name for b in missing], gpu=True)
+        missing = missing_now()
     fresh = {r["basis"]: r for r in measure_bases(ctx, inputs, missing)} if missing else {}
     return [
         ctx.cached(f"metrics-{b.name}", hashes[b.name], lambda b=b: fresh[b.name], METRICS_ITEM)
         for b in bases
     ]
+
+
+def metrics_one(ctx: StageContext, inputs: dict[str, Any], name: str) -> None:
+    """One basis's metrics row (an executor task)."""
+    b = next(b for b in inputs["bases"] if b.name == name)
+    h = basis_metrics_hash(ctx, inputs, b)
+    ctx.cached(f"metrics-{name}", h, lambda: measure_bases(ctx, inputs, [b])[0], METRICS_ITEM)
 
 
 def measure_bases(ctx: StageContext, inputs: dict[str, Any], bases: list) -> list[dict[str, Any]]:

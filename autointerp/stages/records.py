@@ -59,49 +59,76 @@ def records_artifact(name: str) -> Artifact:
     )
 
 
-def compute_records(ctx: StageContext, inputs: dict[str, Any]) -> RecordSet:
+def records_hash(ctx: StageContext, inputs: dict[str, Any], b: Any) -> str:
+    """What one basis's records depend on (its weights, the records settings, the corpus)."""
+    suite = ctx.env.suite
+    return stable_hash(
+        {
+            "basis": b.info.get("stage_hash", ""),
+            "records": suite.records.model_dump(),
+            "seed": suite.seed,
+            "n_rows": len(inputs["tokens"].ids),
+        }
+    )
+
+
+def _tokenizer(env: Any) -> Any:
+    """The subject model's tokenizer, loaded once per run environment."""
+    tok = getattr(env, "_records_tokenizer", None)
+    if tok is None:
+        tok = env._records_tokenizer = env.tokenizer()
+    return tok
+
+
+def records_of(ctx: StageContext, inputs: dict[str, Any], b: Any) -> list[FeatureRecord]:
+    """One basis's records: ``records/<basis>.jsonl`` when it holds them, else collected."""
     from autointerp.records import collect_records, select_features
 
     env = ctx.env
     suite = env.suite
     rc = suite.records
     tokens, acts, split = inputs["tokens"].ids, inputs["activations"].acts, inputs["split"]
-    tok = None
-    out, hashes = {}, {}
-    unknown = sorted(set(rc.n_features_by_basis) - {b.name for b in inputs["bases"]})
+    density = inputs["density"][b.name]
+
+    def collect() -> list[FeatureRecord]:
+        feats = select_features(
+            density, rc.n_features_of(b.name), mode=rc.feature_selection, seed=suite.seed,
+            min_density=rc.min_density,
+        )  # fmt: skip
+        return collect_records(
+            b, acts, tokens, split.mask, feats, density, rc, _tokenizer(env), seed=suite.seed,
+            offset=1 if suite.corpus.prepend_bos else 0, device=env.device,
+            progress=ctx.progress,
+            codes=env.codes.pop(density_key(b, np.arange(len(tokens))), None),
+        )  # fmt: skip
+
+    h = records_hash(ctx, inputs, b)
+    return ctx.cached(f"records-{b.name}", h, collect, records_artifact(b.name))
+
+
+def records_one(ctx: StageContext, inputs: dict[str, Any], name: str) -> None:
+    """One basis's records (an executor task)."""
+    records_of(ctx, inputs, next(b for b in inputs["bases"] if b.name == name))
+
+
+def compute_records(ctx: StageContext, inputs: dict[str, Any]) -> RecordSet:
+    rc = ctx.env.suite.records
+    bases = inputs["bases"]
+    unknown = sorted(set(rc.n_features_by_basis) - {b.name for b in bases})
     if unknown:
         raise ConfigError(
             f"records.n_features_by_basis names {', '.join(unknown)}, not a basis of this suite "
-            f"({', '.join(b.name for b in inputs['bases'])}); use a [[bases]] name"
+            f"({', '.join(b.name for b in bases)}); use a [[bases]] name"
         )
-    for b in inputs["bases"]:
-        density = inputs["density"][b.name]
-        h = stable_hash(
-            {
-                "basis": b.info.get("stage_hash", ""),
-                "records": rc.model_dump(),
-                "seed": suite.seed,
-                "n_rows": len(tokens),
-            }
-        )
-        hashes[b.name] = h
-
-        def collect(b=b, density=density) -> list[FeatureRecord]:
-            nonlocal tok
-            tok = tok or env.tokenizer()
-            feats = select_features(
-                density, rc.n_features_of(b.name), mode=rc.feature_selection, seed=suite.seed,
-                min_density=rc.min_density,
-            )  # fmt: skip
-            return collect_records(
-                b, acts, tokens, split.mask, feats, density, rc, tok, seed=suite.seed,
-                offset=1 if suite.corpus.prepend_bos else 0, device=env.device,
-                progress=ctx.progress,
-                codes=env.codes.pop(density_key(b, np.arange(len(tokens))), None),
-            )  # fmt: skip
-
-        out[b.name] = ctx.cached(f"records-{b.name}", h, collect, records_artifact(b.name))
-    env.codes.clear()  # the density pass's kept codes served the records
+    if ctx.parallel:
+        ctx.prefetch(records_one, [
+            b.name for b in bases
+            if not ctx.available(f"records-{b.name}", records_hash(ctx, inputs, b),
+                                 records_artifact(b.name))
+        ])  # fmt: skip
+    out = {b.name: records_of(ctx, inputs, b) for b in bases}
+    hashes = {b.name: records_hash(ctx, inputs, b) for b in bases}
+    ctx.env.codes.clear()  # the density pass's kept codes served the records
     return RecordSet(out, hashes)
 
 

@@ -222,7 +222,15 @@ class SweepRun:
                 )
                 for m in self.members
             ]
-            self._outcomes = self.executor.run_all(tasks)
+            board = ctx.runner.board
+            for t in tasks:
+                board.task(t.label, "queued")
+
+            def report(label: str, out: Any, secs: float) -> None:
+                failed = isinstance(out, TaskFailed)
+                board.task(label, f"failed: {out}" if failed else "done", secs)
+
+            self._outcomes = self.executor.run_all(tasks, report=report)
         out = self._outcomes[f"member:{h}"]
         if isinstance(out, TaskFailed):
             failed = [o for o in self._outcomes.values() if isinstance(o, TaskFailed)]
