@@ -337,6 +337,9 @@ class IOIConfig(_Strict):
     #: greedy mode: thresholds logspace(-5, 0, n), ascending
     greedy_thresholds: int = Field(50, gt=0)
     batch_size: int = Field(64, gt=0)
+    #: bootstrap replicates that re-fit the in-sample and held-out rankings on each draw of
+    #: pairs (their columns' CIs; at most the 1000 resamples); 0 = the ranking held fixed
+    ranking_bootstrap: int = Field(50, ge=0, le=1000)
 
 
 class AttributionConfig(_Strict):
