@@ -9,7 +9,8 @@ needs no forward pass: the cost is in states, and a state's seconds are measured
 ``--time-states`` of the SAE's new states, so the printed seconds are states x that figure
 (this host, this load). No assertions.
 
-    python benchmarks/bench_ioi_rerank.py            # ~2 CPU-min on 2 cores
+    python benchmarks/bench_ioi_rerank.py            # ~2.5 CPU-min on 2 cores
+    python benchmarks/bench_ioi_rerank.py --requests-only   # what the replicates ask for
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_ioi  # noqa: E402
 from _out import recorded  # noqa: E402
 from bench_ioi import HOOK, load_bases  # noqa: E402
 
@@ -68,7 +70,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-states", type=int, default=192)
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/autointerp/work")
+    ap.add_argument("--random", default="bases/random-5303fc381518", help="the null's dir")
     args = ap.parse_args()
+    bench_ioi.DEFAULT["random"] = args.random
+    missing = [r for r in bench_ioi.DEFAULT.values() if not (args.work / r).exists()]
+    if missing:
+        sys.exit(f"the default run's bases are not all in {args.work}: {missing}")
     torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
           f"torch threads {args.threads}, {args.pairs} pairs, {HOOK}")  # fmt: skip
@@ -119,6 +126,26 @@ def main() -> None:
               "include prepare and the attribution)")  # fmt: skip
 
 
+def requests_only() -> None:
+    """The (pair, k) states the replicates ask for, before the memo (no model: the draws
+    depend only on the halves of the default pairs, the template split of seed 0)."""
+    from autointerp.causal.ioi_prompts import TEMPLATES, split_halves
+
+    th = split_halves(len(TEMPLATES), 0)
+    halves = np.array([th[i % len(TEMPLATES)] for i in range(64)])
+    grids = {"sae-topk": 14, "pca": 12, "ica": 12, "neurons": 12, "random": 14, "pca-full": 12}
+    print(f"64 pairs, halves {np.bincount(halves).tolist()}, grid sizes {grids}")
+    print("R  requested (pair, k) states, all 6 bases")
+    for R in RS:
+        n = sum(len(np.unique(d[0])) for d in draws(halves, "in_sample", R, 0))
+        n += sum(len(np.unique(x)) for d in draws(halves, "held_out", R, 0) for x in d)
+        print(f"{R:<3} {n * sum(grids.values()):10d}")
+
+
 if __name__ == "__main__":
-    with recorded("bench_ioi_rerank"):
-        main()
+    if "--requests-only" in sys.argv:
+        with recorded("bench_ioi_rerank_requests"):
+            requests_only()
+    else:
+        with recorded("bench_ioi_rerank"):
+            main()

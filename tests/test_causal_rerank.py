@@ -67,7 +67,7 @@ def test_draws_and_orders_by_hand():
     (r0, o0), (r1, o1) = fitted_blocks(a, halves, "held_out", d, True)
     assert r0.tolist() == [0, 0, 2] and r1.tolist() == [3, 4, 4]
     assert o0.tolist() == order_of(a[[3, 4, 4]].sum(0)).tolist() == [2, 1, 0]  # [1, .8, -5]
-    assert o1.tolist() == order_of(a[[0, 0, 2]].sum(0)).tolist() == [1, 2, 0]  # [0, -2, 3.8]
+    assert o1.tolist() == order_of(a[[0, 0, 2]].sum(0)).tolist() == [1, 0, 2]  # [0, -2, 3.8]
     (_, f0), (_, f1) = fitted_blocks(a, halves, "held_out", d, True, refit=False)
     assert f0.tolist() == order_of(a[[1, 3, 4]].sum(0)).tolist()
     assert f1.tolist() == order_of(a[[0, 2, 5]].sum(0)).tolist()
@@ -167,13 +167,19 @@ def test_unstable_ranking_widens_the_ci_stable_one_keeps_it(sm):
     ]  # fmt: skip
     d_all = patching.prepare(sm, hp, both)
     a = patching.attribution(sm, hp, d_all, dual)
-    assert (a[:12, 0] < 0).all() and (a[12:, 1] < 0).all()
     np.testing.assert_array_equal(a[:12, 1:], 0)  # A pairs move feature 0 only
-    # half 1: the A and B pair with the closest attributions
-    p, q = np.unravel_index(np.abs(a[:12, 0][:, None] - a[12:, 1][None]).argmin(), (12, 12))
-    rest_a = [i for i in range(12) if i != p][:10]
-    rest_b = [12 + i for i in range(12) if i != q][:2]
-    pick = [(i, 0) for i in rest_a + rest_b] + [(p, 1), (12 + q, 1)]
+    np.testing.assert_array_equal(a[12:, 0], 0)  # B pairs feature 1 only
+    # pairs whose own feature lowers the KL; half 1: the A and B pair with the closest
+    # attributions
+    ok_a = [i for i in range(12) if a[i, 0] < 0]
+    ok_b = [i for i in range(12, 24) if a[i, 1] < 0]
+    assert len(ok_a) >= 11 and len(ok_b) >= 3
+    gap = np.abs(a[ok_a, 0][:, None] - a[ok_b, 1][None])
+    i, j = np.unravel_index(gap.argmin(), gap.shape)
+    p, q = ok_a[i], ok_b[j]
+    rest_a = [i for i in ok_a if i != p][:10]
+    rest_b = [i for i in ok_b if i != q][:2]
+    pick = [(i, 0) for i in rest_a + rest_b] + [(p, 1), (q, 1)]
     pairs = [replace(both[i], half=h) for i, h in pick]
     data = patching.prepare(sm, hp, pairs)
     ks = patching.k_values("pow2", dual.n_features)
@@ -191,7 +197,19 @@ def test_unstable_ranking_widens_the_ci_stable_one_keeps_it(sm):
     }
     assert firsts == {0, 1}  # half 0's first feature flips between replicates
     assert _width(re.kl[:, 0]) > 3 * _width(fx.kl[:, 0])
-    assert _width(re.readings[:, 4]) > 3 * _width(fx.readings[:, 4])  # the AUC
+    assert _width(re.readings[:, 4]) > 1.5 * _width(fx.readings[:, 4])  # the AUC
+
+    # in-sample: 12 A and 6 B pairs, whose pooled attributions are close enough that a
+    # draw's first feature flips; the fixed ranking always patches the same one first
+    pairs_ab = [replace(both[i], half=both[i].template % 2) for i in range(18)]
+    data = patching.prepare(sm, hp, pairs_ab)
+    curves = ioi_curves(sm, hp, data, dual, ks, rankings=("in_sample",))
+    a = patching.attribution(sm, hp, data, dual)
+    memo = StateMemo(sm, hp, data, dual)
+    seed_memo(memo, a, np.array([p.half for p in pairs_ab]), curves, True)
+    re = bootstrap(memo, a, ks, ("in_sample",), n_rep, 0)["in_sample"]
+    fx = bootstrap(memo, a, ks, ("in_sample",), n_rep, 0, refit=False)["in_sample"]
+    assert _width(re.kl[:, 0]) > 2 * _width(fx.kl[:, 0])
 
     # the stable basis: the planted IO direction, every pair of kind A
     pairs_a = [_pair(tok, bos, t, o, " Mary", " John", " Tom", t % 2)
