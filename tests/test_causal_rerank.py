@@ -1,8 +1,8 @@
 """The IOI bootstrap that re-fits the ranking in every replicate (autointerp/causal/rerank.py,
 docs/causal.md "Confidence intervals"): draws and orders by hand, the memo against a plain
-evaluation of every replicate, known answers on a tiny model (a basis whose held-out ranking
-flips between replicates gets a wider CI than with the ranking fixed; the planted IO
-direction, always ranked first, gets the same CI), and the columns and stage using it."""
+evaluation of every replicate, known answers on a tiny model (a basis whose held-out or
+in-sample ranking flips between replicates gets a wider CI than with the ranking fixed; the
+planted IO direction, always ranked first, gets the same CI), and the columns and stage."""
 
 from __future__ import annotations
 
@@ -150,8 +150,10 @@ def test_unstable_ranking_widens_the_ci_stable_one_keeps_it(sm):
     nearly tied. Half 0's held-out order is fitted on half 1: with the ranking fixed it is
     always the same feature first, re-fitted on each draw of half 1's two pairs it flips
     between A and B, and the KL at k = 1 on half 0 with it (2 or 10 pairs left unpatched): the
-    re-ranked CI is much wider. The planted IO direction (every pair A, an orthonormal basis
-    whose first direction is u_A) is first in every replicate: the same CI either way."""
+    re-ranked CI is much wider. In-sample, 12 A and 6 B pairs have close pooled attributions:
+    the draw's first feature flips, the CI widens. The planted IO direction (every pair A, an
+    orthonormal basis whose first direction is u_A) is first in every replicate: the same CI
+    either way."""
     tok, bos = sm.tokenizer, sm.bos_token_id
     hp = sm.hookpoint("blocks.0.hook_resid_pre")
     ids = dict(single_token_names(tok))
