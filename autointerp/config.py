@@ -337,6 +337,10 @@ class IOIConfig(_Strict):
     #: greedy mode: thresholds logspace(-5, 0, n), ascending
     greedy_thresholds: int = Field(50, gt=0)
     batch_size: int = Field(64, gt=0)
+    #: bootstrap replicates that re-fit the in-sample and held-out rankings on each draw of
+    #: pairs (their columns' CIs; at most 1000); 0 = the ranking held fixed, labelled so.
+    #: Each replicate costs ~0.37x the stage's own patched states (docs/causal.md)
+    ranking_bootstrap: int = Field(0, ge=0, le=1000)
 
 
 class AttributionConfig(_Strict):

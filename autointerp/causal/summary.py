@@ -5,12 +5,17 @@ docs/causal.md; the matched-quantity readings: :mod:`autointerp.causal.matched`.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autointerp.causal import matched
 from autointerp.causal.patching import Curve, IOIData
 from autointerp.columns import Cell, ColumnDoc, StageColumns
+
+if TYPE_CHECKING:
+    from autointerp.causal.rerank import Reranked
 
 N_BOOT = 1000
 LEVEL = 0.95
@@ -117,23 +122,28 @@ def _nan(v: float | None) -> float:
     return math.nan if v is None else v
 
 
-def readings(c: Curve, kl0: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
-    """The four matched readings of curve ``c`` on the pairs ``sel`` (all when None):
-    ``[half_k, edit_at_half (paper's edit), edit_at_half (relative), kl_at_edit, auc]``
-    (NaN where undefined)."""
-    s = slice(None) if sel is None else sel
-    kl, k0 = c.kl[:, s].mean(1), float(kl0[s].mean())
-    ea = (c.edit_abs if c.edit_abs is not None else c.edit)[:, s].mean(1)
-    er = c.edit[:, s].mean(1)
+def curve_readings(
+    ks: list[int], kl: np.ndarray, ea: np.ndarray, er: np.ndarray, k0: float
+) -> np.ndarray:
+    """The four matched readings of one mean curve (KL, paper's edit ``ea`` and relative edit
+    ``er`` per grid k; unpatched KL ``k0``): ``[half_k, edit_at_half (paper's edit),
+    edit_at_half (relative), kl_at_edit, auc]`` (NaN where undefined)."""
     return np.array(
         [
-            _nan(matched.half_k(c.ks, kl, k0)),
+            _nan(matched.half_k(ks, kl, k0)),
             _nan(matched.edit_at_half(ea, kl, k0)),
             _nan(matched.edit_at_half(er, kl, k0)),
             _nan(matched.kl_at_edit(er, kl, k0, COMMON_EDIT)),
             matched.auc_edit(er, kl, k0),
         ]
     )
+
+
+def readings(c: Curve, kl0: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
+    """:func:`curve_readings` of curve ``c`` on the pairs ``sel`` (all when None)."""
+    s = slice(None) if sel is None else sel
+    ea = (c.edit_abs if c.edit_abs is not None else c.edit)[:, s].mean(1)
+    return curve_readings(c.ks, c.kl[:, s].mean(1), ea, c.edit[:, s].mean(1), float(kl0[s].mean()))
 
 
 def _boot(c: Curve, kl0: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -153,10 +163,16 @@ def ioi_columns(
     kinds: dict[str, str],
     seed: int,
     greedy: dict[str, Curve] | None = None,
+    reranked: dict[str, dict[str, Reranked]] | None = None,
 ) -> StageColumns:
     """The ``ioi`` stage's columns, and its curve points for the plots (``extra``).
-    ``curves[basis][ranking]``, rankings ``in_sample``, ``held_out``, ``per_pair``."""
-    cols = StageColumns("ioi", list(IOI_COLUMNS))
+    ``curves[basis][ranking]``, rankings ``in_sample``, ``held_out``, ``per_pair``.
+    ``reranked[basis][ranking]`` (every basis, or None): the replicates of the bootstrap that
+    re-fits the ranking (:mod:`autointerp.causal.rerank`), the CIs of the in-sample and
+    held-out columns; without it those CIs hold the ranking fixed."""
+    rr = reranked or {}
+    n_rep = next((len(x.readings) for by_r in rr.values() for x in by_r.values()), 0)
+    cols = StageColumns("ioi", ci_noted(n_rep))
     n = len(data.pairs)
     idx = boot_idx(n, seed)
     kl0 = data.kl_clean
@@ -165,13 +181,17 @@ def ioi_columns(
     val: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     for b, by_r in curves.items():
         for r, c in by_r.items():
-            val[b, r] = readings(c, kl0), _boot(c, kl0, idx)
+            got = rr.get(b, {}).get(r)
+            val[b, r] = readings(c, kl0), (got.readings if got else _boot(c, kl0, idx))
     for b, by_r in curves.items():
         c = by_r["in_sample"]
         cols.set(b, "ioi_logit_diff", ld)
         for k in KL_KS:
             if k in c.ks:
-                cols.set(b, f"ioi_kl_k{k}", mean_cell(c.kl[c.ks.index(k)], idx))
+                j = c.ks.index(k)
+                got = rr.get(b, {}).get("in_sample")
+                cell = mean_cell(c.kl[j], idx) if got is None else _mean_rr(c.kl[j], got.kl[:, j])
+                cols.set(b, f"ioi_kl_k{k}", cell)
             else:
                 cols.set(b, f"ioi_kl_k{k}", Cell.undefined(f"k = {k} is not on the grid", n))
         never = (
@@ -196,12 +216,49 @@ def ioi_columns(
             far = f"the curve's largest relative edit is below {COMMON_EDIT}"
             cols.set(b, f"ioi_kl_at_edit{suf}", _cell(v[3], bt[:, 3], n, far))
             cols.set(b, f"ioi_auc_edit{suf}", _cell(v[4], bt[:, 4], n, "undefined"))
-        _lifts(cols, b, c, rnd, curves, val, idx, n)
+        _lifts(cols, b, c, rnd, curves, val, idx, n, rr)
     cols.extra = _extra(data, curves, idx, greedy)
+    cols.extra["notes"].append(f"IOI {ci_note(n_rep)}")
+    cols.extra["ranking_bootstrap"] = n_rep
     return cols
 
 
-def _lifts(cols, b, c, rnd, curves, val, idx, n) -> None:
+def ci_note(n_rep: int) -> str:
+    """What the CIs of the in-sample and held-out IOI columns resample."""
+    if n_rep > 0:
+        return (
+            f"CI: {n_rep} bootstrap replicates over pairs, each re-fitting the ranking on its "
+            "draw (held-out: the halves drawn separately)"
+        )
+    return (
+        "CI: bootstrap over pairs with the ranking FIXED (ranking_bootstrap = 0): it leaves "
+        "out the ranking's own variance"
+    )
+
+
+#: the columns whose CI depends on the in-sample or held-out ranking
+RANKED = tuple(
+    c.name for c in IOI_COLUMNS if c.name != "ioi_logit_diff" and not c.name.endswith("per_pair")
+)
+
+
+def ci_noted(n_rep: int) -> list[ColumnDoc]:
+    """:data:`IOI_COLUMNS` with what each column's CI resamples appended to its doc."""
+    pp = "CI: resampling pairs re-ranks them (each pair's own order)"
+    return [
+        replace(c, doc=f"{c.doc}; {ci_note(n_rep)}") if c.name in RANKED
+        else replace(c, doc=f"{c.doc}; {pp}") if c.name.endswith("per_pair") else c
+        for c in IOI_COLUMNS
+    ]  # fmt: skip
+
+
+def _mean_rr(x: np.ndarray, reps: np.ndarray) -> Cell:
+    """The mean of ``x`` over pairs with the CI of its re-ranked replicates ``reps``."""
+    lo, hi = _ci(reps)
+    return Cell(float(x.mean()), lo, hi, len(x))
+
+
+def _lifts(cols, b, c, rnd, curves, val, idx, n, rr) -> None:
     names = ("ioi_kl_k16_lift", "ioi_half_kl_features_lift", "ioi_edit_half_kl_lift",
              "ioi_kl_at_edit_lift", "ioi_auc_edit_lift")  # fmt: skip
     if rnd is None or b == rnd:
@@ -211,8 +268,13 @@ def _lifts(cols, b, c, rnd, curves, val, idx, n) -> None:
         return
     cr = curves[rnd]["in_sample"]
     if 16 in c.ks and 16 in cr.ks:
-        d = cr.kl[cr.ks.index(16)] - c.kl[c.ks.index(16)]
-        cols.set(b, "ioi_kl_k16_lift", mean_cell(d, idx))
+        jr, jb = cr.ks.index(16), c.ks.index(16)
+        d = cr.kl[jr] - c.kl[jb]
+        if rr:
+            reps = rr[rnd]["in_sample"].kl[:, jr] - rr[b]["in_sample"].kl[:, jb]
+            cols.set(b, "ioi_kl_k16_lift", _mean_rr(d, reps))
+        else:
+            cols.set(b, "ioi_kl_k16_lift", mean_cell(d, idx))
     else:
         cols.set(b, "ioi_kl_k16_lift", Cell.undefined("k = 16 not on both grids", n))
     (v, bt), (vr, btr) = val[b, "in_sample"], val[rnd, "in_sample"]

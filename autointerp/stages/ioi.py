@@ -77,6 +77,30 @@ def full_rotations(bases: list) -> list:
     return out
 
 
+def ranking_replicates(ctx: StageContext, data: Any, bases: list, curves: dict) -> tuple:
+    """The re-ranked bootstrap replicates of every basis (``ranking_bootstrap`` of them; None
+    when 0) and their cost (seconds and new patched states per basis)."""
+    from autointerp.causal.rerank import ranking_bootstrap
+
+    suite = ctx.env.suite
+    cfg = suite.causal.ioi
+    if not cfg.ranking_bootstrap:
+        return None, None
+    hp = ctx.env.sm.hookpoint(suite.model.hookpoint)
+    out, secs, states = {}, {}, {}
+    for b in bases:
+        t = time.perf_counter()
+        out[b.name], states[b.name] = ranking_bootstrap(
+            ctx.env.sm, hp, data, b, curves[b.name], cfg.ranking_bootstrap, suite.seed,
+            cfg.order == "signed", cfg.batch_size,
+        )  # fmt: skip
+        secs[b.name] = round(time.perf_counter() - t, 2)
+        log.info("ioi ranking bootstrap: %s, %d new states in %.1f s", b.name, states[b.name],
+                 secs[b.name])  # fmt: skip
+    info = {"replicates": cfg.ranking_bootstrap, "seconds": secs, "states": states}
+    return out, info
+
+
 def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | None:
     from autointerp.causal.ranking import ioi_curves
     from autointerp.causal.summary import ioi_columns
@@ -116,8 +140,9 @@ def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | Non
                 b.name, g.info["start"], g.info["trials"], g.info["seconds"],
             )  # fmt: skip
             print(f"ioi greedy elimination, {b.name}: {g.info['seconds']:.1f} s", flush=True)
+    reranked, rr_info = ranking_replicates(ctx, data, bases, curves)
     kinds = {b.name: b.kind for b in bases}
-    cols = ioi_columns(data, curves, kinds, suite.seed, greedy or None)
+    cols = ioi_columns(data, curves, kinds, suite.seed, greedy or None, reranked)
     secs = time.perf_counter() - t0
     cols.extra.update(
         seconds=round(secs, 2),
@@ -130,6 +155,8 @@ def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | Non
         n_pairs=len(data.pairs),
         halves=[int(sum(p.half == h for p in data.pairs)) for h in (0, 1)],
     )
+    if rr_info:
+        cols.extra["ranking_bootstrap_cost"] = rr_info
     if not greedy:
         cols.extra.pop("greedy")
     log.info("ioi: %d pairs x %d bases in %.1f s", len(data.pairs), len(curves), secs)
