@@ -1,10 +1,12 @@
 """The default suite's cold stage times, before and after, side by side.
 
-    python benchmarks/bench_stage_times.py RUN_DIR [REFERENCE.json ...]
+    python benchmarks/bench_stage_times.py RUN_DIR [REFERENCE.json ...] [--loaded S1,S2]
 
 RUN_DIR is a finished run (its ``manifest.json`` holds each stage's seconds and the run's peak
 memory); each REFERENCE is a JSON file ``{"source", "host", "stages": {stage: seconds}}`` of an
-earlier measurement (``benchmarks/results/stage_times_*_before.json``: the committed run before
+earlier measurement. ``--loaded`` names stages of this run that other work shared the CPU
+with (marked ``*``; a second sum leaves them out of every column, so the ratio compares only
+stages measured idle) (``benchmarks/results/stage_times_*_before.json``: the committed run before
 this change on the Intel host, and the fresh-clone AMD measurement). Prints one column per
 source and the ratio of the last reference to the run, and records it with host and date in
 ``benchmarks/results/bench_stage_times.txt``. A stage time is only comparable on the same host
@@ -38,6 +40,11 @@ def _run_times(run_dir: Path) -> tuple[dict[str, float], dict]:
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit(__doc__)
+    loaded: set[str] = set()
+    if "--loaded" in argv:
+        i = argv.index("--loaded")
+        loaded = set(argv[i + 1].split(","))
+        argv = argv[:i] + argv[i + 2 :]
     run_dir = Path(argv[0])
     refs = [Path(p) for p in (argv[1:] or DEFAULT_REFS)]
     times, man = _run_times(run_dir)
@@ -53,16 +60,27 @@ def main(argv: list[str]) -> None:
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     tot = [0.0] * (len(cols) + 1)
+    idle = [0.0] * (len(cols) + 1)
     for s in stages:
         vals = [c[3].get(s) for c in cols] + [times.get(s)]
         for i, v in enumerate(vals):
             tot[i] += v or 0.0
+            idle[i] += 0.0 if s in loaded else v or 0.0
         ref, now = vals[-2], vals[-1]
         ratio = f"{ref / now:.2f}x" if ref and now else ""
         cells = [f"{v:.0f}" if v is not None else "" for v in vals]
-        print(f"| {s} | " + " | ".join(cells) + f" | {ratio} |")
+        mark = " *" if s in loaded else ""
+        print(f"| {s}{mark} | " + " | ".join(cells) + f" | {ratio} |")
     ratio = f"{tot[-2] / tot[-1]:.2f}x" if tot[-1] else ""
     print("| **sum of stages** | " + " | ".join(f"{t:.0f}" for t in tot) + f" | {ratio} |")
+    if loaded:
+        ratio = f"{idle[-2] / idle[-1]:.2f}x" if idle[-1] else ""
+        print(
+            "| **sum without the * stages** | "
+            + " | ".join(f"{t:.0f}" for t in idle)
+            + f" | {ratio} |"
+        )
+        print(f"* this run shared the CPU with other work during: {', '.join(sorted(loaded))}")
     peak = man.get("peak_rss_mib") or {}
     if peak:
         print(f"peak resident memory of the run: {json.dumps(peak)} MiB")
