@@ -22,10 +22,13 @@ from autointerp.errors import AutointerpError
 NEEDED = ("tokens", "split", "activations", "bases")
 
 
-def load_run_bases(run_dir: str | Path, work_dir: str | Path | None = None) -> dict[str, Any]:
-    """The run's subject model (``sm``), hookpoint (``hp``), ``bases``, mean activation at
-    the hookpoint over up to 256 rows' non-special tokens (``mean``) and its features table
-    (``features``: (basis, feature) -> explanation)."""
+def load_run_bases(
+    run_dir: str | Path, work_dir: str | Path | None = None, subject_model: Any = None
+) -> dict[str, Any]:
+    """The run's subject model (``sm``; ``subject_model`` when given, else loaded),
+    hookpoint (``hp``), ``bases``, mean activation at the hookpoint over up to 256 rows'
+    non-special tokens (``mean``), its features table (``features``: (basis, feature) ->
+    explanation) and the ``tokens`` rows, ``split`` and ``acts`` it was made from."""
     from autointerp.config import suite_from_dict
     from autointerp.pipeline import SuiteRun
     from autointerp.run.runner import Runner
@@ -40,6 +43,8 @@ def load_run_bases(run_dir: str | Path, work_dir: str | Path | None = None) -> d
     suite = suite_from_dict(json.loads(sj.read_text()), str(sj))
     sr = SuiteRun(suite, run_dir=rd, work_dir=work_dir, progress=False)
     env = SuiteEnv(suite, sr.store, progress=False, llm_cache=sr.llm_cache)
+    if subject_model is not None:
+        env._sm = subject_model
     runner = Runner([s for s in sr.stages if s.name in NEEDED], sr.store, env, progress=False)
     vals = runner.run()
     acts, split = vals["activations"].acts, vals["split"]
@@ -52,6 +57,9 @@ def load_run_bases(run_dir: str | Path, work_dir: str | Path | None = None) -> d
         "bases": vals["bases"],
         "mean": mean,
         "features": _explanations(rd),
+        "tokens": vals["tokens"].ids,
+        "split": split,
+        "acts": acts,
     }
 
 
