@@ -138,7 +138,7 @@ def test_tiny_sweep_with_circuits(tmp_path, monkeypatch):
     from tests.test_sweep import HOOKS, _tiny_dict, to_toml
 
     d = _tiny_dict(tmp_path)
-    d["circuits"] = {"enabled": True, "n_features": 3, "n_contexts": 2, "n_pool_rows": 32,
+    d["circuits"] = {"enabled": True, "n_features": 5, "n_contexts": 2, "n_pool_rows": 32,
                      "ks": [1, 2], "n_linear": 3, "batch_features": 2, "top_edges": 3,
                      "n_bootstrap": 100}  # fmt: skip
     monkeypatch.setenv("AUTOINTERP_CACHE_DIR", str(tmp_path / "cache"))
@@ -155,6 +155,14 @@ def test_tiny_sweep_with_circuits(tmp_path, monkeypatch):
     assert (pair["up"], pair["down"]) == tuple(HOOKS)
     assert set(pair["bases"]) == {"sae", "pca", "neurons", "random"}
     rec = pair["bases"]["pca"]
+    # the 3 explained features first, then 2 more alive ones (or the reason each was skipped)
+    got = [f["feature"] for f in rec["features"]] + [int(k) for k in rec["skipped"]]
+    explained = (
+        pl.read_parquet(root / HOOKS[1] / "features.parquet")
+        .filter(pl.col("basis") == "pca")["feature"]
+        .to_list()
+    )
+    assert len(got) == 5 and set(explained) <= set(got)
     assert rec["features"] and rec["backward_passes"] == math.ceil(len(rec["features"]) / 2)
     for f in rec["features"]:
         assert f["ks"][-1] == rec["n_up"] and len(f["top"]) == 3 and len(f["contexts"]) == 2
@@ -198,4 +206,4 @@ def test_bundled_circuits_suite():
         "blocks.6.hook_resid_post",
     ]
     assert [b.kind for b in s.bases] == ["sae", "pca", "ica", "neurons", "random"]
-    assert s.circuits.n_features <= s.records.n_features  # downstream = explained features
+    assert s.records.n_features <= s.circuits.n_features  # explained ones first, then more

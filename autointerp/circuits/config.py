@@ -13,7 +13,8 @@ class CircuitsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
-    #: downstream features per basis: the first ones of the downstream run's explained features
+    #: downstream features per basis: the downstream run's explained features first, then a
+    #: seeded sample of its other alive features
     n_features: int = Field(16, gt=0)
     #: top-activating contexts (rows) per downstream feature; the metric is the feature's
     #: activation summed over the top token of each

@@ -66,8 +66,11 @@ def graph_context(
                 feats.append(
                     {
                         "name": f"{b} #{f['feature']}",
-                        "href": _link(p["down_folder"], b, f["feature"], True),
-                        "text": ex_down.get((b, f["feature"])) or "(not explained)",
+                        "href": _link(
+                            p["down_folder"], b, f["feature"], (b, f["feature"]) in ex_down
+                        ),
+                        "text": ex_down.get((b, f["feature"]))
+                        or "(no record: not among the explained features)",
                         "change": _g(change),
                         "error": _g(f["error"]),
                         "n80": f["n80"],

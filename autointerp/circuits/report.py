@@ -78,11 +78,11 @@ def plot(value: dict[str, Any], out: Path, kinds: dict[str, str]) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(
-        "circuit faithfulness per basis: mean over downstream features, band: 95% bootstrap CI; "
-        "dotted: 0.8",
+        "circuit faithfulness per basis: mean over downstream features\n"
+        "band: 95% bootstrap CI over features; dotted: 0.8",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     p = out.with_suffix(".png")
     atomic_write_with(p, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

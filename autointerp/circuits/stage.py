@@ -21,7 +21,7 @@ from autointerp.run.stage import JSON, Artifact, Stage, StageContext
 
 log = logging.getLogger(__name__)
 CIRCUITS = "circuits"
-VERSION = 1
+VERSION = 2
 
 
 def _evenly(rows: np.ndarray, n: int) -> np.ndarray:
@@ -30,13 +30,27 @@ def _evenly(rows: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(rows)[np.linspace(0, len(rows) - 1, n).round().astype(np.int64)]
 
 
-def explained_features(loaded: dict[str, Any], basis: str, n: int) -> list[int]:
-    """The first ``n`` features of ``basis`` in the run's features table (its explained,
-    scored features, a seeded sample of the alive ones)."""
-    return [f for (b, f) in loaded["features"] if b == basis][:n]
+def downstream_features(
+    loaded: dict[str, Any], run_dir: Path, basis: str, n: int, seed: int
+) -> list[int]:
+    """``n`` features of ``basis``: the run's explained ones first (its features table, a
+    seeded sample of the alive features), then a seeded sample of its other alive features
+    (firing density > 0 over the corpus, ``density.parquet``)."""
+    out = [f for (b, f) in loaded["features"] if b == basis][:n]
+    p = run_dir / "density.parquet"
+    if len(out) < n and p.exists():
+        import polars as pl
+
+        d = pl.read_parquet(p).filter((pl.col("basis") == basis) & (pl.col("density") > 0))
+        rest = np.setdiff1d(np.asarray(d["feature"].to_list(), dtype=np.int64), out)
+        rng = np.random.default_rng([seed, len(basis), *basis.encode()])
+        out += [int(i) for i in rng.permutation(rest)[: n - len(out)]]
+    return out
 
 
-def run_pair(up: dict[str, Any], down: dict[str, Any], suite: Suite) -> dict[str, Any]:
+def run_pair(
+    up: dict[str, Any], down: dict[str, Any], suite: Suite, down_dir: Path
+) -> dict[str, Any]:
     """Every basis name at both hookpoints: its ``pair_circuits`` record."""
     from autointerp.circuits.contexts import mean_codes_from_acts, top_contexts
     from autointerp.circuits.forward import Pair
@@ -53,7 +67,7 @@ def run_pair(up: dict[str, Any], down: dict[str, Any], suite: Suite) -> dict[str
             continue
         t0 = time.perf_counter()
         pair = Pair(down["sm"], up["hp"], down["hp"], b1, b2)
-        feats = explained_features(down, b2.name, cfg.n_features)
+        feats = downstream_features(down, down_dir, b2.name, cfg.n_features, suite.seed)
         ctx = top_contexts(
             b2, down["acts"], down["tokens"], split.mask, pool, feats, cfg.n_contexts
         )
@@ -112,7 +126,7 @@ def make_circuits_stage(
                     "down": h2,
                     "up_folder": member_dirs[h1].name,
                     "down_folder": member_dirs[h2].name,
-                    "bases": run_pair(get(h1), get(h2), env.sweep),
+                    "bases": run_pair(get(h1), get(h2), env.sweep, member_dirs[h2]),
                 }
             )
             loaded.pop(h1, None)  # keep at most two members' bases in memory
