@@ -30,9 +30,9 @@ def load_run_bases(
     non-special tokens (``mean``), its features table (``features``: (basis, feature) ->
     explanation) and the ``tokens`` rows, ``split`` and ``acts`` it was made from."""
     from autointerp.config import suite_from_dict
-    from autointerp.pipeline import SuiteRun
     from autointerp.run.runner import Runner
-    from autointerp.stages.env import SuiteEnv
+    from autointerp.stages import suite_stages
+    from autointerp.stages.env import SuiteEnv, llm_cache_path, suite_store
 
     rd = Path(run_dir)
     sj = rd / "suite.json"
@@ -41,11 +41,11 @@ def load_run_bases(
         hint = f"; pass one member run, e.g. {rd / subs[0]}" if subs else ""
         raise AutointerpError(f"attribute: {rd} holds no suite.json (not a finished run){hint}")
     suite = suite_from_dict(json.loads(sj.read_text()), str(sj))
-    sr = SuiteRun(suite, run_dir=rd, work_dir=work_dir, progress=False)
-    env = SuiteEnv(suite, sr.store, progress=False, llm_cache=sr.llm_cache)
+    _, store = suite_store(suite, run_dir=rd, work_dir=work_dir)
+    env = SuiteEnv(suite, store, progress=False, llm_cache=llm_cache_path(None))
     if subject_model is not None:
         env._sm = subject_model
-    runner = Runner([s for s in sr.stages if s.name in NEEDED], sr.store, env, progress=False)
+    runner = Runner([s for s in suite_stages() if s.name in NEEDED], store, env, progress=False)
     vals = runner.run()
     acts, split = vals["activations"].acts, vals["split"]
     rows = np.asarray(split.all_rows)[:256]
