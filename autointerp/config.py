@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from autointerp.absorption.config import AbsorptionConfig
+from autointerp.circuits.config import CircuitsConfig
 from autointerp.errors import ConfigError
 from autointerp.llm.config import LLMConfig
 
@@ -474,6 +475,7 @@ class Suite(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     causal: CausalConfig = Field(default_factory=CausalConfig)
     absorption: AbsorptionConfig = Field(default_factory=AbsorptionConfig)
+    circuits: CircuitsConfig = Field(default_factory=CircuitsConfig)
     llm: LLMRoles = Field(default_factory=LLMRoles)
     run: RunConfig = Field(default_factory=RunConfig, exclude=True)
 
@@ -484,7 +486,18 @@ class Suite(_Strict):
         d = handler(self)
         if isinstance(d, dict) and self.absorption == AbsorptionConfig():
             d.pop("absorption", None)
+        if isinstance(d, dict) and self.circuits == CircuitsConfig():
+            d.pop("circuits", None)
         return d
+
+    @model_validator(mode="after")
+    def _circuits_need_a_sweep(self) -> Suite:
+        if self.circuits.enabled and len(self.model.sweep_hookpoints or []) < 2:
+            raise ValueError(
+                "circuits.enabled needs two or more hookpoints: set model.hookpoints (a sweep), "
+                "or turn circuits off"
+            )
+        return self
 
 
 def _format_validation(e: ValidationError, source: str) -> str:

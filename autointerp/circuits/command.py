@@ -22,14 +22,17 @@ from autointerp.errors import AutointerpError
 NEEDED = ("tokens", "split", "activations", "bases")
 
 
-def load_run_bases(run_dir: str | Path, work_dir: str | Path | None = None) -> dict[str, Any]:
-    """The run's subject model (``sm``), hookpoint (``hp``), ``bases``, mean activation at
-    the hookpoint over up to 256 rows' non-special tokens (``mean``) and its features table
-    (``features``: (basis, feature) -> explanation)."""
+def load_run_bases(
+    run_dir: str | Path, work_dir: str | Path | None = None, subject_model: Any = None
+) -> dict[str, Any]:
+    """The run's subject model (``sm``; ``subject_model`` when given, else loaded),
+    hookpoint (``hp``), ``bases``, mean activation at the hookpoint over up to 256 rows'
+    non-special tokens (``mean``), its features table (``features``: (basis, feature) ->
+    explanation) and the ``tokens`` rows, ``split`` and ``acts`` it was made from."""
     from autointerp.config import suite_from_dict
-    from autointerp.pipeline import SuiteRun
     from autointerp.run.runner import Runner
-    from autointerp.stages.env import SuiteEnv
+    from autointerp.stages import suite_stages
+    from autointerp.stages.env import SuiteEnv, llm_cache_path, suite_store
 
     rd = Path(run_dir)
     sj = rd / "suite.json"
@@ -38,9 +41,11 @@ def load_run_bases(run_dir: str | Path, work_dir: str | Path | None = None) -> d
         hint = f"; pass one member run, e.g. {rd / subs[0]}" if subs else ""
         raise AutointerpError(f"attribute: {rd} holds no suite.json (not a finished run){hint}")
     suite = suite_from_dict(json.loads(sj.read_text()), str(sj))
-    sr = SuiteRun(suite, run_dir=rd, work_dir=work_dir, progress=False)
-    env = SuiteEnv(suite, sr.store, progress=False, llm_cache=sr.llm_cache)
-    runner = Runner([s for s in sr.stages if s.name in NEEDED], sr.store, env, progress=False)
+    _, store = suite_store(suite, run_dir=rd, work_dir=work_dir)
+    env = SuiteEnv(suite, store, progress=False, llm_cache=llm_cache_path(None))
+    if subject_model is not None:
+        env._sm = subject_model
+    runner = Runner([s for s in suite_stages() if s.name in NEEDED], store, env, progress=False)
     vals = runner.run()
     acts, split = vals["activations"].acts, vals["split"]
     rows = np.asarray(split.all_rows)[:256]
@@ -52,6 +57,9 @@ def load_run_bases(run_dir: str | Path, work_dir: str | Path | None = None) -> d
         "bases": vals["bases"],
         "mean": mean,
         "features": _explanations(rd),
+        "tokens": vals["tokens"].ids,
+        "split": split,
+        "acts": acts,
     }
 
 

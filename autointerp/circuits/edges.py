@@ -7,7 +7,8 @@ upstream position), the upstream error term ``e`` as one more node:
 ``edge_err,j = sum_s (dm_j / de(s)) . (e(s) - ebar)``. Integrated gradients replace the
 gradient at the actual codes by its mean over ``n`` midpoints ``cbar + (k + 1/2)/n (c - cbar)``
 (error kept at its actual value). One backward pass per batch of downstream features: the
-contexts are repeated once per feature of the batch and each copy's metric is one feature.
+contexts (shared, or each feature's own) are stacked once per feature of the batch and each
+copy's metric is one feature.
 """
 
 from __future__ import annotations
@@ -45,6 +46,31 @@ def _select(a2: torch.Tensor, feats: torch.Tensor, n: int) -> torch.Tensor:
     return a.gather(-1, idx).squeeze(-1)
 
 
+def _batch(
+    pair: Pair,
+    ids: torch.Tensor,
+    weights: torch.Tensor,
+    fixed: torch.Tensor | None,
+    s: int,
+    n: int,
+    shared: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, ...]:
+    """The contexts of features ``s .. s+n`` stacked ``[n*B, T]``: ids, weights, fixed mask,
+    upstream codes and error (``shared``: the codes of 2-D ``ids``, repeated ``n`` times)."""
+    if shared is None:
+        sl = slice(s, s + n)
+        ids_r, w = ids[sl].flatten(0, 1), weights[sl].flatten(0, 1)
+        fx = None if fixed is None else fixed[sl].flatten(0, 1)
+        c, err = pair.upstream(ids_r)
+    else:
+        ids_r, w = ids.repeat(n, 1), weights.repeat(n, 1)
+        fx = None if fixed is None else fixed.repeat(n, 1)
+        c, err = shared[0].repeat(n, 1, 1), shared[1].repeat(n, 1, 1)
+    if fx is None:
+        fx = torch.zeros(ids_r.shape, dtype=torch.bool)
+    return ids_r, w, fx.to(c.device)[..., None], c, err
+
+
 def edges(
     pair: Pair,
     ids: torch.Tensor,
@@ -55,20 +81,24 @@ def edges(
     *,
     batch_feats: int = 8,
     ig_steps: int = 0,
+    fixed: torch.Tensor | None = None,
 ) -> Edges:
-    """Edges into ``feats`` over contexts ``ids [B, T]``; ``weights [B, T]`` says which
-    downstream positions count (and how much); ``cbar [F1]`` and ``ebar [d1]`` are the
-    upstream mean codes and mean error (from other text than ``ids``, or the sum of deltas
-    is ~0)."""
-    if ids.shape != weights.shape:
-        raise ValueError(f"ids {tuple(ids.shape)} and weights {tuple(weights.shape)} differ")
-    c, err = pair.upstream(ids)
-    dev = c.device
-    cbar, ebar = cbar.to(dev, torch.float32), ebar.to(dev, torch.float32)
-    w = weights.to(dev, torch.float32)
-    dc, de = c - cbar, err - ebar
-    n_f1 = c.shape[-1]
+    """Edges into ``feats`` over contexts ``ids``: ``[B, T]`` shared by every feature, or
+    ``[J, B, T]`` (feature ``feats[k]``'s own contexts ``ids[k]``); ``weights`` (same shape)
+    says which downstream positions count (and how much); ``cbar [F1]`` and ``ebar [d1]`` are
+    the upstream mean codes and mean error (from other text than ``ids``, or the sum of deltas
+    is ~0). ``fixed`` (bool, same shape): positions whose codes and error are never moved off
+    their actual values (special tokens, the attention sink): no edge runs through them."""
+    if ids.shape != weights.shape or (fixed is not None and fixed.shape != ids.shape):
+        raise ValueError(
+            f"ids {tuple(ids.shape)}, weights {tuple(weights.shape)} and fixed "
+            f"{None if fixed is None else tuple(fixed.shape)} must have one shape"
+        )
+    if ids.dim() == 3 and ids.shape[0] != len(feats):
+        raise ValueError(f"ids hold contexts of {ids.shape[0]} features, not {len(feats)}")
+    shared = pair.upstream(ids) if ids.dim() == 2 else None
     J = len(feats)
+    n_f1 = pair.b1.n_features
     out = {k: np.zeros((J, n_f1)) for k in ("edges", "ig")}
     error, act, base = np.zeros(J), np.zeros(J), np.zeros(J)
     passes = 0
@@ -76,28 +106,32 @@ def edges(
     for s in range(0, J, batch_feats):
         fb = torch.tensor(feats[s : s + batch_feats])
         n = len(fb)
-        ids_r = ids.repeat(n, 1)
-        e_r = err.repeat(n, 1, 1)
+        ids_r, w, fx, c, err = _batch(pair, ids, weights, fixed, s, n, shared)
+        dev = c.device
+        w = w.to(dev, torch.float32).reshape(n, -1, w.shape[-1])
+        cb = cbar.to(dev, torch.float32).expand_as(c)
+        c0 = torch.where(fx, c, cb)  # the mean-ablated codes (fixed positions: actual)
+        dc = c - c0
+        de = (err - ebar.to(dev, torch.float32)).masked_fill(fx, 0.0)
         for a_i, alpha in enumerate(alphas):
-            leaf = (cbar + alpha * dc).repeat(n, 1, 1).requires_grad_(True)
-            e_leaf = e_r.clone().requires_grad_(a_i == 0)
+            leaf = (c0 + alpha * dc).requires_grad_(True)
+            e_leaf = err.clone().requires_grad_(a_i == 0)
             with torch.enable_grad():
-                m = _select(pair.down(ids_r, leaf, e_leaf), fb, n)
-                m = (m * w).sum((1, 2))
+                m = (_select(pair.down(ids_r, leaf, e_leaf), fb, n) * w).sum((1, 2))
                 wrt = [leaf, e_leaf] if a_i == 0 else [leaf]
                 grads = torch.autograd.grad(m.sum(), wrt, allow_unused=True)
             passes += 1
             g = grads[0] if grads[0] is not None else torch.zeros_like(leaf)
-            contrib = (g.reshape(n, *c.shape) * dc).sum((1, 2)).double().cpu().numpy()
+            contrib = (g * dc).reshape(n, -1, n_f1).sum(1).double().cpu().numpy()
             if a_i == 0:
                 out["edges"][s : s + n] = contrib
                 act[s : s + n] = m.detach().double().cpu().numpy()
                 ge = grads[1] if grads[1] is not None else torch.zeros_like(e_leaf)
-                error[s : s + n] = (ge.reshape(n, *err.shape) * de).sum((1, 2, 3)).cpu().numpy()
+                error[s : s + n] = (ge * de).reshape(n, -1).sum(1).double().cpu().numpy()
             else:
                 out["ig"][s : s + n] += contrib / ig_steps
         with torch.no_grad():
-            mb = _select(pair.down(ids_r, cbar.expand_as(c).repeat(n, 1, 1), e_r), fb, n)
+            mb = _select(pair.down(ids_r, c0, err), fb, n)
             base[s : s + n] = (mb * w).sum((1, 2)).double().cpu().numpy()
     res = Edges(list(feats), out["edges"], error, act, base, backward_passes=passes)
     if ig_steps:

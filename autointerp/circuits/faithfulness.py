@@ -82,13 +82,17 @@ def faithfulness(
     ks: list[int] | None = None,
     n_linear: int = 16,
     chunk: int = 8,
+    fixed: torch.Tensor | None = None,
 ) -> Faithfulness:
     """Faithfulness curve of downstream ``feat`` given its edges ``edge_row [F1]`` (from
-    :func:`autointerp.circuits.edges.edges` on the same contexts)."""
+    :func:`autointerp.circuits.edges.edges` on the same contexts ``ids [B, T]``); ``fixed``
+    ``[B, T]`` (bool): positions whose codes are never ablated (as in ``edges``)."""
     c, err = pair.upstream(ids)
     dev = c.device
     w = weights.to(dev, torch.float32)
     cb = cbar.to(dev, torch.float32).expand_as(c)
+    if fixed is not None:
+        cb = torch.where(fixed.to(dev)[..., None], c, cb)
     order = np.argsort(-np.abs(edge_row), kind="stable")
     ks = ks or k_grid(len(edge_row))
     codes = [c, cb.clone()]

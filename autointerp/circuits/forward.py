@@ -2,8 +2,9 @@
 
 The activation at the upstream hookpoint ``hp1`` is replaced by ``decode1(c) + e`` (the
 upstream basis's error term ``e`` kept, as in :mod:`autointerp.causal.intervene`), the pass
-runs on until the downstream hookpoint ``hp2`` and stops there; the downstream activation is
-encoded by the downstream basis. The graph is kept, so gradients reach ``c``.
+runs on until the downstream hookpoint ``hp2`` and stops there (the layers before a residual
+``hp1`` are skipped: they only compute what ``decode1(c) + e`` replaces); the downstream
+activation is encoded by the downstream basis. The graph is kept, so gradients reach ``c``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from autointerp.bases.base import Basis
 from autointerp.causal.intervene import encode_with_error, hidden
 from autointerp.errors import AutointerpError
+from autointerp.metrics import _n_skippable, _resume_at
 from autointerp.model import Hookpoint, SubjectModel, _Stop, splice
 
 
@@ -71,7 +73,15 @@ class Pair:
             got.append(a)
             raise _Stop
 
-        with splice(self.hp1, put), splice(self.hp2, grab), contextlib.suppress(_Stop):
+        # a residual hp1: the layers up to it are skipped (they only make what x1 replaces)
+        skip = _n_skippable(self.sm, self.hp1)
+        if skip:
+            order.append("up")
+            dtype = next(self.sm.model.parameters()).dtype
+            given = _resume_at(self.sm, skip, x1.to(self.sm.device, dtype))
+        else:
+            given = splice(self.hp1, put)
+        with given, splice(self.hp2, grab), contextlib.suppress(_Stop):
             self.sm.model(input_ids=ids.to(self.sm.device), use_cache=False)
         if not got:
             raise AutointerpError(f"circuits: {self.hp2.name!r} was never reached")

@@ -52,6 +52,7 @@ def member_suite(suite: Suite, hookpoint: str) -> Suite:
     """The single-hookpoint suite of one member of the sweep ``suite``."""
     d: dict[str, Any] = suite.model_dump()
     d["model"].pop("hookpoints", None)
+    d.pop("circuits", None)  # a sweep-level stage: members are plain single-hookpoint runs
     d["model"]["hookpoint"] = hookpoint
     for b in d["bases"]:
         if b.get("path"):

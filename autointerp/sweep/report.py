@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from autointerp.report import stage_columns
 from autointerp.report.columns import display_columns, fmt_ci
 from autointerp.report.html_page import render_html
 from autointerp.report.markdown import _md_table
@@ -55,6 +56,18 @@ def layer_table(series: list[LayerSeries], hookpoints: list[str], col: str) -> s
     return "\n".join(lines)
 
 
+def circuits_link(board: Leaderboard) -> list[str]:
+    """A pointer to the circuits page when the members have circuits columns."""
+    if not any(c.startswith("circ_") for c in board.stage_columns):
+        return []
+    return [
+        "Circuits between consecutive hookpoints (edges, faithfulness per basis): "
+        "[circuits.md](circuits.md), [circuits.html](circuits.html), the `circ_*` columns "
+        "of each downstream hookpoint's causal table below.",
+        "",
+    ]
+
+
 def render_sweep_markdown(
     board: Leaderboard, hookpoints: list[str], folders: dict[str, str], series: list[LayerSeries]
 ) -> str:
@@ -69,6 +82,7 @@ def render_sweep_markdown(
         "undefined counts, density bins and the legend). The figure's lines take each basis's "
         "LLM-simulation rows (the no-LLM token_match floor only where nothing else exists).",
         "",
+        *circuits_link(board),
         "## Mean simulation score per layer",
         "",
         layer_table(series, hookpoints, "sim_score"),
@@ -93,6 +107,7 @@ def render_sweep_markdown(
                 "",
                 _md_table(sub, specs),
                 "",
+                *stage_columns.markdown(sub, board.stage_columns),
             ]
     if board.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in board.notes] + [""]
@@ -134,6 +149,11 @@ def write_sweep_report(root: Path, member_dirs: dict[str, Path]) -> list[Path]:
         f'<img alt="layer figure: score, lift vs random directions, FVU and CE loss recovered '
         f'per layer" style="max-width:100%" src="data:image/png;base64,{png}">'
     )
+    if (root / "circuits.html").exists():
+        preface += (
+            '<p><a href="circuits.html">Circuits between consecutive hookpoints</a>: edges, '
+            "faithfulness per basis, the graph view of each downstream feature.</p>"
+        )
     page = root / "leaderboard.html"
     # the per-run plots (L0 vs score, distributions) are in each member's page
     atomic_write_text(page, render_html(board, runs, preface=preface, plots=False))

@@ -155,21 +155,28 @@ class SweepRun:
             )
             for h in self.members
         ]
+        extra: list[Stage] = []
+        if self.suite.circuits.enabled:
+            from autointerp.circuits.stage import make_circuits_stage
+
+            extra.append(
+                make_circuits_stage(self.members, self.member_dirs, tuple(s.name for s in members))
+            )
         report = Stage(
             SWEEP_REPORT,
             self._report_stage,
-            deps=tuple(s.name for s in members),
+            deps=tuple(s.name for s in [*members, *extra]),
             forced_by=("report",),
             doc="members' leaderboards -> one grouped by hookpoint, the layer figure",
         )
-        return [TOKENS, acts, *members, report]
+        return [TOKENS, acts, *members, *extra, report]
 
     def _member_stage(self, h: str) -> Callable[[StageContext, dict[str, Any]], Path]:
         def compute(ctx: StageContext, inputs: dict[str, Any]) -> Path:
             env: SweepEnv = ctx.env
             if self.executor.parallel:
                 return self._parallel_member(ctx, h)
-            force = tuple(f for f in self.force if f not in ("tokens", "activations"))
+            force = tuple(f for f in self.force if f not in ("tokens", "activations", "circuits"))
             run = self.member_run(
                 self.members[h],
                 run_dir=self.member_dirs[h],
@@ -199,7 +206,7 @@ class SweepRun:
         return {
             "run_dir": self.member_dirs[h].resolve(),
             "work_dir": self.store.work_dir.resolve(),
-            "force": tuple(f for f in self.force if f not in ("tokens", "activations")),
+            "force": tuple(f for f in self.force if f not in ("tokens", "activations", "circuits")),
             "progress": False,
             "llm_cache": self.llm_cache.resolve(),
             "retry_failed": self.retry_failed,
@@ -247,7 +254,13 @@ class SweepRun:
         from autointerp.sweep.report import write_sweep_report
 
         ctx.report.ran = True
-        return write_sweep_report(self.report_dir(), dict(self.member_dirs))
+        root = self.report_dir()
+        written = []
+        if inputs.get("circuits") is not None:
+            from autointerp.circuits.report import write_circuits
+
+            written = write_circuits(root, dict(self.member_dirs), inputs["circuits"])
+        return [*written, *write_sweep_report(root, dict(self.member_dirs))]
 
     def report_dir(self) -> Path:
         """Where the sweep's own files go: its root, unless a member ran in another directory

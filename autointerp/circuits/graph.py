@@ -1,0 +1,101 @@
+"""The graph view of a sweep's circuits (``circuits.html``, template
+``report/templates/circuits.html.j2``): per hookpoint pair and basis, each downstream feature
+with its top upstream features and edge weights (bars scaled to the largest |edge| of that
+feature), the error node, its faithfulness curve; every feature with a record links to its
+page in its run's feature browser (``<run>/browser/index.html#open=basis:id``)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from autointerp.circuits.summary import basis_cells, column_docs
+from autointerp.report.templating import render
+
+
+def _link(folder: str, basis: str, feat: int, known: bool) -> str | None:
+    if not known:
+        return None
+    return f"{quote(folder)}/browser/index.html#open={quote(f'{basis}:{feat}')}"
+
+
+def _g(v: float | None) -> str:
+    return "undefined" if v is None else f"{v:+.4g}"
+
+
+def _cell_text(cell: Any, fmt: str) -> str:
+    if cell.value is None:
+        return "undefined"
+    return f"{format(cell.value, fmt)} [{format(cell.ci_low, fmt)}, {format(cell.ci_high, fmt)}]"
+
+
+def graph_context(
+    value: dict[str, Any], explanations: dict[str, dict], kinds: dict[str, str]
+) -> dict[str, Any]:
+    """The template's data: ``pairs`` -> ``bases`` -> ``features`` -> ``edges``."""
+    cfg, seed = value["config"], value.get("seed", 0)
+    ig = bool(cfg.get("ig_steps"))
+    pairs = []
+    for p in value["pairs"]:
+        ex_up, ex_down = explanations.get(p["up"], {}), explanations.get(p["down"], {})
+        docs = [d for d in column_docs(p["up"]) if ig or d.name != "circ_ig_gap"]
+        bases = []
+        for b, r in p["bases"].items():
+            cells = basis_cells(r["features"], cfg["n_bootstrap"], seed, ig)
+            feats = []
+            for f in r["features"]:
+                top = max((abs(e) for _, e in f["top"] if e is not None), default=0.0) or 1.0
+                change = None if f["act"] is None or f["base"] is None else f["act"] - f["base"]
+                edges = [
+                    {
+                        "name": f"{b} #{i}",
+                        "href": _link(p["up_folder"], b, i, (b, i) in ex_up),
+                        "edge": _g(e),
+                        "share": f"{e / change:+.2f}" if change and e is not None else "undefined",
+                        "width": 0.0 if e is None else round(100 * abs(e) / top, 1),
+                        "sign": "pos" if e is None or e >= 0 else "neg",
+                        "text": ex_up.get((b, i))
+                        or "(no record: not among the explained features)",
+                    }
+                    for i, e in f["top"]
+                ]
+                fk = [
+                    (k, "undefined" if v is None else f"{v:.2f}")
+                    for k, v in zip(f["ks"], f["f"], strict=True)
+                ]
+                feats.append(
+                    {
+                        "name": f"{b} #{f['feature']}",
+                        "href": _link(
+                            p["down_folder"], b, f["feature"], (b, f["feature"]) in ex_down
+                        ),
+                        "text": ex_down.get((b, f["feature"]))
+                        or "(no record: not among the explained features)",
+                        "change": _g(change),
+                        "error": _g(f["error"]),
+                        "n80": f["n80"],
+                        "lin_r": "undefined" if f["lin_r"] is None else f"{f['lin_r']:.2f}",
+                        "fk": fk,
+                        "reason": f.get("reason") or "",
+                        "edges": edges,
+                    }
+                )
+            bases.append(
+                {
+                    "name": b,
+                    "kind": kinds.get(b, ""),
+                    "cells": [(d.name, _cell_text(cells[d.name], d.fmt)) for d in docs],
+                    "features": feats,
+                    "skipped": r.get("skipped") or {},
+                    "n_up": r.get("n_up"),
+                }
+            )
+        pairs.append({"up": p["up"], "down": p["down"], "bases": bases, "docs": docs})
+    return {"pairs": pairs, "config": cfg, "seconds": value.get("seconds")}
+
+
+def render_graph(
+    value: dict[str, Any], explanations: dict[str, dict], kinds: dict[str, str]
+) -> str:
+    """``circuits.html``."""
+    return render("circuits.html.j2", **graph_context(value, explanations, kinds))
