@@ -7,7 +7,7 @@ Targets are random directions (the cost does not depend on the basis: one encode
 continuation). The default suite has 5 bases x ``n_features`` targets.
 
     python benchmarks/bench_steering.py [--targets 4] [--bases 5] [--features 16] [--pmi]
-        [--prompting-cost]
+        [--prompting-cost] [--suite evals/steering.toml]
 """
 
 from __future__ import annotations
@@ -42,10 +42,11 @@ def main() -> None:
     ap.add_argument("--bases", type=int, default=5)
     ap.add_argument("--features", type=int, default=None, help="default: the suite's")
     ap.add_argument("--pmi", action="store_true", help="also the explanation-PMI passes")
+    ap.add_argument("--suite", default="evals/default.toml", help="whose steering knobs")
     ap.add_argument("--prompting-cost", action="store_true",
                     help="the stage without and with the prompting arm, then stop")  # fmt: skip
     a = ap.parse_args()
-    cfg = load_suite("evals/default.toml").causal.steering
+    cfg = load_suite(a.suite).causal.steering
     n_feat = a.features or cfg.n_features
     sm = load_model("smollm2-gguf", device="cpu")
     hp = sm.hookpoint("blocks.6.hook_resid_post")
