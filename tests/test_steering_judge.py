@@ -142,11 +142,46 @@ def test_judge_failing_for_good_stops_the_stage_then_resumes(tmp_path, no_llm): 
         assert _check_ratings(cols) > 0
 
 
+def _rate(body: dict) -> str:
+    """The loopback server's judge: concept 2, instruction 1, fluency 2 (its last rating)."""
+    system = body["messages"][0]["content"]
+    if "about the given concept" in system:
+        return "The concept shows up. Rating: [[2]]"
+    if "responds to the given instruction" in system:
+        return "Loosely related. Rating: [[1]]"
+    return "At first Rating: [[1]], on reflection Rating: [[2]]"
+
+
+def test_judge_known_answer_through_a_rating_server(tmp_path, no_llm):  # noqa: F811
+    """A server answering fixed ratings: every continuation rates (2, 1, 2), harmonic mean
+    3 / (1/2 + 1 + 1/2) = 1.5, so every judge cell of every basis is 1.5 with a CI of
+    [1.5, 1.5] over its features, and AxBench's factor is the grid's only factor > 0."""
+    judge = {"backend": "openai", "model": "judge", "base_url": ""}
+    with FaultServer(reply=_rate) as fs:
+        judge["base_url"] = fs.url
+        cols, _ = _steering(tmp_path, _suite(tmp_path, judge), "r")
+    assert _check_ratings(cols) > 0
+    for ds in cols.extra["features"].values():
+        for d in ds:
+            for slot in JUDGED:
+                j = d["judge"][slot]
+                assert (j["concept"], j["instruction"], j["fluency"]) == (2.0, 1.0, 2.0)
+                assert j["hmean"] == pytest.approx(1.5) and j["n_unparsable"] == 0
+            assert d["judge"]["axbench"]["factor"] == 1.0
+    for row in cols.rows.values():
+        for c in JUDGE_COLUMNS:
+            cell = row[c.name]
+            want = {"judge_concept": 2.0, "judge_instruction": 1.0, "judge_fluency": 2.0}
+            assert cell.value == pytest.approx(want.get(c.name, 1.5)), c.name
+            assert cell.ci_low == pytest.approx(cell.value) == cell.ci_high and cell.n == 1
+
+
 @pytest.mark.slow
 def test_judge_with_the_real_llama_server(tmp_path, no_llm, llama_server):  # noqa: F811
     """The bundled SmolLM2 GGUF behind llama.cpp's OpenAI-compatible server judges the tiny
     model's continuations: ratings in {0, 1, 2} or unparsable with the raw reply, harmonic
-    means by hand; the rerun in a new run directory is answered from the cache."""
+    means by hand; the rerun in a new run directory is answered from the cache. (A 135M model
+    is no judge: it answers without the rating form, so its ratings are unparsable.)"""
     judge = {"backend": "openai", "model": "smollm2", "base_url": llama_server,
              "max_concurrency": 1}  # fmt: skip
     suite = _suite(tmp_path, judge)
