@@ -156,6 +156,8 @@ def test_judge_known_answer_through_a_rating_server(tmp_path, no_llm):  # noqa: 
     """A server answering fixed ratings: every continuation rates (2, 1, 2), harmonic mean
     3 / (1/2 + 1 + 1/2) = 1.5, so every judge cell of every basis is 1.5 with a CI of
     [1.5, 1.5] over its features, and AxBench's factor is the grid's only factor > 0."""
+    from autointerp.report.browser import _steering as browser_panel
+
     judge = {"backend": "openai", "model": "judge", "base_url": ""}
     with FaultServer(reply=_rate) as fs:
         judge["base_url"] = fs.url
@@ -168,6 +170,8 @@ def test_judge_known_answer_through_a_rating_server(tmp_path, no_llm):  # noqa: 
                 assert (j["concept"], j["instruction"], j["fluency"]) == (2.0, 1.0, 2.0)
                 assert j["hmean"] == pytest.approx(1.5) and j["n_unparsable"] == 0
             assert d["judge"]["axbench"]["factor"] == 1.0
+            panel = browser_panel(d)["judge"]  # the feature browser's steering panel
+            assert panel["feature"]["hmean"] == pytest.approx(1.5) and "axbench" in panel
     for row in cols.rows.values():
         for c in JUDGE_COLUMNS:
             cell = row[c.name]
