@@ -410,6 +410,8 @@ class SteeringConfig(_Strict):
     diffmean: bool = True  # DiffMean baseline direction per feature
     prompting: bool = True  # "Write about <explanation>." baseline
     pmi: bool = True  # explanation-PMI concept score (the simulator role's LLM)
+    #: the judge role's (``[llm.judge]``, when set) longest answer per rating
+    judge_max_tokens: int = Field(256, gt=0)
     n_random_tokens: int = Field(512, gt=0)  # DiffMean negatives
     batch_size: int = Field(64, gt=0)
 
@@ -440,6 +442,9 @@ class LLMRoles(_Strict):
     # evaluation (4x on a bf16-capable 2-core CPU, more on a GPU); see llm/transformers_backend.py
     simulator: LLMConfig = Field(default_factory=lambda: LLMConfig(backend="transformers"))
     scorer: LLMConfig = Field(default_factory=LLMConfig)
+    # an instruction-following LLM rating steered text (AxBench's judge; docs/steering.md):
+    # unset, the steering stage's judge columns are undefined
+    judge: LLMConfig | None = None
 
 
 class RunConfig(_Strict):

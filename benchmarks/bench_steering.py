@@ -7,6 +7,7 @@ Targets are random directions (the cost does not depend on the basis: one encode
 continuation). The default suite has 5 bases x ``n_features`` targets.
 
     python benchmarks/bench_steering.py [--targets 4] [--bases 5] [--features 16] [--pmi]
+        [--prompting-cost] [--suite evals/steering.toml]
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ def main() -> None:
     ap.add_argument("--bases", type=int, default=5)
     ap.add_argument("--features", type=int, default=None, help="default: the suite's")
     ap.add_argument("--pmi", action="store_true", help="also the explanation-PMI passes")
+    ap.add_argument("--suite", default="evals/default.toml", help="whose steering knobs")
+    ap.add_argument("--prompting-cost", action="store_true",
+                    help="the stage without and with the prompting arm, then stop")  # fmt: skip
     a = ap.parse_args()
-    cfg = load_suite("evals/default.toml").causal.steering
+    cfg = load_suite(a.suite).causal.steering
     n_feat = a.features or cfg.n_features
     sm = load_model("smollm2-gguf", device="cpu")
     hp = sm.hookpoint("blocks.6.hook_resid_post")
@@ -59,27 +63,32 @@ def main() -> None:
         from autointerp.llm import LLMConfig, make_client
 
         client = make_client(LLMConfig(backend="transformers", model="smollm2-gguf"))
-    s = Settings(
-        cfg.factors, cfg.max_new_tokens, cfg.nll_budget, cfg.repeat_budget,
-        batch_size=cfg.batch_size, prompting=cfg.prompting, pmi=a.pmi and cfg.pmi,
-    )  # fmt: skip
-    t, c = time.perf_counter(), time.process_time()
-    res = asyncio.run(run_experiment(sm, hp, tg, sel, rep, s, client))
-    dt, cpu = time.perf_counter() - t, time.process_time() - c
-    per, per_cpu = dt / a.targets, cpu / a.targets
-    n_nonzero = sum(f > 0 for f in cfg.factors)
-    rows = cfg.n_prompts * (len(ARMS) * n_nonzero + cfg.prompting)
-    print(
-        f"{a.targets} targets, {res['n_generated']} rows ({rows} per target), "
-        f"{cfg.max_new_tokens} new tokens, pmi={s.pmi}: {dt:.1f} s wall, "
-        f"{cpu:.1f} s CPU ({per:.2f} s wall, {per_cpu:.2f} s CPU / target; "
-        f"torch threads {torch.get_num_threads()})"
-    )
-    total = a.bases * n_feat
-    print(
-        f"extrapolated to {a.bases} bases x {n_feat} features = {total} targets: "
-        f"{per * total:.0f} s wall, {per_cpu * total:.0f} s CPU"
-    )
+    runs = [cfg.prompting] if not a.prompting_cost else [False, True]
+    for prompting in runs:  # --prompting-cost: without and with the prompting arm, side by side
+        s = Settings(
+            cfg.factors, cfg.max_new_tokens, cfg.nll_budget, cfg.repeat_budget,
+            batch_size=cfg.batch_size, prompting=prompting, pmi=a.pmi and cfg.pmi,
+        )  # fmt: skip
+        t, c = time.perf_counter(), time.process_time()
+        res = asyncio.run(run_experiment(sm, hp, tg, sel, rep, s, client))
+        dt, cpu = time.perf_counter() - t, time.process_time() - c
+        per, per_cpu = dt / a.targets, cpu / a.targets
+        n_nonzero = sum(f > 0 for f in cfg.factors)
+        n_report = cfg.n_prompts - cfg.n_prompts // 2  # the prompting arm answers these only
+        rows = cfg.n_prompts * len(ARMS) * n_nonzero + n_report * prompting
+        print(
+            f"{a.targets} targets, {res['n_generated']} rows ({rows} per target), "
+            f"{cfg.max_new_tokens} new tokens, pmi={s.pmi}, prompting={prompting}: "
+            f"{dt:.1f} s wall, {cpu:.1f} s CPU ({per:.2f} s wall, {per_cpu:.2f} s CPU / target; "
+            f"torch threads {torch.get_num_threads()})"
+        )
+        total = a.bases * n_feat
+        print(
+            f"extrapolated to {a.bases} bases x {n_feat} features = {total} targets: "
+            f"{per * total:.0f} s wall, {per_cpu * total:.0f} s CPU"
+        )
+    if a.prompting_cost:
+        return
     # KV cache vs cache-free, same rows (4 of them)
     ps = [prompt_ids(sm, q) for q in instructions()[:4]]
     vs = [2 * m / v.norm() * v for v in dirs[:1]] * 4

@@ -195,6 +195,10 @@ def test_spearman_and_top_quartile_by_hand():
     assert spearman([1.0, 2.0, None], [1.0, 2.0, 3.0]).value is None
     q = top_quartile([1.0, 1.0, 1.0, 5.0], [0.0, 1.0, 2.0, 3.0])
     assert q.value == pytest.approx(4.0)
+    # one nonzero steering score in 16: (15/16)^16 = 36% of the resamples miss it (constant),
+    # the rest are conditioned on it (their CI excluded rho in the default run): undefined
+    one = spearman([0.0] * 15 + [1.0], list(range(16)))
+    assert one.value is None and "constant side" in one.reason and one.n == 16
 
 
 def test_instructions_and_split():
@@ -278,6 +282,7 @@ def test_judge_rating_parse_and_harmonic_mean_by_hand():
     assert parse_rating("ok. Rating: [[2]]") == 2.0
     assert parse_rating("Rating: [[1]] then Rating: [[0]]") == 0.0
     assert parse_rating("Rating: 2") is None and parse_rating("Rating: [[3]]") is None
+    assert parse_rating("Rating: [[1.5]]") is None and parse_rating("Rating: [[ 2.0 ]]") == 2.0
     assert harmonic_mean([2.0, 1.0, 2.0]) == pytest.approx(3 / (0.5 + 1 + 0.5))
     assert harmonic_mean([2.0, 0.0, 2.0]) == 0.0
     assert harmonic_mean([2.0, None, 2.0]) is None
@@ -322,3 +327,18 @@ def test_pmi_per_token_by_hand(tmp_path):
         assert len(side[0]) == len(t)
         want = np.mean([a - b for a, b in zip(side[0], side[1], strict=True)])
         assert g == pytest.approx(want, abs=1e-4)
+
+
+def test_opt_in_steering_suite_is_the_default_but_for_steering():
+    """evals/steering.toml reuses every other stage of a default run only while it equals
+    evals/default.toml outside [causal.steering] and the name."""
+    from pathlib import Path
+
+    from autointerp.config import load_suite
+
+    root = Path(__file__).resolve().parents[1] / "evals"
+    d, s = (load_suite(root / f).model_dump() for f in ("default.toml", "steering.toml"))
+    for x in (d, s):
+        x.pop("name")
+        x["causal"].pop("steering")
+    assert d == s

@@ -22,7 +22,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +68,7 @@ class FaultServer:
     api_key: str | None = None  # when set, other keys get 401
     poison: str = "POISON"  # requests containing this always get 500
     keep_alive: bool = False  # HTTP/1.1 persistent connections (HTTP/1.0: one per request)
+    reply: Callable[[dict[str, Any]], str] | None = None  # chat body -> text (default answer_text)
     log: list[LogEntry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -156,7 +157,7 @@ class FaultServer:
 
     def _ok(self, path: str, body: dict[str, Any], key: str) -> dict[str, Any]:
         if path.endswith("/chat/completions"):
-            text = answer_text(body)
+            text = (self.reply or answer_text)(body)
             ptoks = sum(len(m.get("content", "").split()) for m in body.get("messages") or [])
             return {
                 "id": "chatcmpl-" + key[:8],

@@ -187,7 +187,15 @@ def _steering(f: dict[str, Any]) -> dict[str, Any]:
         for a, d in (f.get("arms") or {}).items()
     }
     u = f.get("unsteered") or {}
-    return {"arms": arms, "unsteered": u.get("text", "")}
+    out = {"arms": arms, "unsteered": u.get("text", "")}
+    j = f.get("judge")
+    if j:  # the LLM judge's mean ratings per arm (held-out instructions), when one ran
+        aspects = ("factor", "concept", "instruction", "fluency", "hmean")
+        out["judge"] = {k: {a: _r(v.get(a)) for a in aspects} for k, v in j.items()
+                        if isinstance(v, dict) and "hmean" in v}  # fmt: skip
+        if j.get("reason"):
+            out["judge_reason"] = j["reason"]
+    return out
 
 
 def _iter_records(path: Path):

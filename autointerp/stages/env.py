@@ -158,18 +158,19 @@ class SuiteEnv:
 
 
 class RoleClients(Mapping[str, Any]):
-    """The explainer / simulator / scorer clients, each made on first use (a role the run's
-    stages never ask for is never loaded: the default suite's llama.cpp scorer role needs no
-    llama.cpp when no scorer uses it); roles sharing a config share one client."""
+    """The explainer / simulator / scorer (and, when configured, judge) clients, each made on
+    first use (a role the run's stages never ask for is never loaded: the default suite's
+    llama.cpp scorer role needs no llama.cpp when no scorer uses it); roles sharing a config
+    share one client."""
 
-    ROLES = ("explainer", "simulator", "scorer")
+    ROLES = ("explainer", "simulator", "scorer", "judge")
 
     def __init__(self, suite: Suite, make: Callable[[str], Any]) -> None:
         self._suite, self._make = suite, make
         self._by_key: dict[str, Any] = {}
 
     def __getitem__(self, role: str) -> Any:
-        if role not in self.ROLES:
+        if role not in self.ROLES or getattr(self._suite.llm, role) is None:
             raise KeyError(role)
         key = getattr(self._suite.llm, role).model_dump_json()
         if key not in self._by_key:
@@ -177,10 +178,10 @@ class RoleClients(Mapping[str, Any]):
         return self._by_key[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.ROLES)
+        return iter([r for r in self.ROLES if getattr(self._suite.llm, r) is not None])
 
     def __len__(self) -> int:
-        return len(self.ROLES)
+        return len(list(self))
 
     def made(self) -> list[Any]:
         """The clients made so far (each once)."""

@@ -44,6 +44,28 @@ STEERING_COLUMNS = [
          "(Arad et al.'s filter)"),
 ]  # fmt: skip
 
+_J = "LLM judge ([llm.judge]), held-out instructions: "
+JUDGE_COLUMNS = [
+    _doc("judge_concept", _J + "concept rating 0-2 of the steered text at steer_act's factor"),
+    _doc("judge_instruction", _J + "instruction-relevance rating 0-2, same texts"),
+    _doc("judge_fluency", _J + "fluency rating 0-2, same texts"),
+    _doc("judge_hmean", _J + "harmonic mean of the three ratings, same texts"),
+    _doc("judge_axbench", _J + "AxBench score: harmonic mean at the factor the judge's harmonic "
+         "mean picks on the selection instructions"),
+    _doc("judge_diffmean_hmean", _J + "harmonic mean, DiffMean direction at its factor"),
+    _doc("judge_prompting_hmean", _J + "harmonic mean, prompting baseline"),
+    _doc("judge_unsteered_hmean", _J + "harmonic mean, unsteered answers"),
+]  # fmt: skip
+STEERING_COLUMNS += JUDGE_COLUMNS
+#: (column, judge slot, key)
+_JUDGE_CELLS = [("judge_concept", "feature", "concept"),
+                ("judge_instruction", "feature", "instruction"),
+                ("judge_fluency", "feature", "fluency"), ("judge_hmean", "feature", "hmean"),
+                ("judge_axbench", "axbench", "hmean"),
+                ("judge_diffmean_hmean", "diffmean", "hmean"),
+                ("judge_prompting_hmean", "prompting", "hmean"),
+                ("judge_unsteered_hmean", "unsteered", "hmean")]  # fmt: skip
+
 
 def steering_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
     s = ctx.env.suite
@@ -59,10 +81,12 @@ def steering_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
         "seed": s.seed,
         "n_boot": s.scoring.n_bootstrap,
         "templates": template_hashes(("steer_",)),
-        "v": 1,
+        "v": 2,
     }
     if cfg.pmi:
         k["llm"] = ctx.env.protocol["llm"]["simulator"]
+    if (j := s.llm.judge) is not None:
+        k["judge"] = {"backend": j.backend, "model": j.model, "temperature": j.temperature}
     return k
 
 
@@ -147,11 +171,15 @@ async def compute_steering(ctx: StageContext, inputs: dict[str, Any]) -> StageCo
         from autointerp.scoring.methods import pick_method
 
         pick_method(client, "pmi")  # one clear error for a simulator without prompt logprobs
+    judge = env.llm.clients(ctx)["judge"] if s.llm.judge is not None else None
     settings = Settings(cfg.factors, cfg.max_new_tokens, cfg.nll_budget, cfg.repeat_budget,
-                        clamp, cfg.batch_size, cfg.prompting, cfg.pmi)  # fmt: skip
-    res = await run_experiment(sm, hp, targets, select, report, settings, client)
-    if client is not None:
-        env.llm.flush()
+                        clamp, cfg.batch_size, cfg.prompting, cfg.pmi,
+                        cfg.judge_max_tokens)  # fmt: skip
+    try:
+        res = await run_experiment(sm, hp, targets, select, report, settings, client, judge)
+    finally:
+        if client is not None or judge is not None:
+            env.llm.flush()
     feats: dict[str, list[dict]] = {}
     for d in res.pop("targets"):
         feats.setdefault(d["basis"], []).append(d)
@@ -166,6 +194,7 @@ def _arm(d: dict, arm: str, key: str) -> float | None:
 
 
 def _fill(ctx: StageContext, inputs: dict, cols: StageColumns, feats: dict) -> None:
+    from autointerp.steering.judge import NO_JUDGE
     from autointerp.steering.summary import spearman, top_quartile
 
     s = ctx.env.suite
@@ -200,6 +229,13 @@ def _fill(ctx: StageContext, inputs: dict, cols: StageColumns, feats: dict) -> N
             cols.set(b.name, col, _cell(spearman(act, other, n_boot=nb, seed=seed)))
         q = top_quartile(act, others["steer_rho_output"], n_boot=nb, seed=seed)
         cols.set(b.name, "steer_topq_output", _cell(q))
+        for col, slot, key in _JUDGE_CELLS:
+            off = _off(s.causal.steering, slot, key)
+            if s.llm.judge is None or off:
+                cols.set(b.name, col, Cell.undefined(off or NO_JUDGE))
+                continue
+            vals = [((d.get("judge") or {}).get(slot) or {}).get(key) for d in ds]
+            cols.set(b.name, col, mean_cell(vals, ctx, col))
         for d, so, ab in zip(ds, others["steer_rho_output"], others["steer_rho_ablation"],
                              strict=True):  # fmt: skip
             d.update(simulation=sims.get((b.name, d["feature"])), output_score=so, ablation_kl=ab)
@@ -209,7 +245,7 @@ def _off(cfg: Any, arm: str, key: str) -> str:
     """Why a column is not computed in this suite ('' when it is)."""
     if key == "pmi" and not cfg.pmi:
         return "explanation-PMI off in this suite (causal.steering.pmi = false)"
-    if arm != "feature" and not getattr(cfg, arm):
+    if arm in ("diffmean", "prompting") and not getattr(cfg, arm):
         return f"{arm} baseline off in this suite (causal.steering.{arm} = false)"
     return ""
 

@@ -58,6 +58,7 @@ class Settings:
     batch_size: int = 64
     prompting: bool = True
     pmi: bool = True
+    judge_max_tokens: int = 256
 
 
 @dataclass
@@ -82,7 +83,12 @@ def _edit(t: Target, arm: str, a: float, width: int, clamp: bool) -> Steer:
 
 
 def _rows(
-    sm: SubjectModel, hp: Hookpoint, targets: Sequence[Target], instr: Sequence[str], s: Settings
+    sm: SubjectModel,
+    hp: Hookpoint,
+    targets: Sequence[Target],
+    instr: Sequence[str],
+    n_select: int,
+    s: Settings,
 ) -> list[_Row]:
     w = hp.width
     zero = torch.zeros(w)
@@ -97,8 +103,8 @@ def _rows(
                     continue
                 for p in range(len(instr)):
                     rows.append(_Row(p, ids[p], _edit(t, arm, a, w, s.clamp), ti, arm, a))
-        if s.prompting and t.explanation:
-            for p, q in enumerate(instr):
+        if s.prompting and t.explanation:  # no factor to pick: the report instructions only
+            for p, q in enumerate(instr[n_select:], n_select):
                 text = render("steer_prompting", explanation=t.explanation, instruction=q)
                 rows.append(_Row(p, prompt_ids(sm, text), Steer(zero), ti, "prompting"))
     return rows
@@ -143,12 +149,14 @@ async def run_experiment(
     report: Sequence[str],
     s: Settings,
     client: LLMClient | None = None,
+    judge: LLMClient | None = None,
 ) -> dict[str, Any]:
     """Per target the chosen factors, held-out scores and example texts, plus the unsteered
-    answers (see the module docstring)."""
+    answers (see the module docstring); with a ``judge`` client, its ratings
+    (:mod:`autointerp.steering.judging`)."""
     instr = [*select, *report]
     P = len(instr)
-    rows = _rows(sm, hp, targets, instr, s)
+    rows = _rows(sm, hp, targets, instr, len(select), s)
     conts = steered_generate(
         sm, hp, [r.ids for r in rows], [r.edit for r in rows],
         max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
@@ -218,6 +226,16 @@ async def run_experiment(
         d["unsteered"] = {"act": _m(unst[ti, rpt]), "pmi": _m(pmi0[ti, rpt]),
                           "repeat": _m(rep0[rpt]), "text": texts[rpt[0]]}  # fmt: skip
         out.append(d)
+    if judge is not None:
+        from autointerp.steering.judging import judge_targets
+
+        at = {(row.target, row.arm, row.factor, row.prompt): r for r, row in enumerate(rows)}
+
+        def text_of(ti: int, arm: str, a: float, p: int) -> str:
+            return texts[p if arm != "prompting" and a == 0 else at[(ti, arm, a, p)]]
+
+        sp, rp = [int(i) for i in sel], [int(i) for i in rpt]
+        await judge_targets(judge, out, text_of, instr, sp, rp, s.factors, s.judge_max_tokens)
     return {
         "targets": out,
         "instructions": {"selection": list(select), "report": list(report)},

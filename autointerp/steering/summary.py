@@ -2,7 +2,9 @@
 
 ``spearman``: Pearson correlation of the average ranks (ties share their mean rank). Its CI is
 a seeded percentile bootstrap over features (pairs resampled together); undefined under 4
-pairs or when either side is constant. ``top_quartile``: mean steering score of the features
+pairs, when either side is constant, or when more than 2.5% of the resamples have a constant
+side (a score that is nonzero for one or two features: the CI of the rest would be conditioned
+on drawing them). ``top_quartile``: mean steering score of the features
 whose other score is at or above its 75th percentile minus the mean of the rest, with a
 bootstrap CI of that difference (each group resampled on its own).
 """
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_PAIRS = 4
+#: the largest share of bootstrap resamples with a constant side that a CI may ignore
+MAX_UNDEFINED = 0.025
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,14 @@ def spearman(
         v = _rho(x[i], y[i])
         if np.isfinite(v):
             boots.append(v)
-    lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (rho, rho)
+    if len(boots) < (1 - MAX_UNDEFINED) * n_boot:
+        # dropping the resamples with a constant side would condition the CI on the few
+        # features that vary (it can then exclude rho itself): no CI, no rho
+        u = min(len(np.unique(x)), len(np.unique(y)))
+        return Estimate(None, n=n, reason=(
+            f"{1 - len(boots) / n_boot:.0%} of the bootstrap resamples have a constant side "
+            f"(one score takes {u} distinct values over {n} features): no CI"))  # fmt: skip
+    lo, hi = np.percentile(boots, [2.5, 97.5])
     return Estimate(rho, float(lo), float(hi), n)
 
 

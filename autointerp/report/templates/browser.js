@@ -162,7 +162,14 @@ function causalPanel(p,c){var o=c.output,a=c.ablation;
       s3.appendChild(el('div',k+(k==='prompting'?'':' \u00b7 factor '+fmt(a.factor,2))+
         ' \u00b7 concept (activation) '+fmt(a.act,3)+' \u00b7 concept (PMI) '+fmt(a.pmi,3)+
         ' \u00b7 NLL rise '+fmt(a.nll_rise,3)+' \u00b7 repeated bigrams '+fmt(a.repeat,2)+': '+
-        JSON.stringify(a.text),'steer-'+k));});p.appendChild(s3);}}
+        JSON.stringify(a.text),'steer-'+k));});
+    var J=g.judge;if(J)['feature','axbench','diffmean','prompting','unsteered'].forEach(function(k){
+      var a=J[k];if(!a)return;s3.appendChild(el('div','judge · '+k+(k==='axbench'?
+        ' · factor '+fmt(a.factor,2):'')+' · concept '+fmt(a.concept,2)+
+        ' · instruction '+fmt(a.instruction,2)+' · fluency '+fmt(a.fluency,2)+
+        ' · harmonic mean '+fmt(a.hmean,2),'muted'));});
+    if(g.judge_reason)s3.appendChild(el('div','judge: '+g.judge_reason,'muted'));
+    p.appendChild(s3);}}
 function latentLinks(basis,ids){var s=el('span');ids.forEach(function(id,i){
     if(i)s.appendChild(document.createTextNode(', '));var key=basis+':'+id,a=el('a',id);
     a.href='#open='+encodeURIComponent(key);a.setAttribute('data-link',key);
