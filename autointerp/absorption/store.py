@@ -21,7 +21,7 @@ from autointerp.results import atomic_write_with
 #: train and test words' prompts, and the probe-positive test words' second prompts
 ROLES = ("train", "test", "abs")
 #: prompts computed between two saves
-CHUNK = 4096
+CHUNK = 1024
 
 
 class PromptActs:
