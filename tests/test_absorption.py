@@ -12,7 +12,7 @@ import torch
 
 from autointerp.absorption.config import AbsorptionConfig
 from autointerp.absorption.evaluate import decoder_directions, evaluate_basis
-from autointerp.absorption.fractions import cosines, word_absorption
+from autointerp.absorption.fractions import cosines, word_absorption, words_absorption
 from autointerp.absorption.probe import f1
 from autointerp.absorption.sparse import feature_split
 from autointerp.absorption.synthetic import S, planted_world
@@ -114,6 +114,27 @@ def test_word_absorption_by_hand():
     assert r.fraction == 0.0 and not r.full
     # two main latents: their projections add (m = 0.5 + 0.6 = 1.1; absorber 3: 0.6 < 0.8)
     assert w(0.5, 1.0, 0.0, 1.0, 0.0, 0.0, main=(0, 1)).fraction == 0.0
+
+
+def test_words_at_once_match_word_by_word():
+    """The batched per-letter computation gives each word's numbers of the per-word one."""
+    g = torch.Generator().manual_seed(0)
+    F, d, n = 60, 8, 200
+    dirs = torch.randn(F, d, generator=g)
+    dirs[:20] += 3 * torch.eye(d)[0]  # a third of the latents aligned with the probe
+    u = np.eye(d, dtype=np.float32)[0]
+    cos = cosines(dirs, u)
+    X = (torch.randn(n, d, generator=g) + torch.eye(d)[0] * 2).numpy()
+    codes = torch.relu(torch.randn(n, F, generator=g)) * (torch.rand(n, F, generator=g) < 0.2)
+    names = [f"w{i}" for i in range(n)]
+    for main in ([], [0], [0, 3, 25]):
+        many = words_absorption(names, X, codes, cos, u, main)
+        one = [word_absorption(w, X[i], codes[i], cos, u, main) for i, w in enumerate(names)]
+        assert sum(a.fraction > 0 for a in one) > 10 and sum(a.full for a in one) > 0
+        for a, b in zip(many, one):
+            assert a.fraction == pytest.approx(b.fraction, abs=1e-6) and a.full == b.full
+            assert set(a.absorbers) == set(b.absorbers) and a.top[0] == b.top[0]
+            assert a.probe_projection == pytest.approx(b.probe_projection, abs=1e-5)
 
 
 def test_feature_split_and_f1():

@@ -32,3 +32,21 @@ def test_absorption_stage_in_a_suite(no_llm, tmp_path):  # noqa: F811
     rd2, st2 = _run(tmp_path, suite, name="r2")
     assert st2["absorption"].startswith("reused")
     assert {c.stage: c for c in load_columns(rd2)}["absorption"].to_dict() == cols.to_dict()
+
+
+def test_absorption_suite_is_the_default_plus_the_stage():
+    """evals/absorption.toml differs from evals/default.toml only in its name and the
+    [absorption] section, so its other stages reuse the default run's work (keep it in step)."""
+    from pathlib import Path
+
+    from autointerp.config import load_suite
+
+    evals = Path(__file__).resolve().parents[1] / "evals"
+    d = load_suite(evals / "default.toml").model_dump()
+    a = load_suite(evals / "absorption.toml")
+    assert a.absorption.enabled and a.name == "absorption"
+    ad = a.model_dump()
+    for k in ("name", "absorption"):
+        d.pop(k, None)
+        ad.pop(k, None)
+    assert ad == d

@@ -17,11 +17,17 @@ def word_activations(
     ids: Sequence[Sequence[int]],
     positions: np.ndarray,
     batch_size: int,
+    truncate: bool = True,
 ) -> np.ndarray:
     """``[N, width]`` float32: prompt ``i``'s activation at ``hp``, token ``positions[i]``.
 
-    Prompts are batched by length (right-padded; the causal mask keeps the padding out of the
-    positions read) and the forward pass stops at the hookpoint."""
+    Only what the activation depends on is run: each prompt up to its token ``positions[i]``
+    (causal attention: the tokens after it cannot change it; SAEBench's prompts have five),
+    batched by length (right-padded; the causal mask keeps the padding out of the positions
+    read), and the layers up to the hookpoint. ``truncate=False``: whole prompts (the
+    benchmark's baseline)."""
+    if truncate:
+        ids = [list(t[: int(p) + 1]) for t, p in zip(ids, positions)]
     n = len(ids)
     out = np.zeros((n, hp.width), dtype=np.float32)
     if n == 0:

@@ -1,8 +1,9 @@
 """The absorption stage's settings (``[absorption]`` in a suite; docs/absorption.md).
 
 Defaults are SAEBench 0.6.0's (``sae_bench/evals/absorption``) except ``max_words``: SAEBench
-prompts every all-alphabetic token of the vocabulary; the default suite takes a seeded sample so
-the stage fits its time budget on a 2-core CPU (``max_words = 0``: the whole vocabulary).
+prompts every all-alphabetic token of the vocabulary; a seeded sample keeps the stage within
+minutes of CPU on a 2-core host (``max_words = 0``: the whole vocabulary; evals/absorption.toml
+says what its sample keeps).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ class AbsorptionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: opt-in: SAEBench's prompts cost ~0.1 s of CPU each on a 2-core host (docs/absorption.md)
+    #: opt-in: a prompt costs ~70 ms of CPU up to blocks.6 of SmolLM2 (docs/absorption.md)
     enabled: bool = False
     #: words prompted: a seeded sample of the all-alphabetic tokens (0: all of them, SAEBench)
-    max_words: int = Field(4000, ge=0)
+    max_words: int = Field(5000, ge=0)
     prompt_template: str = "{word} has the first letter:"
     #: in-context examples before the word (each "<template> <LETTER>", one per line)
     max_icl_examples: int = Field(10, ge=0)

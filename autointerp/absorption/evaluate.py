@@ -21,7 +21,7 @@ from autointerp.absorption.fractions import (
     WordAbsorption,
     cosines,
     letter_absorption,
-    word_absorption,
+    words_absorption,
 )
 from autointerp.absorption.groundtruth import GroundTruth
 from autointerp.absorption.sparse import LetterSparse, k_sparse_probing
@@ -124,11 +124,8 @@ def evaluate_basis(basis, gt: GroundTruth, cfg: AbsorptionConfig, seed: int) -> 
             continue
         u = gt.probe.unit_direction(c)
         cos = cosines(dirs, u)
-        words = [
-            word_absorption(str(gt.test_words[gt.abs_idx[r]]), gt.abs_acts[r], ab[r], cos, u,
-                            sp.main)
-            for r in rows
-        ]  # fmt: skip
+        names = [str(gt.test_words[gt.abs_idx[r]]) for r in rows]
+        words = words_absorption(names, gt.abs_acts[rows], ab[rows], cos, u, sp.main)
         out.letters.append(letter_absorption(LETTERS[c], words, len(sp.main)))
         out.sparse[LETTERS[c]] = sp.to_dict()
         _add_misses(out.latents, LETTERS[c], sp.main, words, ab[rows], cos)

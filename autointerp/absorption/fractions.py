@@ -82,6 +82,48 @@ def word_absorption(
     return WordAbsorption(word, frac, bool(full), P, m, absorbers, top)
 
 
+def words_absorption(
+    words: list[str], X: np.ndarray, codes: torch.Tensor, cos: torch.Tensor, u: np.ndarray,
+    main: list[int],
+) -> list[WordAbsorption]:  # fmt: skip
+    """:func:`word_absorption` of many words of one letter at once (``X [n, d]``, ``codes
+    [n, F]``): the tensor work batched, the same formulas."""
+    n, F = len(words), int(cos.shape[0])
+    if n == 0:
+        return []
+    P = (torch.as_tensor(X, dtype=torch.float32) @ torch.as_tensor(u, dtype=torch.float32)).tolist()
+    c = codes.float().cpu()
+    proj = c * cos[None, :]
+    m = proj[:, main].sum(1).tolist() if main else [0.0] * n
+    cand = cos >= ABSORBER_COS
+    cand[main] = False
+    masked = torch.where(cand[None, :] & (proj > 0), proj, torch.tensor(float("-inf")))
+    tv, ti = masked.topk(min(MAX_ABSORBERS, F), dim=1)
+    ok = torch.isfinite(tv)
+    a = torch.where(ok, tv, torch.zeros(())).sum(1).tolist()
+    top = proj.topk(min(TOP_FEATURES, F), dim=1).indices
+    off = (c[:, main] < EPS).all(1).tolist() if main else [True] * n
+    top0 = top[:, 0]
+    top_cos = cos[top0].tolist()
+    top_proj = proj[torch.arange(n), top0].tolist()
+    out = []
+    for i in range(n):
+        p, mi, ai = P[i], m[i], a[i]
+        share = ai / p if p != 0 else 0.0
+        if mi >= p or share < PROJECTION_SHARE:
+            frac = 0.0
+        elif mi <= 0.0:
+            frac = 1.0
+        else:
+            absorbed = min(ai, p - mi)
+            frac = float(np.clip(absorbed / (absorbed + mi), 0.0, 1.0))
+        full = off[i] and top_cos[i] >= FULL_ABSORPTION_COS and p > 0 and (
+            top_proj[i] / p >= PROJECTION_SHARE)  # fmt: skip
+        absorbers = ti[i][ok[i]].tolist() if frac > 0 else []
+        out.append(WordAbsorption(words[i], frac, bool(full), p, mi, absorbers, top[i].tolist()))
+    return out
+
+
 @dataclass
 class LetterAbsorption:
     """One letter's rates over its probe-positive test words."""

@@ -2,6 +2,10 @@
 the words and their split, the activations of their first-letter prompts, the ground-truth
 probe and its test F1 per letter, and the probe-positive test words re-prompted with fresh
 in-context examples (SAEBench measures absorption on those second prompts).
+
+Each prompt depends on its word, role and the seed only (:mod:`autointerp.absorption.store`):
+a train word's examples come from the whole vocabulary's train split, a test word's from its
+test split (SAEBench, with every word), a second prompt's from all the words.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 
 from autointerp.absorption.config import AbsorptionConfig
 from autointerp.absorption.probe import Probe, f1, one_hot, train_probe
+from autointerp.absorption.store import PromptActs
 from autointerp.absorption.vocab import (
     LETTERS,
     alpha_words,
@@ -61,27 +66,45 @@ class GroundTruth:
                 and self.probe_f1[c] > min_f1]  # fmt: skip
 
 
-def _prompt_acts(sm, hp, prompts, cfg: AbsorptionConfig, bos):
+def sample_words(vocab: list[str], cfg: AbsorptionConfig, seed: int):
+    """``(train, test, train pool, test pool)``: SAEBench's seeded 80 / 20 split of the whole
+    vocabulary (the pools the in-context examples come from), and with ``max_words`` the
+    first ``max_words · train_fraction`` train and the rest test words of it (a uniform
+    sample; a larger one contains a smaller one)."""
+    pool_tr, pool_te = split_words(vocab, cfg.train_fraction, random.Random(seed))
+    if not cfg.max_words or cfg.max_words >= len(vocab):
+        return pool_tr, pool_te, pool_tr, pool_te
+    n_tr = int(cfg.max_words * cfg.train_fraction)
+    return pool_tr[:n_tr], pool_te[: cfg.max_words - n_tr], pool_tr, pool_te
+
+
+def build_ground_truth(
+    sm, hp, cfg: AbsorptionConfig, seed: int, bos: int | None, store: PromptActs | None = None
+) -> GroundTruth:
+    """Prompts, activations and the ground-truth probe (module docstring). ``store``: the
+    prompts' activations computed by earlier runs (only the missing ones are run)."""
     from autointerp.absorption.acts import word_activations
 
-    ids, pos = word_positions(sm.tokenizer, prompts, bos)
-    rel = {int(p) - len(t) for p, t in zip(pos, ids)}
-    return word_activations(sm, hp, ids, pos, cfg.batch_size), rel
-
-
-def build_ground_truth(sm, hp, cfg: AbsorptionConfig, seed: int, bos: int | None) -> GroundTruth:
-    """Prompts, activations and the ground-truth probe (module docstring)."""
-    rng = random.Random(seed)
+    store = store if store is not None else PromptActs(None, hp.width)
     vocab = alpha_words(sm.tokenizer)
-    words = vocab if not cfg.max_words or len(vocab) <= cfg.max_words else sorted(
-        rng.sample(vocab, cfg.max_words), key=vocab.index
-    )  # fmt: skip
-    train, test = split_words(words, cfg.train_fraction, rng)
-    n_ex, tpl = cfg.max_icl_examples, cfg.prompt_template
-    p_train = [icl_prompt(w, train, tpl, n_ex, rng) for w in train]
-    p_test = [icl_prompt(w, test, tpl, n_ex, rng) for w in test]
-    xtr, rel1 = _prompt_acts(sm, hp, p_train, cfg, bos)
-    xte, rel2 = _prompt_acts(sm, hp, p_test, cfg, bos)
+    train, test, pool_tr, pool_te = sample_words(vocab, cfg, seed)
+    pools = {"train": pool_tr, "test": pool_te, "abs": vocab}
+
+    def acts(role: str, words: list[str]):
+        def compute(missing: list[str]):
+            prompts = [
+                icl_prompt(w, pools[role], cfg.prompt_template, cfg.max_icl_examples,
+                           random.Random(f"{seed}:{role}:{w}"))
+                for w in missing
+            ]  # fmt: skip
+            ids, pos = word_positions(sm.tokenizer, prompts, bos)
+            rel = np.array([int(p) - len(t) for p, t in zip(pos, ids)], dtype=np.int64)
+            return word_activations(sm, hp, ids, pos, cfg.batch_size), rel
+
+        return store.get(role, words, compute)
+
+    xtr, rel1 = acts("train", train)
+    xte, rel2 = acts("test", test)
     ytr = np.array([letter_class(w) for w in train], dtype=np.int64)
     yte = np.array([letter_class(w) for w in test], dtype=np.int64)
     dev = sm.device
@@ -97,8 +120,7 @@ def build_ground_truth(sm, hp, cfg: AbsorptionConfig, seed: int, bos: int | None
             f1s[c] = f1(yte == c, logits[:, c] > 0.0)
     fires = logits[np.arange(len(yte)), yte] > 0.0
     abs_idx = np.flatnonzero(fires)
-    p_abs = [icl_prompt(test[i], words, tpl, n_ex, rng) for i in abs_idx]
-    xab, rel3 = _prompt_acts(sm, hp, p_abs, cfg, bos)
+    xab, rel3 = acts("abs", [test[i] for i in abs_idx])
     return GroundTruth(
         np.array(train, dtype=str), ytr, xtr, np.array(test, dtype=str), yte, xte,
         probe.W, probe.b, f1s, abs_idx.astype(np.int64), xab,

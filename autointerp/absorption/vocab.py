@@ -77,10 +77,10 @@ def icl_prompt(
     word: str, examples: Sequence[str], template: str, n_examples: int, rng: random.Random
 ) -> Prompt:
     """``word``'s prompt with ``n_examples`` in-context examples drawn from ``examples``
-    (never the word itself)."""
-    pool = [e for e in examples if e != word]
-    n = min(n_examples, len(pool))
-    chosen = rng.sample(pool, n)
+    (never the word itself): the first ``n_examples`` of a uniform draw of one more, the word
+    left out (a uniform draw from the others, without copying a whole-vocabulary pool)."""
+    drawn = rng.sample(examples, min(n_examples + 1, len(examples)))
+    chosen = [e for e in drawn if e != word][:n_examples]
     lines = [f"{render(template, ex)} {first_letter(ex).upper()}" for ex in chosen]
     head = SEPARATOR + "".join(line + SEPARATOR for line in lines)
     last = render(template, word)

@@ -4,8 +4,10 @@
 (a :class:`~autointerp.columns.StageColumns`; CIs over letters).
 
 The prompts, their activations and the ground-truth probe depend on the model and hookpoint
-only: one cached item (``stages/absorption-probe-<h>.npz``, shared by every run); each basis's
-result is one cached item too (``stages/absorption-<basis>-<h>.json``).
+only: one cached item (``stages/absorption-probe-<h>.npz``, shared by every run), built from
+the prompts' activations by word (the work dir's ``stages/absorption-prompts-<h>.npz``, which
+every sample of the vocabulary adds to and reuses); each basis's result is one cached item too
+(``stages/absorption-<basis>-<h>.json``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from autointerp.stages.env import model_salt
 
 log = logging.getLogger(__name__)
 #: bump when the computation changes (invalidates cached values)
-ABSORPTION_VERSION = 1
+ABSORPTION_VERSION = 2
 
 COLUMNS = [
     ColumnDoc(
@@ -71,7 +73,14 @@ PROBE_ARTIFACT = Artifact(NpzCodec())
 BASIS_ARTIFACT = Artifact(JSON)
 
 
-def probe_key(ctx: StageContext) -> dict[str, Any]:
+#: the settings the prompts' activations depend on (the rest: the probe, the per-basis eval)
+PROMPT_FIELDS = ("prompt_template", "max_icl_examples", "train_fraction")
+#: ... and the ones the ground truth (words sampled, probe) adds
+PROBE_FIELDS = ("max_words", "probe_epochs", "probe_lr", "probe_end_lr", "probe_weight_decay",
+                "probe_batch_size")  # fmt: skip
+
+
+def prompts_key(ctx: StageContext) -> dict[str, Any]:
     s = ctx.env.suite
     return {
         "model": s.model.name,
@@ -79,16 +88,29 @@ def probe_key(ctx: StageContext) -> dict[str, Any]:
         "dtype": s.model.dtype,
         "hookpoint": s.model.hookpoint,
         "bos": s.corpus.prepend_bos,
-        "cfg": s.absorption.model_dump(exclude={"enabled", "batch_size"}),
+        "cfg": s.absorption.model_dump(include=set(PROMPT_FIELDS)),
         "seed": s.seed,
         "v": ABSORPTION_VERSION,
     }
+
+
+def probe_key(ctx: StageContext) -> dict[str, Any]:
+    return {
+        "prompts": prompts_key(ctx),
+        "cfg": ctx.env.suite.absorption.model_dump(include=set(PROBE_FIELDS)),
+    }
+
+
+def eval_cfg(ctx: StageContext) -> dict[str, Any]:
+    """Every setting but the switch and the forward batch size."""
+    return ctx.env.suite.absorption.model_dump(exclude={"enabled", "batch_size"})
 
 
 def absorption_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
     bases = inputs["bases"]
     return {
         "probe": probe_key(ctx),
+        "cfg": eval_cfg(ctx),
         "bases": [b.info.get("stage_hash", b.name) for b in bases],
         "names": [b.name for b in bases],
         "n_boot": ctx.env.suite.scoring.n_bootstrap,
@@ -96,20 +118,29 @@ def absorption_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def ground_truth(ctx: StageContext) -> Any:
-    """The hookpoint's prompts, activations and ground-truth probe (cached)."""
+def ground_truth(ctx: StageContext) -> tuple[Any, dict[str, int]]:
+    """The hookpoint's prompts, activations and ground-truth probe (cached; the prompts'
+    activations also by word, for any other sample of the vocabulary), and how many prompts
+    this call ran and found done."""
     from autointerp.absorption.groundtruth import build_ground_truth
+    from autointerp.absorption.store import PromptActs
 
     env = ctx.env
     s = env.suite
+    info: dict[str, int] = {}
 
     def build() -> Any:
         sm = env.sm
         hp = sm.hookpoint(s.model.hookpoint)
         bos = sm.bos_token_id if s.corpus.prepend_bos else None
-        return build_ground_truth(sm, hp, s.absorption, s.seed, bos)
+        path = env.store.shared_file("absorption-prompts", stable_hash(prompts_key(ctx)), ".npz")
+        store = PromptActs(path, hp.width)
+        gt = build_ground_truth(sm, hp, s.absorption, s.seed, bos, store)
+        info.update(run=store.computed, reused=store.reused)
+        return gt
 
-    return ctx.cached("absorption-probe", stable_hash(probe_key(ctx)), build, PROBE_ARTIFACT)
+    gt = ctx.cached("absorption-probe", stable_hash(probe_key(ctx)), build, PROBE_ARTIFACT)
+    return gt, info
 
 
 def letter_cell(values: list[float], ctx: StageContext, reason: str | None) -> Cell:
@@ -126,9 +157,10 @@ def letter_cell(values: list[float], ctx: StageContext, reason: str | None) -> C
 
 
 def basis_hash(ctx: StageContext, b: Any) -> str:
-    """One basis's absorption item: the probe, the basis's weights, its name."""
-    pk = stable_hash(probe_key(ctx))
-    return stable_hash({"probe": pk, "basis": b.info.get("stage_hash", b.name), "name": b.name})
+    """One basis's absorption item: the probe, the eval's config, the basis's weights, its
+    name."""
+    key = {"probe": stable_hash(probe_key(ctx)), "cfg": eval_cfg(ctx)}
+    return stable_hash({**key, "basis": b.info.get("stage_hash", b.name), "name": b.name})
 
 
 def absorption_one(ctx: StageContext, inputs: dict[str, Any], name: str) -> None:
@@ -136,7 +168,7 @@ def absorption_one(ctx: StageContext, inputs: dict[str, Any], name: str) -> None
     from autointerp.absorption.evaluate import evaluate_basis
 
     s = ctx.env.suite
-    gt = ground_truth(ctx)
+    gt, _ = ground_truth(ctx)
     b = next(b for b in inputs["bases"] if b.name == name)
     ctx.cached(
         f"absorption-{name}", basis_hash(ctx, b),
@@ -152,7 +184,7 @@ def compute_absorption(ctx: StageContext, inputs: dict[str, Any]) -> StageColumn
     if not cfg.enabled:
         return None
     t0 = time.perf_counter()
-    gt = ground_truth(ctx)
+    gt, prompts = ground_truth(ctx)
     t_probe = time.perf_counter() - t0
     cols = StageColumns("absorption", list(COLUMNS))
     details: dict[str, Any] = {}
@@ -179,6 +211,9 @@ def compute_absorption(ctx: StageContext, inputs: dict[str, Any]) -> StageColumn
         seconds=round(time.perf_counter() - t0, 2),
         seconds_probe=round(t_probe, 2),
         seconds_per_basis=secs,
+        # prompts this call ran / found in the prompts' store (None: the ground truth cached)
+        prompts_run=prompts.get("run", 0),
+        prompts_reused=prompts.get("reused"),
         words={
             "vocabulary": gt.n_vocab_words,
             "train": len(gt.train_words),
