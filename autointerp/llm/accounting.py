@@ -4,8 +4,10 @@
 with ``U = {calls, cache_hits, prompt_tokens, cached_tokens, completion_tokens, cost_usd,
 latency_s}`` (the ``llm_usage`` block of manifest.json). ``calls`` counts every answered request
 including cache hits; ``cache_hits`` those served from autointerp's disk cache (or shared with
-an identical request in flight), which add no tokens, cost or latency. Failed requests are not
-in the totals; they are listed in ``failures``.
+an identical request in flight), which add no tokens, cost or latency. ``work_tokens`` counts
+the prompt and completion tokens of every answered call, cache hits included: the LLM work the
+results need, what a cold run spends (the leaderboard's cost column), whichever invocation paid
+for it. Failed requests are not in the totals; they are listed in ``failures``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ FIELDS = (
     "completion_tokens",
     "cost_usd",
     "latency_s",
+    "work_tokens",
 )
 
 
@@ -51,6 +54,7 @@ class CallRecord:
     completion_tokens: int
     cost_usd: float
     latency_s: float
+    work_tokens: int = 0  # prompt + completion tokens, cache hits included
 
 
 class Ledger:
@@ -88,6 +92,7 @@ class Ledger:
             completion_tokens=0 if hit else usage.completion_tokens,
             cost_usd=0.0 if hit else usage.cost_usd,
             latency_s=0.0 if hit else usage.latency_s,
+            work_tokens=int(usage.prompt_tokens or 0) + int(usage.completion_tokens or 0),
         )
         with self._lock:
             self.records.append(rec)
@@ -108,6 +113,7 @@ class Ledger:
         u["completion_tokens"] += r.completion_tokens
         u["cost_usd"] += r.cost_usd
         u["latency_s"] += r.latency_s
+        u["work_tokens"] += r.work_tokens
 
     def totals(self) -> dict[str, Any]:
         with self._lock:

@@ -60,7 +60,7 @@ BASE_SCHEMA: dict[str, Any] = {
     **_cols("dead_frac_corpus", _F),
     **_cols("detection_bal_acc fuzzing_bal_acc intruder_acc detection_auroc fuzzing_auroc", _F),
     **dict.fromkeys(HEAD_METRICS + OTHER_METRICS, _F),
-    **_cols("llm_calls prompt_tokens completion_tokens", _I),
+    **_cols("llm_calls prompt_tokens completion_tokens work_tokens", _I),
     **_cols("cost_usd wall_time_s", _F),
     **_cols("suite run protocol_id", _STR),
 }

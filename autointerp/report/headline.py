@@ -275,8 +275,11 @@ def build_headline(df: pl.DataFrame, docs: dict[str, ColumnDoc]) -> Headline:
             if lo is not None or hi is not None:
                 out[f"{c.key}_ci_low"], out[f"{c.key}_ci_high"] = lo, hi
         out["llm_calls"] = r.get("llm_calls")
-        pt, ct = r.get("prompt_tokens"), r.get("completion_tokens")
-        out["llm_tokens"] = None if pt is None and ct is None else (pt or 0) + (ct or 0)
+        pt, ct, wt = r.get("prompt_tokens"), r.get("completion_tokens"), r.get("work_tokens")
+        if wt is not None and wt == wt:  # the LLM work of the row, cache hits included
+            out["llm_tokens"] = int(wt)
+        else:  # a run written before work_tokens: the tokens its invocations paid for
+            out["llm_tokens"] = None if pt is None and ct is None else (pt or 0) + (ct or 0)
         out["cost_usd"] = r.get("cost_usd")
         out["reasons"] = reasons
         rows.append(out)

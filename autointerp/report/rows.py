@@ -209,6 +209,7 @@ def _run_rows(
                 "llm_calls": u.get("calls"),
                 "prompt_tokens": u.get("prompt_tokens"),
                 "completion_tokens": u.get("completion_tokens"),
+                "work_tokens": u.get("work_tokens"),
                 "cost_usd": u.get("cost_usd"),
                 "wall_time_s": run.manifest.get("wall_time_s"),
             }
