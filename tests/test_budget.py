@@ -102,3 +102,20 @@ def test_max_cost_stops_cleanly_and_a_rerun_resumes(tmp_path, tiny_model, monkey
         assert len(explained) == len(set(explained)) == 4
     scores = json.loads((rd / "manifest.json").read_text())["llm_usage"]["total"]
     assert scores["cost_usd"] > 1e-5
+
+
+def test_work_tokens_count_cache_hits_that_spend_nothing():
+    """A cache hit adds its original tokens to ``work_tokens`` (the LLM work the results
+    need) but nothing to the tokens, dollars or latency this invocation paid."""
+    from autointerp.llm.types import Tag, Usage
+
+    led = Ledger()
+    tag = Tag(stage="score", basis="sae", feature=3)
+    led.record(tag, Usage(prompt_tokens=100, completion_tokens=20, cost_usd=0.5, latency_s=1.0),
+               backend="openai", model="m", kind="chat")  # fmt: skip
+    led.record(tag, Usage(prompt_tokens=100, completion_tokens=20, cache_hit=True),
+               backend="openai", model="m", kind="hit")  # fmt: skip
+    u = led.totals()["by_basis"]["sae"]
+    assert (u["calls"], u["cache_hits"]) == (2, 1)
+    assert (u["prompt_tokens"], u["completion_tokens"], u["work_tokens"]) == (100, 20, 240)
+    assert u["cost_usd"] == 0.5 and u["latency_s"] == 1.0
