@@ -27,7 +27,7 @@ from autointerp.report import browser
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = (
-    ROOT / "results" / "default" / "run-bf673177549f"
+    ROOT / "results" / "default" / "run-2c069127b7c1"
 )  # the bundled default suite's run (config hash)
 WORDS = ["river", "number", "quote", "bracket", "verb", "plural", "city", "the"]  # tokens
 TOPICS = ["ocean", "digits", "speech", "parens", "actions", "many", "places", "articles"]

@@ -30,7 +30,7 @@ from autointerp.report import load_run
 from autointerp.results import write_parquet
 from autointerp.stages.output_side import OUTPUT_COLUMNS
 
-DEFAULT_RUN = Path(__file__).parent.parent / "results" / "default" / "run-bf673177549f"
+DEFAULT_RUN = Path(__file__).parent.parent / "results" / "default" / "run-2c069127b7c1"
 SMOLLM2_VOCAB = 49152
 SAEBENCH_TYPES = ("core", "autointerp", "absorption_first_letter")
 
