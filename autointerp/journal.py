@@ -148,6 +148,29 @@ def disk_error(e: OSError, path: str | Path) -> AutointerpError:
     return AutointerpError(f"cannot write {path}: {e.strerror or e}; check the folder and rerun")
 
 
+def drop_stale_temps(run_dir: Path) -> list[Path]:
+    """Remove the temporary files of atomic writes (``.<name>.<random>.tmp``) that a process
+    killed mid-write left in ``run_dir`` and its folders; called by the lock's new holder, so no
+    writer of this directory is alive. Folders holding their own ``.lock`` (another run, e.g. a
+    sweep's member) are left to their own runs."""
+    gone: list[Path] = []
+    stack = [Path(run_dir)]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = list(d.iterdir())
+        except OSError:
+            continue
+        for e in entries:
+            if e.is_dir() and not e.is_symlink():
+                if not (e / ".lock").exists():
+                    stack.append(e)
+            elif e.name.startswith(".") and e.name.endswith(".tmp") and e.is_file():
+                e.unlink(missing_ok=True)
+                gone.append(e)
+    return gone
+
+
 class RunLock:
     """An exclusive lock on a run directory (``fcntl.flock`` on ``<dir>/.lock``): a second
     ``autointerp run`` on the same results gets one clear error instead of paying every LLM call
@@ -174,6 +197,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
+        drop_stale_temps(self.path.parent)
         return self
 
     def release(self) -> None:

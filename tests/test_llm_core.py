@@ -85,11 +85,13 @@ def test_ledger_totals_shape_and_sums():
         "completion_tokens",
         "cost_usd",
         "latency_s",
+        "work_tokens",
     }
     assert set(t) == {"total", "by_basis", "by_stage"}
     assert set(t["total"]) == keys
     assert t["total"]["calls"] == 3 and t["total"]["cache_hits"] == 1
     assert t["total"]["prompt_tokens"] == 30 and t["total"]["cached_tokens"] == 2
+    assert t["total"]["work_tokens"] == 10 + 5 + 20 + 1 + 20 + 1  # the hit's tokens too
     assert t["total"]["cost_usd"] == pytest.approx(0.03)  # the hit costs nothing
     assert t["by_basis"]["sae"]["calls"] == 2 and t["by_basis"]["pca"]["cache_hits"] == 1
     assert t["by_stage"]["simulate"]["latency_s"] == pytest.approx(0.25)

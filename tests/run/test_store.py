@@ -34,3 +34,24 @@ def test_paths_and_journals(tmp_path):
     store.copy(store.out("a", "b.json"), store.work("c.json"))
     assert json.loads((tmp_path / "work" / "c.json").read_text()) == {"x": 1}
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_lock_holder_drops_temps_of_writes_killed_midway(tmp_path):
+    """A process killed inside an atomic write leaves ``.<name>.<random>.tmp``; the next holder
+    of the run's lock removes them, but not those of a nested run with its own lock."""
+    from autointerp.journal import RunLock
+
+    run = tmp_path / "run"
+    (run / "stages").mkdir(parents=True)
+    member = run / "blocks.0.hook_resid_post"
+    member.mkdir()
+    (member / ".lock").write_text("")
+    stale = [run / ".progress.json.ab12.tmp", run / "stages" / ".ioi-1.json.cd34.tmp"]
+    for p in stale:
+        p.write_text("{")
+    kept = [run / "notes.tmp", run / "stages" / "ioi-1.json", member / ".manifest.json.ef56.tmp"]
+    for p in kept:
+        p.write_text("x")
+    with RunLock(run):
+        assert not any(p.exists() for p in stale)
+        assert all(p.exists() for p in kept)
