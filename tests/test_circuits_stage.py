@@ -172,6 +172,10 @@ def test_tiny_sweep_with_circuits(tmp_path, monkeypatch):
     cols = json.loads((down / "columns" / "circuits.json").read_text())
     assert {"circ_f1", "circ_n80", "circ_lin_r"} <= {c["name"] for c in cols["columns"]}
     assert not (up / "columns" / "circuits.json").exists()
+    # the character tokenizer has no one-token names: the IOI columns are undefined, with why
+    assert "single-token names" in rec["ioi"]["reason"]
+    ioi_cell = cols["rows"]["pca"]["circ_ioi_f1"]
+    assert ioi_cell["value"] is None and "single-token names" in ioi_cell["reason"]
     assert "circ_f1" in (down / "leaderboard.md").read_text()
     csv = pl.read_csv(root / "leaderboard.csv").filter(pl.col("table") == "full")
     rows = csv.filter((pl.col("hookpoint") == HOOKS[1]) & (pl.col("basis") == "pca"))

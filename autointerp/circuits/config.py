@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: kept-set sizes shown as columns (circ_f*, circ_ioi_f*)
+COLUMN_KS = (1, 4, 16)
+
 
 class CircuitsConfig(BaseModel):
     """Budget knobs of the ``circuits`` sweep stage (every pair of consecutive hookpoints,
@@ -32,3 +35,8 @@ class CircuitsConfig(BaseModel):
     #: top edges per downstream feature kept in circuits.json and the graph page
     top_edges: int = Field(8, gt=0)
     n_bootstrap: int = Field(1000, gt=0)
+    #: clean IOI prompts whose logit difference is attributed to each upstream basis's
+    #: features, with its faithfulness (the circ_ioi_* columns; 0: off)
+    ioi_prompts: int = Field(16, ge=0)
+    #: IOI prompts per forward / backward pass
+    batch_prompts: int = Field(16, gt=0)

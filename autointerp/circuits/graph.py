@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from autointerp.circuits.summary import basis_cells, column_docs
+from autointerp.circuits.summary import pair_cells
 from autointerp.report.templating import render
 
 
@@ -26,6 +26,8 @@ def _g(v: float | None) -> str:
 def _cell_text(cell: Any, fmt: str) -> str:
     if cell.value is None:
         return "undefined"
+    if cell.ci_low is None or cell.ci_high is None:
+        return format(cell.value, fmt)
     return f"{format(cell.value, fmt)} [{format(cell.ci_low, fmt)}, {format(cell.ci_high, fmt)}]"
 
 
@@ -38,10 +40,10 @@ def graph_context(
     pairs = []
     for p in value["pairs"]:
         ex_up, ex_down = explanations.get(p["up"], {}), explanations.get(p["down"], {})
-        docs = [d for d in column_docs(p["up"]) if ig or d.name != "circ_ig_gap"]
+        docs, rows = pair_cells(p, cfg["n_bootstrap"], seed, ig)
         bases = []
         for b, r in p["bases"].items():
-            cells = basis_cells(r["features"], cfg["n_bootstrap"], seed, ig)
+            cells = rows[b]
             feats = []
             for f in r["features"]:
                 top = max((abs(e) for _, e in f["top"] if e is not None), default=0.0) or 1.0

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from autointerp.circuits.summary import basis_cells, column_docs, curve, stage_columns
+from autointerp.circuits.summary import curve, pair_cells, stage_columns
 from autointerp.columns import save_columns
 from autointerp.results import atomic_write_text
 
@@ -22,24 +22,67 @@ def _ig(value: dict[str, Any]) -> bool:
     return bool(value.get("config", {}).get("ig_steps"))
 
 
-def curves(value: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per pair, per basis: the figure's curve (mean f with its CI at each kept-set size)."""
+def curves(value: dict[str, Any], ioi: bool = False) -> list[dict[str, Any]]:
+    """Per pair, per basis: the figure's curve (mean f with its CI at each kept-set size) of
+    the downstream features, or with ``ioi`` of the IOI logit difference."""
+    from autointerp.circuits.ioi_summary import ioi_curve
+
     cfg, seed = value["config"], value.get("seed", 0)
+    ks, nb = list(cfg["ks"]), cfg["n_bootstrap"]
+
+    def one(r: dict[str, Any]) -> dict[str, Any]:
+        return ioi_curve(r.get("ioi"), ks, nb, seed) if ioi else curve(r["features"], ks, nb, seed)
+
     return [
-        {
-            "up": p["up"],
-            "down": p["down"],
-            "bases": {
-                b: curve(r["features"], list(cfg["ks"]), cfg["n_bootstrap"], seed)
-                for b, r in p["bases"].items()
-            },
-        }
+        {"up": p["up"], "down": p["down"], "bases": {b: one(r) for b, r in p["bases"].items()}}
         for p in value["pairs"]
     ]
 
 
+def has_ioi(value: dict[str, Any]) -> bool:
+    """Whether any basis of any pair has a measured IOI record."""
+    return any(
+        r.get("ioi") and not r["ioi"].get("reason")
+        for p in value["pairs"]
+        for r in p["bases"].values()
+    )
+
+
+def _panel(ax: Any, c: dict[str, Any], kinds: dict[str, str], ylabel: str, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10")
+    for i, (b, cv) in enumerate(c["bases"].items()):
+        null = kinds.get(b) == "random"
+        color = "0.35" if null else cmap(i % 10)
+        xs = list(range(len(cv["ks"])))
+        ys = [math.nan if y is None else y for y in cv["mean"]]
+        n = max((k for k in cv["n"] if k is not None), default=0)
+        label = f"{b}{' (null)' if null else ''} n={n}"
+        ax.plot(xs, ys, color=color, ls="--" if null else "-", marker="o", ms=4, label=label)
+        band = [
+            (x, a, h)
+            for x, a, h in zip(xs, cv["low"], cv["high"], strict=True)
+            if a is not None and h is not None
+        ]
+        if band:
+            bx, bl, bh = zip(*band, strict=True)
+            ax.fill_between(bx, bl, bh, color=color, alpha=0.15, lw=0)
+    ks = next(iter(c["bases"].values()))["ks"] if c["bases"] else []
+    ax.set_xticks(range(len(ks)))
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.axhline(0.8, color="k", lw=0.6, ls=":")
+    ax.axhline(1.0, color="k", lw=0.4)
+    ax.set_xlabel("upstream features kept (top |edge|), the rest mean-ablated")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot(value: dict[str, Any], out: Path, kinds: dict[str, str]) -> Path:
-    """``circuits.png``: per pair, f(k) per basis with its CI band (random: dashed grey)."""
+    """``circuits.png``: per pair, f(k) per basis with its CI band (random: dashed grey); a
+    second row for the IOI logit difference when it was measured."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,42 +90,23 @@ def plot(value: dict[str, Any], out: Path, kinds: dict[str, str]) -> Path:
 
     from autointerp.results import atomic_write_with
 
-    cs = curves(value)
-    fig, axes = plt.subplots(1, len(cs), figsize=(6.5 * len(cs), 4.6), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    for ax, c in zip(axes[0], cs, strict=True):
-        for i, (b, cv) in enumerate(c["bases"].items()):
-            null = kinds.get(b) == "random"
-            color = "0.35" if null else cmap(i % 10)
-            xs = list(range(len(cv["ks"])))
-            ys = [math.nan if y is None else y for y in cv["mean"]]
-            n = max((k for k in cv["n"] if k is not None), default=0)
-            label = f"{b}{' (null)' if null else ''} n={n}"
-            ax.plot(xs, ys, color=color, ls="--" if null else "-", marker="o", ms=4, label=label)
-            band = [
-                (x, a, h)
-                for x, a, h in zip(xs, cv["low"], cv["high"], strict=True)
-                if a is not None and h is not None
-            ]
-            if band:
-                bx, bl, bh = zip(*band, strict=True)
-                ax.fill_between(bx, bl, bh, color=color, alpha=0.15, lw=0)
-        ks = next(iter(c["bases"].values()))["ks"] if c["bases"] else []
-        ax.set_xticks(range(len(ks)))
-        ax.set_xticklabels([str(k) for k in ks])
-        ax.axhline(0.8, color="k", lw=0.6, ls=":")
-        ax.axhline(1.0, color="k", lw=0.4)
-        ax.set_xlabel("upstream features kept (top |edge|), the rest mean-ablated")
-        ax.set_ylabel("faithfulness f(k)")
-        ax.set_title(f"{c['up']} -> {c['down']}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    rows = [(curves(value), "faithfulness f(k), downstream features", "{up} -> {down}")]
+    if has_ioi(value):
+        rows.append((curves(value, ioi=True), "f(k), IOI logit difference",
+                     "{up} -> logit(IO) - logit(S)"))  # fmt: skip
+    cs0 = rows[0][0]
+    fig, axes = plt.subplots(
+        len(rows), len(cs0), figsize=(6.5 * len(cs0), 4.6 * len(rows)), squeeze=False
+    )
+    for r, (cs, ylabel, title) in enumerate(rows):
+        for ax, c in zip(axes[r], cs, strict=True):
+            _panel(ax, c, kinds, ylabel, title.format(up=c["up"], down=c["down"]))
     fig.suptitle(
-        "circuit faithfulness per basis: mean over downstream features\n"
-        "band: 95% bootstrap CI over features; dotted: 0.8",
+        "circuit faithfulness per basis: mean over downstream features (IOI: over prompts)\n"
+        "band: 95% bootstrap CI over features (IOI: over prompts); dotted: 0.8",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 / len(rows)))
     p = out.with_suffix(".png")
     atomic_write_with(p, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
@@ -123,14 +147,14 @@ def render_md(value: dict[str, Any], explanations: dict[str, dict]) -> str:
         "",
     ]
     for p in value["pairs"]:
-        docs = [d for d in column_docs(p["up"]) if ig or d.name != "circ_ig_gap"]
+        docs, rows = pair_cells(p, cfg["n_bootstrap"], seed, ig)
         head = ["basis", *(d.name for d in docs)]
         out += [f"## {p['up']} -> {p['down']}", ""]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for b, r in p["bases"].items():
-            cells = basis_cells(r["features"], cfg["n_bootstrap"], seed, ig)
+        for b, cells in rows.items():
             out.append("| " + " | ".join([b, *(_fmt(cells[d.name], d.fmt) for d in docs)]) + " |")
         out.append("")
+        out += ioi_md(p, explanations.get(p["up"], {}))
         ex_up, ex_down = explanations.get(p["up"], {}), explanations.get(p["down"], {})
         for b, r in p["bases"].items():
             out += [f"### {b}: top edges into each downstream feature", ""]
@@ -156,6 +180,40 @@ def render_md(value: dict[str, Any], explanations: dict[str, dict]) -> str:
                     out.append(f"| {b} #{i} | {_g(e)} | {share} | {text} |")
                 out.append("")
     return "\n".join(out) + "\n"
+
+
+def ioi_md(p: dict[str, Any], ex_up: dict) -> list[str]:
+    """Per basis with an IOI record: the logit difference with every feature actual and with
+    every one at its mean, the error node, f(k) and the top pooled edges."""
+    out: list[str] = []
+    for b, r in p["bases"].items():
+        rec = r.get("ioi")
+        if not rec:
+            continue
+        out += [f"### {b}: the IOI logit difference from {p['up']}", ""]
+        if rec.get("reason"):
+            out += [f"Not measured: {rec['reason']}", ""]
+            continue
+        n = rec["n_prompts"]
+        act, base = sum(rec["act"]) / n, sum(rec["base"]) / n
+        ch = act - base
+        fk = [(k, sum(row) / n) for k, row in zip(rec["ks"], rec["m_k"], strict=True)]
+        fs = ", ".join(f"f({k})={(m - base) / ch:.2f}" if ch else f"f({k})=undef" for k, m in fk)
+        out += [
+            f"{n} prompts: mean logit difference {act:+.4g} (every feature actual), {base:+.4g} "
+            f"(every feature at its mean, error kept); change {ch:+.4g}; error node "
+            f"{sum(rec['error']) / n:+.4g}; sum of the edges {sum(rec['edge_sum']) / n:+.4g} "
+            f"(means over prompts); {fs}",
+            "",
+            "| upstream | pooled edge / prompt | share | explanation |",
+            "|---|---|---|---|",
+        ]
+        for i, e in rec["top"]:
+            share = f"{e / n / ch:+.2f}" if ch else "undefined"
+            text = _cell(ex_up.get((b, i), ""))
+            out.append(f"| {b} #{i} | {e / n:+.4g} | {share} | {text} |")
+        out.append("")
+    return out
 
 
 def write_circuits(root: Path, member_dirs: dict[str, Path], value: dict[str, Any]) -> list[Path]:

@@ -21,7 +21,7 @@ from autointerp.run.stage import JSON, Artifact, Stage, StageContext
 
 log = logging.getLogger(__name__)
 CIRCUITS = "circuits"
-VERSION = 2
+VERSION = 3
 
 
 def _evenly(rows: np.ndarray, n: int) -> np.ndarray:
@@ -48,10 +48,30 @@ def downstream_features(
     return out
 
 
+def ioi_prompts(sm: Any, suite: Suite) -> Any:
+    """The clean IOI prompts of the circuits' logit-difference measurement
+    (:class:`autointerp.circuits.ioi.Prompts`), or why there are none (a string)."""
+    from autointerp.causal.ioi_prompts import NoIOINames, ioi_pairs
+    from autointerp.circuits.ioi import prompts
+
+    n = suite.circuits.ioi_prompts
+    if n == 0:
+        return "ioi_prompts = 0 (off)"
+    bos = sm.bos_token_id if suite.corpus.prepend_bos else None
+    try:
+        pairs = ioi_pairs(sm.tokenizer, n, suite.seed, bos)
+    except NoIOINames as e:
+        return str(e)
+    tok = sm.tokenizer
+    pad = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
+    return prompts(pairs, pad)
+
+
 def run_pair(
-    up: dict[str, Any], down: dict[str, Any], suite: Suite, down_dir: Path
+    up: dict[str, Any], down: dict[str, Any], suite: Suite, down_dir: Path, ioi: Any = None
 ) -> dict[str, Any]:
-    """Every basis name at both hookpoints: its ``pair_circuits`` record."""
+    """Every basis name at both hookpoints: its ``pair_circuits`` record, with the IOI
+    record of the upstream basis (``ioi``: the prompts, or why there are none)."""
     from autointerp.circuits.contexts import mean_codes_from_acts, top_contexts
     from autointerp.circuits.forward import Pair
     from autointerp.circuits.study import pair_circuits
@@ -86,11 +106,35 @@ def run_pair(
         for r, f in enumerate(rec["features"]):
             f["contexts"] = [[int(a), int(p)] for a, p in zip(ctx.rows[r], ctx.pos[r], strict=True)]
         rec["skipped"] = {str(k): v for k, v in ctx.skipped.items()}
+        rec["ioi"] = _ioi(up, b1, ioi, cbar, ebar, cfg)
         rec["seconds"] = round(time.perf_counter() - t0, 2)
         log.info("circuits %s %s: %d features in %.1f s", up["hp"].name, b2.name,
                  len(rec["features"]), rec["seconds"])  # fmt: skip
         out[b2.name] = rec
     return out
+
+
+def _ioi(up: dict[str, Any], b1: Any, ioi: Any, cbar: Any, ebar: Any, cfg: Any) -> dict:
+    from autointerp.circuits.ioi import ioi_circuit
+    from autointerp.circuits.study import kept_sizes
+
+    if ioi is None or isinstance(ioi, str):
+        return {"reason": ioi or "ioi_prompts = 0 (off)"}
+    t0 = time.perf_counter()
+    rec = ioi_circuit(
+        up["sm"],
+        up["hp"],
+        b1,
+        ioi,
+        cbar,
+        ebar,
+        ks=kept_sizes(cfg.ks, b1.n_features),
+        n_linear=cfg.n_linear,
+        top_edges=cfg.top_edges,
+        batch=cfg.batch_prompts,
+    )
+    rec["seconds"] = round(time.perf_counter() - t0, 2)
+    return rec
 
 
 def make_circuits_stage(
@@ -119,6 +163,7 @@ def make_circuits_stage(
             return loaded[h]
 
         pairs = []
+        ioi = ioi_prompts(env.sm, env.sweep)
         for h1, h2 in zip(hps, hps[1:], strict=False):
             pairs.append(
                 {
@@ -126,7 +171,7 @@ def make_circuits_stage(
                     "down": h2,
                     "up_folder": member_dirs[h1].name,
                     "down_folder": member_dirs[h2].name,
-                    "bases": run_pair(get(h1), get(h2), env.sweep, member_dirs[h2]),
+                    "bases": run_pair(get(h1), get(h2), env.sweep, member_dirs[h2], ioi),
                 }
             )
             loaded.pop(h1, None)  # keep at most two members' bases in memory

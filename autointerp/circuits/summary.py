@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from autointerp.circuits import ioi_summary
+from autointerp.circuits.config import COLUMN_KS
 from autointerp.columns import Cell, ColumnDoc, StageColumns
 from autointerp.stats import bootstrap_mean_ci
 
 STAGE = "circuits"
-#: kept-set sizes shown as columns
-COLUMN_KS = (1, 4, 16)
 
 
 def column_docs(up: str) -> list[ColumnDoc]:
@@ -106,13 +106,32 @@ def curve(feats: list[dict[str, Any]], ks: list[int], n_boot: int, seed: int) ->
     return {"ks": [*ks, "all"], **pts}
 
 
+def pair_cells(
+    pair: dict[str, Any], n_boot: int, seed: int, ig: bool
+) -> tuple[list[ColumnDoc], dict[str, dict[str, Cell]]]:
+    """The columns of one pair (the IOI ones when its records have them) and each basis's
+    cells."""
+    docs = [d for d in column_docs(pair["up"]) if ig or d.name != "circ_ig_gap"]
+    ioi = any("ioi" in r for r in pair["bases"].values())
+    if ioi:
+        docs += ioi_summary.column_docs(pair["up"])
+    rows = {}
+    for name, rec in pair["bases"].items():
+        cells = basis_cells(rec["features"], n_boot, seed, ig)
+        if ioi:
+            cells.update(ioi_summary.ioi_cells(rec.get("ioi"), n_boot, seed))
+        rows[name] = cells
+    return docs, rows
+
+
 def stage_columns(pair: dict[str, Any], n_boot: int, seed: int, ig: bool) -> StageColumns:
     """The ``circuits`` columns of the downstream run of one pair (``pair["bases"]``: basis ->
     its ``pair_circuits`` record)."""
-    docs = [d for d in column_docs(pair["up"]) if ig or d.name != "circ_ig_gap"]
+    docs, rows = pair_cells(pair, n_boot, seed, ig)
+    ioi = any("ioi" in r for r in pair["bases"].values())
     cols = StageColumns(STAGE, docs)
-    for name, rec in pair["bases"].items():
-        for col, cell in basis_cells(rec["features"], n_boot, seed, ig).items():
+    for name, cells in rows.items():
+        for col, cell in cells.items():
             cols.set(name, col, cell)
     n = {b: len(r["features"]) for b, r in pair["bases"].items()}
     cols.extra = {
@@ -123,4 +142,11 @@ def stage_columns(pair: dict[str, Any], n_boot: int, seed: int, ig: bool) -> Sta
             "root hold every feature's edges"
         ]
     }
+    if ioi:
+        n_p = {r.get("ioi", {}).get("n_prompts") for r in pair["bases"].values()} - {None}
+        cols.extra["notes"].append(
+            f"circ_ioi_*: the IOI logit difference of {', '.join(map(str, sorted(n_p))) or 'no'} "
+            f"clean prompts attributed to each basis's features at {pair['up']} (one circuit "
+            "per basis, ranked by the pooled edges; CIs: bootstrap over prompts)"
+        )
     return cols
