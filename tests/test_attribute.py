@@ -101,6 +101,10 @@ def test_attribute_command_loads_a_runs_bases_through_the_stage_cache(tmp_path, 
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "## pca" in out and "## neurons" in out and "(not explained)" in out
+    (page,) = (rd / "attribute").glob("*.html")  # the page next to its markdown
+    assert page.with_suffix(".md").read_text() == out
+    assert "<h3>pca</h3>" in page.read_text() and "#open=" not in page.read_text()  # no records
+    assert not (rd / "browser").exists()  # not a finished run (no manifest): no browser
     loaded = load_run_bases(rd, wd)  # from the cache now
     r = rank_(loaded["sm"], loaded["hp"], loaded["bases"], prompt, " Mary", " John", loaded["mean"])
     top = int(r["pca"].abs().argmax())

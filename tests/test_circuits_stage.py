@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -199,6 +202,46 @@ def test_tiny_sweep_with_circuits(tmp_path, monkeypatch):
         r["stage"]: r["status"] for r in json.loads((root / "sweep.json").read_text())["stages"]
     }
     assert again["circuits"] == "cached"
+    _attribute_page_links_resolve(root, tmp_path / "w")
+
+
+def _browser_rows(browser: Path) -> set[tuple[str, int]]:
+    rows = set()
+    for p in browser.glob("data/list-*.js"):
+        text = p.read_text()
+        payload = json.loads(text[len("window.AI.add(") : text.rindex(");")])
+        rows |= {(r[0], int(r[1])) for r in payload["rows"]}
+    return rows
+
+
+def _attribute_page_links_resolve(root: Path, work_dir: Path) -> None:
+    """``attribute`` on the sweep: one page over both hookpoints; every feature link opens an
+    existing feature page of its member's browser, and each browser's index links back."""
+    import polars as pl
+
+    from autointerp.circuits.command import attribute
+    from tests.test_sweep import HOOKS
+
+    md, paths = attribute(
+        root, "The cat sat on the", " mat", " dog", top=100_000, work_dir=work_dir, name="cat"
+    )
+    page = root / "attribute" / "cat.html"
+    assert paths[:2] == [root / "attribute" / "cat.md", page]
+    assert (root / "attribute" / "cat.md").read_text() == md
+    html = page.read_text()
+    assert all(f"<h2>{h}</h2>" in html and f"## {h}" in md for h in HOOKS)
+    hrefs = re.findall(r'href="([^"#]+)#open=([^"]+)"', html)
+    explained = sum(len(pl.read_parquet(root / h / "features.parquet")) for h in HOOKS)
+    assert len(hrefs) == explained > 0  # every feature is listed: each explained one links
+    for path, frag in hrefs:
+        target = (page.parent / unquote(path)).resolve()
+        assert target.name == "index.html" and target.exists()
+        basis, fid = unquote(frag).rsplit(":", 1)
+        assert (basis, int(fid)) in _browser_rows(target.parent)
+    for h in HOOKS:
+        index = root / h / "browser" / "index.html"
+        assert 'href="../../attribute/cat.html"' in index.read_text()
+        assert (index.parent / "../../attribute/cat.html").resolve() == page.resolve()
 
 
 def test_bundled_circuits_suite():

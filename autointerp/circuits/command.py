@@ -1,5 +1,8 @@
 """``autointerp attribute``: which features of a finished run's bases make the model prefer one
-completion to another (:mod:`autointerp.circuits.attribute`), with their explanations.
+completion to another (:mod:`autointerp.circuits.attribute`), with their explanations and
+scores: printed as markdown and written as ``RUN/attribute/<name>.md`` / ``.html`` (a sweep:
+every member's hookpoint on one page), linked from the run's feature browser
+(:mod:`autointerp.circuits.page`).
 
 A finished run does not store its bases in the run directory: they are loaded back through the
 suite's stage cache (the stages ``tokens``, ``split``, ``activations`` and ``bases`` of the
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,7 @@ def load_run_bases(
         "tokens": vals["tokens"].ids,
         "split": split,
         "acts": acts,
+        "run_dir": rd,
     }
 
 
@@ -75,37 +80,96 @@ def _explanations(rd: Path) -> dict[tuple[str, int], str]:
     }
 
 
-def attribute_md(loaded: dict[str, Any], prompt: str, good: str, bad: str, top: int = 10) -> str:
-    """The top features of every basis by ``delta(good) - delta(bad)`` as markdown."""
+def ranked(loaded: dict[str, Any], prompt: str, good: str, bad: str, top: int) -> dict:
+    """Per basis, its ``top`` features by ``|delta(good) - delta(bad)|``: ``[(feature, delta)]``."""
     from autointerp.circuits.attribute import rank
 
     r = rank(loaded["sm"], loaded["hp"], loaded["bases"], prompt, good, bad, loaded["mean"])
-    ex = loaded["features"]
-    lines = [
-        f"# Why {good!r} rather than {bad!r}?",
-        "",
-        f"Prompt: {prompt!r}; hookpoint `{loaded['hp'].name}`. delta = OpenAI (2025) latent "
-        "attribution summed over the good completion minus the bad one (docs/circuits.md); "
-        "positive: the feature makes the model prefer the good completion.",
-    ]
+    out = {}
     for name, d in r.items():
-        lines += [
-            "",
-            f"## {name}",
-            "",
-            "| rank | feature | delta | explanation |",
-            "|---|---|---|---|",
-        ]
         order = torch.argsort(-d.abs(), stable=True)[:top]
-        for k, i in enumerate(order.tolist(), 1):
-            e = ex.get((name, i), "").replace("|", "/").replace("\n", " ") or "(not explained)"
-            lines.append(f"| {k} | {i} | {float(d[i]):+.4g} | {e} |")
-    return "\n".join(lines) + "\n"
+        out[name] = [(int(i), float(d[i])) for i in order.tolist()]
+    return out
+
+
+def _section(loaded: dict[str, Any], folder: str, prompt: str, good: str, bad: str, top: int):
+    from autointerp.circuits.page import section, sim_scores
+
+    return section(
+        loaded["hp"].name,
+        folder,
+        ranked(loaded, prompt, good, bad, top),
+        loaded["features"],
+        sim_scores(Path(loaded["run_dir"])),
+    )
+
+
+def attribute_md(loaded: dict[str, Any], prompt: str, good: str, bad: str, top: int = 10) -> str:
+    """The top features of every basis by ``delta(good) - delta(bad)`` as markdown."""
+    from autointerp.circuits.page import render_md
+
+    return render_md([_section(loaded, "", prompt, good, bad, top)], prompt, good, bad)
+
+
+def members(run_dir: Path) -> list[Path]:
+    """The run itself, or a sweep's member runs (folders with a ``suite.json``)."""
+    if (run_dir / "suite.json").exists() and not (run_dir / "sweep.json").exists():
+        return [run_dir]
+    subs = sorted(p.parent for p in run_dir.glob("*/suite.json"))
+    if (run_dir / "sweep.json").exists() and subs:
+        return subs
+    hint = f"; pass one run, e.g. {subs[0]}" if subs else ""
+    raise AutointerpError(f"attribute: {run_dir} holds no suite.json (not a finished run){hint}")
+
+
+def attribute(
+    run_dir: str | Path,
+    prompt: str,
+    good: str,
+    bad: str,
+    *,
+    top: int = 10,
+    work_dir: str | Path | None = None,
+    name: str | None = None,
+    write: bool = True,
+) -> tuple[str, list[Path]]:
+    """The question's markdown over every member of ``run_dir`` (a run or a sweep); with
+    ``write``, also ``RUN/attribute/<name>.md`` / ``.html`` and the members' browsers (whose
+    index then links to the page). Returns the markdown and the written paths."""
+    from autointerp.circuits.page import render_md, slug, write_pages
+
+    rd = Path(run_dir)
+    sm = None
+    sections = []
+    for m in members(rd):
+        loaded = load_run_bases(m, work_dir, sm)
+        sm = loaded["sm"]
+        sections.append(_section(loaded, "" if m == rd else m.name, prompt, good, bad, top))
+        del loaded
+    md = render_md(sections, prompt, good, bad)
+    if not write:
+        return md, []
+    from autointerp.report.browser import write_browser
+
+    paths = list(write_pages(rd, sections, prompt, good, bad, name or slug(prompt, good, bad)))
+    paths += [write_browser(m) for m in members(rd) if (m / "manifest.json").exists()]
+    return md, paths
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    loaded = load_run_bases(args.run, args.work_dir)
-    print(attribute_md(loaded, args.prompt, args.good, args.bad, args.top), end="")
+    md, paths = attribute(
+        args.run,
+        args.prompt,
+        args.good,
+        args.bad,
+        top=args.top,
+        work_dir=args.work_dir,
+        name=args.name,
+        write=not args.no_page,
+    )
+    print(md, end="")
+    for p in paths[:2]:
+        print(f"wrote {p}", file=sys.stderr)
     return 0
 
 
@@ -121,4 +185,8 @@ def register(sub: Any) -> None:
     p.add_argument("--bad", required=True, help="the completion to compare with (' John')")
     p.add_argument("--top", type=int, default=10, help="features shown per basis")
     p.add_argument("--work-dir", default=None, help="the run's work dir, if not the default")
+    p.add_argument("--name", default=None, help="file name of the page (default: from the words)")
+    p.add_argument(
+        "--no-page", action="store_true", help="print only; write no page under RUN/attribute/"
+    )
     p.set_defaults(func=_cmd)

@@ -330,6 +330,9 @@ def write_browser(run_dir: str | Path, out: str | Path | None = None) -> Path:
             for b in all_bases
         ],
     }
+    from autointerp.circuits.page import pages_of
+
+    meta["attribute"] = pages_of(run.path)  # "why this completion?" pages of the run
     index = out / "index.html"
     atomic_write_text(index, render_index(meta))
     log.info(

@@ -43,4 +43,7 @@ def render_index(meta: dict[str, Any]) -> str:
         ("explanation", None),
         ("top tokens", None),
     ]
-    return render("browser.html.j2", title=title, sub=sub, heads=heads, meta_json=data)
+    links = meta.get("attribute") or []
+    return render(
+        "browser.html.j2", title=title, sub=sub, heads=heads, meta_json=data, links=links
+    )
