@@ -211,6 +211,11 @@ def test_report_has_the_ioi_columns_section_and_figure_row(tmp_path):
     md = render_md(value, {"L1": {("sae", 5): "names"}})
     assert "circ_ioi_f1" in md and "| sae #5 | +1 | +0.33 | names |" in md
     assert "f(1)=0.33" in md and "Not measured: no names" in md
+    from autointerp.circuits.graph import render_graph
+
+    page = render_graph(value, {"L1": {("sae", 5): "names"}}, {"random": "random"})
+    assert "IOI logit difference" in page and 'href="a/browser/index.html#open=sae%3A5"' in page
+    assert "f(k): 1: 0.33, 8: 1.00" in page and "not measured: no names" in page
     cols = stage_columns(pair, 50, 0, ig=False)
     assert cols.rows["sae"]["circ_ioi_f1"].value == pytest.approx(1 / 3)
     assert cols.rows["random"]["circ_ioi_n80"].reason == "no names"

@@ -31,6 +31,39 @@ def _cell_text(cell: Any, fmt: str) -> str:
     return f"{format(cell.value, fmt)} [{format(cell.ci_low, fmt)}, {format(cell.ci_high, fmt)}]"
 
 
+def _ioi(rec: dict[str, Any] | None, b: str, folder: str, ex_up: dict) -> dict | None:
+    """The IOI circuit of one basis for the page: summary line and top pooled edges."""
+    if not rec:
+        return None
+    if rec.get("reason"):
+        return {"summary": f"not measured: {rec['reason']}", "edges": []}
+    n = rec["n_prompts"]
+    act, base = sum(rec["act"]) / n, sum(rec["base"]) / n
+    ch = act - base
+    fk = ", ".join(
+        f"{k}: {(sum(m) / n - base) / ch:.2f}" if ch else f"{k}: undefined"
+        for k, m in zip(rec["ks"], rec["m_k"], strict=True)
+    )
+    top = max((abs(e) for _, e in rec["top"]), default=0.0) or 1.0
+    edges = [
+        {
+            "name": f"{b} #{i}",
+            "href": _link(folder, b, i, (b, i) in ex_up),
+            "edge": _g(e / n),
+            "share": f"{e / n / ch:+.2f}" if ch else "undefined",
+            "width": round(100 * abs(e) / top, 1),
+            "sign": "pos" if e >= 0 else "neg",
+            "text": ex_up.get((b, i)) or "(no record: not among the explained features)",
+        }
+        for i, e in rec["top"]
+    ]
+    summary = (
+        f"{n} prompts: mean logit difference {act:+.4g}, every feature at its mean {base:+.4g}, "
+        f"error node {sum(rec['error']) / n:+.4g}; f(k): {fk}"
+    )
+    return {"summary": summary, "edges": edges}
+
+
 def graph_context(
     value: dict[str, Any], explanations: dict[str, dict], kinds: dict[str, str]
 ) -> dict[str, Any]:
@@ -90,6 +123,7 @@ def graph_context(
                     "features": feats,
                     "skipped": r.get("skipped") or {},
                     "n_up": r.get("n_up"),
+                    "ioi": _ioi(r.get("ioi"), b, p["up_folder"], ex_up),
                 }
             )
         pairs.append({"up": p["up"], "down": p["down"], "bases": bases, "docs": docs})
