@@ -232,7 +232,9 @@ def _attribute_page_links_resolve(root: Path, work_dir: Path) -> None:
     assert all(f"<h2>{h}</h2>" in html and f"## {h}" in md for h in HOOKS)
     hrefs = re.findall(r'href="([^"#]+)#open=([^"]+)"', html)
     explained = sum(len(pl.read_parquet(root / h / "features.parquet")) for h in HOOKS)
-    assert len(hrefs) == explained > 0  # every feature is listed: each explained one links
+    # every feature is listed: each explained one links, in the top list and the explained one
+    assert len(hrefs) == 2 * explained > 0
+    assert md.count("Explained features, by rank among all:") == 2 * 4  # hookpoints x bases
     for path, frag in hrefs:
         target = (page.parent / unquote(path)).resolve()
         assert target.name == "index.html" and target.exists()

@@ -80,14 +80,14 @@ def _explanations(rd: Path) -> dict[tuple[str, int], str]:
     }
 
 
-def ranked(loaded: dict[str, Any], prompt: str, good: str, bad: str, top: int) -> dict:
-    """Per basis, its ``top`` features by ``|delta(good) - delta(bad)|``: ``[(feature, delta)]``."""
+def ranked(loaded: dict[str, Any], prompt: str, good: str, bad: str) -> dict:
+    """Per basis, every feature by ``|delta(good) - delta(bad)|``: ``[(feature, delta)]``."""
     from autointerp.circuits.attribute import rank
 
     r = rank(loaded["sm"], loaded["hp"], loaded["bases"], prompt, good, bad, loaded["mean"])
     out = {}
     for name, d in r.items():
-        order = torch.argsort(-d.abs(), stable=True)[:top]
+        order = torch.argsort(-d.abs(), stable=True)
         out[name] = [(int(i), float(d[i])) for i in order.tolist()]
     return out
 
@@ -98,9 +98,10 @@ def _section(loaded: dict[str, Any], folder: str, prompt: str, good: str, bad: s
     return section(
         loaded["hp"].name,
         folder,
-        ranked(loaded, prompt, good, bad, top),
+        ranked(loaded, prompt, good, bad),
         loaded["features"],
         sim_scores(Path(loaded["run_dir"])),
+        top,
     )
 
 

@@ -69,27 +69,42 @@ def section(
     ranked: dict[str, list[tuple[int, float]]],
     explanations: dict[tuple[str, int], str],
     scores: dict[tuple[str, int], float],
+    top: int,
 ) -> dict[str, Any]:
-    """One hookpoint's rows per basis: rank, feature, delta, explanation, score and the link
-    (None for a feature without a record: it has no browser page)."""
-    bases = {}
-    for b, top in ranked.items():
-        bases[b] = [
-            {
-                "rank": k,
-                "feature": i,
-                "delta": d,
-                "explanation": explanations.get((b, i), ""),
-                "score": scores.get((b, i)),
-                "href": feature_href(folder, b, i) if (b, i) in explanations else None,
-            }
-            for k, (i, d) in enumerate(top, 1)
-        ]
-    return {"hookpoint": hookpoint, "folder": folder, "bases": bases}
+    """One hookpoint's rows per basis (``ranked``: every feature, largest ``|delta|`` first):
+    the ``top`` features, then the ``top`` explained features with their rank among all
+    (``explained``; only they have records, hence browser pages). A row: rank, feature,
+    delta, explanation, score and the link (None for a feature without a record)."""
+
+    def row(b: str, k: int, i: int, d: float) -> dict[str, Any]:
+        return {
+            "rank": k,
+            "feature": i,
+            "delta": d,
+            "explanation": explanations.get((b, i), ""),
+            "score": scores.get((b, i)),
+            "href": feature_href(folder, b, i) if (b, i) in explanations else None,
+        }
+
+    bases, explained = {}, {}
+    for b, order in ranked.items():
+        bases[b] = [row(b, k, i, d) for k, (i, d) in enumerate(order[:top], 1)]
+        ex = [(k, i, d) for k, (i, d) in enumerate(order, 1) if (b, i) in explanations]
+        explained[b] = [row(b, k, i, d) for k, i, d in ex[:top]]
+    return {"hookpoint": hookpoint, "folder": folder, "bases": bases, "explained": explained}
 
 
 def _cell(s: str) -> str:
     return s.replace("|", "/").replace("\n", " ")
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| rank | feature | delta | score | explanation |", "|---|---|---|---|---|"]
+    for r in rows:
+        sc = "" if r["score"] is None else f"{r['score']:.3f}"
+        e = _cell(r["explanation"]) or "(not explained)"
+        out.append(f"| {r['rank']} | {r['feature']} | {r['delta']:+.4g} | {sc} | {e} |")
+    return out
 
 
 def render_md(sections: list[dict[str, Any]], prompt: str, good: str, bad: str) -> str:
@@ -106,11 +121,10 @@ def render_md(sections: list[dict[str, Any]], prompt: str, good: str, bad: str) 
             lines += ["", f"## {sec['hookpoint']}"]
         for b, rows in sec["bases"].items():
             lines += ["", f"{'###' if len(sections) > 1 else '##'} {b}", ""]
-            lines += ["| rank | feature | delta | score | explanation |", "|---|---|---|---|---|"]
-            for r in rows:
-                sc = "" if r["score"] is None else f"{r['score']:.3f}"
-                e = _cell(r["explanation"]) or "(not explained)"
-                lines.append(f"| {r['rank']} | {r['feature']} | {r['delta']:+.4g} | {sc} | {e} |")
+            lines += _table(rows)
+            ex = sec.get("explained", {}).get(b) or []
+            if ex:
+                lines += ["", "Explained features, by rank among all:", "", *_table(ex)]
     return "\n".join(lines) + "\n"
 
 
