@@ -44,6 +44,4 @@ def render_index(meta: dict[str, Any]) -> str:
         ("top tokens", None),
     ]
     links = meta.get("attribute") or []
-    return render(
-        "browser.html.j2", title=title, sub=sub, heads=heads, meta_json=data, links=links
-    )
+    return render("browser.html.j2", title=title, sub=sub, heads=heads, meta_json=data, links=links)
