@@ -88,7 +88,8 @@ SKIP = ["manifest.json", "sweep.json", ".lock", "leaderboard.html", "progress.js
 #: what differs between two runs of the same job: clocks and ids; and LLM usage, since which
 #: member pays for a prompt that two members share (the LLM cache is shared) and which hits
 #: the cache depends on the order the members ran in
-CLOCKS = {"seconds", "latency_s", "timings", "wall_time_s", "datetime_epoch_millis", "eval_id"}
+CLOCKS = {"seconds", "seconds_per_basis", "seconds_prepare", "latency_s", "timings", "wall_time_s",
+          "datetime_epoch_millis", "eval_id"}  # fmt: skip
 USAGE = {
     "cache_hit",
     "prompt_tokens",

@@ -238,6 +238,18 @@ class StageContext:
         if self.parallel:
             self.runner.worker.prefetch(self, fn, list(items), gpu)
 
+    def map(
+        self, fn: Callable[..., Any], items: Any, *, shared: Any = None, gpu: bool = False
+    ) -> list[Any]:
+        """``[fn(ctx, inputs, item, shared) for item in items]``: here, in order, locally;
+        under a parallel executor each item is a task (``shared`` sent once, the values come
+        back; ``fn`` module-level and writing nothing), for a stage that keeps one value for
+        every basis and assembles it from the items' values."""
+        items = list(items)
+        if self.parallel and items:
+            return self.runner.worker.map(self, fn, items, shared, gpu)
+        return [fn(self, self.inputs, it, shared) for it in items]
+
     @property
     def forced(self) -> bool:
         return self.runner.is_forced(self.stage.forced_by)

@@ -202,6 +202,50 @@ async def _llm_texts(ctx: StageContext, basis: str, lens: list, n: int) -> list[
 
 
 async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns:
+    from autointerp.causal.output_score import neutral_rows
+
+    env = ctx.env
+    cfg = env.suite.causal.output
+    declared = _declared(cfg)
+    cols = StageColumns("output", [c for c in OUTPUT_COLUMNS if c.name in declared])
+    if not cfg.enabled:
+        cols.extra["disabled"] = "suite.causal.output.enabled = false"
+        return cols
+    rows = neutral_rows(inputs["split"].metric_rows, cfg.n_prompts)
+    cols.extra.update(
+        prompts={"rows": rows.tolist(), "prompt_len": cfg.prompt_len, "strength": cfg.strength},
+        features={},
+        seconds={},
+    )
+    names = [b.name for b in inputs["bases"]]
+    if ctx.parallel and not cfg.llm_explanations:  # --executor ray: a task per basis
+        parts = ctx.map(output_basis_sync, names, gpu=True)
+    else:  # here, in order (LLM explanations: the explainer's clients live here)
+        parts = [await output_basis(ctx, inputs, n) for n in names]
+    tc_scores: dict[str, list] = {}
+    for name, part in zip(names, parts, strict=True):
+        if "token_change" in part:
+            cols.extra.setdefault("token_change", {})[name] = part["token_change"]
+        for c, cell in part["cells"]:
+            cols.set(name, c, cell)
+        if "tc_scores" in part:
+            tc_scores[name] = part["tc_scores"]
+            cols.extra["features"][name] = part["features"]
+            cols.extra["seconds"][name] = part["seconds"]
+        for c, cell in part.get("cells_after", []):
+            cols.set(name, c, cell)
+    _vs_random(ctx, cols, inputs["bases"], tc_scores)
+    return cols
+
+
+def output_basis_sync(ctx: StageContext, inputs: dict[str, Any], name: str, _: Any) -> dict:
+    """:func:`output_basis` as a :meth:`StageContext.map` item (no LLM explanations)."""
+    return ctx.run_async(output_basis(ctx, inputs, name))
+
+
+async def output_basis(ctx: StageContext, inputs: dict[str, Any], name: str) -> dict:
+    """One basis's output-side work: its cells (in the order the stage sets them), its
+    per-feature rows, TokenChange info, seconds and held-out scores."""
     from autointerp.causal.hook_forward import HookForward
     from autointerp.causal.logit_lens import logit_lens
     from autointerp.causal.output_explain import token_sets_for, top_tokens_explanation
@@ -209,86 +253,80 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
 
     env = ctx.env
     cfg = env.suite.causal.output
-    cols = StageColumns("output", [c for c in OUTPUT_COLUMNS if (cfg.llm_explanations or
-                                   c.name != "output_score_llm") and (cfg.arad or
-                                   not c.name.startswith("output_arad"))])  # fmt: skip
-    if not cfg.enabled:
-        cols.extra["disabled"] = "suite.causal.output.enabled = false"
-        return cols
     ids, acts, mask = _data(inputs)
     sm = env.sm
     hp = sm.hookpoint(env.suite.model.hookpoint)
     fwd = HookForward(sm, hp)
     rows = neutral_rows(inputs["split"].metric_rows, cfg.n_prompts)
-    cols.extra.update(
-        prompts={"rows": rows.tolist(), "prompt_len": cfg.prompt_len, "strength": cfg.strength},
-        features={},
-        seconds={},
+    b = next(b for b in inputs["bases"] if b.name == name)
+    recs = inputs["records"].records.get(b.name) or []
+    t = time.perf_counter()
+    feats = [r.feature for r in recs]
+    try:
+        lens = logit_lens(sm, hp, b, feats, cfg.n_tokens)
+    except AutointerpError as e:  # a hookpoint outside the residual stream's reach
+        declared = _declared(cfg)
+        return {"cells": [(c.name, Cell.undefined(str(e))) for c in OUTPUT_COLUMNS
+                          if c.name in declared]}  # fmt: skip
+    expl = [top_tokens_explanation(ln, cfg.n_tokens) for ln in lens]
+    own = [e[1] for e in expl]
+    perm = derangement(len(feats), env.suite.seed)
+    sets = [own, [own[j] for j in perm]]
+    llm = await _llm_texts(ctx, b.name, lens, cfg.n_tokens) if cfg.llm_explanations else []
+    if llm:
+        sets.append(token_sets_for([d.get("text", "") for d in llm], sm.tokenizer))
+    gains, alpha = amplification_gains(
+        fwd, b, feats, sets, ids, acts, mask, rows, prompt_len=cfg.prompt_len,
+        strength=cfg.strength, batch_size=cfg.batch_size,
+    )  # fmt: skip
+    score = [_num(v) for v in gains[0]] if feats else []
+    lift = [_num(gains[0, i] - gains[1, i]) if len(feats) > 1 else None for i in range(len(feats))]
+    per = []
+    for i, ln in enumerate(lens):
+        d = {**ln.to_dict(), "explanation": expl[i][0], "alpha": float(alpha[i]),
+             "score": score[i], "null": _num(gains[1, i]), "lift": lift[i]}  # fmt: skip
+        if llm:
+            d.update(llm_explanation=llm[i], llm_score=_num(gains[2, i]))
+        per.append(d)
+    own_ids = [np.asarray(e[1]) for e in expl]
+    maxes = [r.max_act for r in recs]
+    tc = _token_change(
+        ctx, fwd, b, feats, ids, acts, mask, inputs["split"].metric_rows, own_ids, maxes
     )
-    tc_scores: dict[str, list] = {}
-    for b in inputs["bases"]:
-        recs = inputs["records"].records.get(b.name) or []
-        t = time.perf_counter()
-        feats = [r.feature for r in recs]
-        try:
-            lens = logit_lens(sm, hp, b, feats, cfg.n_tokens)
-        except AutointerpError as e:  # a hookpoint outside the residual stream's reach
-            for c in cols.columns:
-                cols.set(b.name, c.name, Cell.undefined(str(e)))
-            continue
-        expl = [top_tokens_explanation(ln, cfg.n_tokens) for ln in lens]
-        own = [e[1] for e in expl]
-        perm = derangement(len(feats), env.suite.seed)
-        sets = [own, [own[j] for j in perm]]
-        llm = await _llm_texts(ctx, b.name, lens, cfg.n_tokens) if cfg.llm_explanations else []
-        if llm:
-            sets.append(token_sets_for([d.get("text", "") for d in llm], sm.tokenizer))
-        gains, alpha = amplification_gains(
-            fwd, b, feats, sets, ids, acts, mask, rows, prompt_len=cfg.prompt_len,
-            strength=cfg.strength, batch_size=cfg.batch_size,
-        )  # fmt: skip
-        score = [_num(v) for v in gains[0]] if feats else []
-        lift = [
-            _num(gains[0, i] - gains[1, i]) if len(feats) > 1 else None for i in range(len(feats))
-        ]
-        per = []
-        for i, ln in enumerate(lens):
-            d = {**ln.to_dict(), "explanation": expl[i][0], "alpha": float(alpha[i]),
-                 "score": score[i], "null": _num(gains[1, i]), "lift": lift[i]}  # fmt: skip
-            if llm:
-                d.update(llm_explanation=llm[i], llm_score=_num(gains[2, i]))
-            per.append(d)
-        own_ids = [np.asarray(e[1]) for e in expl]
-        maxes = [r.max_act for r in recs]
-        tc = _token_change(
-            ctx, fwd, b, feats, ids, acts, mask, inputs["split"].metric_rows, own_ids, maxes
-        )
-        for i, d in enumerate(per):
-            d.update({k: v[i] for k, v in tc["features"].items()})
-        cols.extra.setdefault("token_change", {})[b.name] = tc["info"]
-        cols.set(
-            b.name, "output_tc_score", mean_cell(tc["features"]["tc_score"], ctx, "held-out score")
-        )
-        cols.set(
-            b.name, "output_tc_lift", mean_cell(tc["features"]["tc_lift"], ctx, "held-out lift")
-        )
-        cols.set(b.name, "output_strength", tc["strength"])
-        if cfg.arad:
-            for c, k in (("output_arad", "arad"), ("output_arad_lift", "arad_lift")):
-                cols.set(b.name, c, mean_cell(tc["features"][k], ctx, "Arad output score"))
-        tc_scores[b.name] = tc["features"]["tc_score"]
-        cols.extra["features"][b.name] = per
-        cols.extra["seconds"][b.name] = round(time.perf_counter() - t, 3)
-        cols.set(b.name, "output_score", mean_cell(score, ctx, "output score"))
-        cols.set(b.name, "output_score_lift", mean_cell(lift, ctx, "output score lift"))
-        if llm:
-            cols.set(
-                b.name,
-                "output_score_llm",
-                mean_cell([_num(v) for v in gains[2]], ctx, "LLM output score"),
-            )
-    _vs_random(ctx, cols, inputs["bases"], tc_scores)
-    return cols
+    for i, d in enumerate(per):
+        d.update({k: v[i] for k, v in tc["features"].items()})
+    cells = [
+        ("output_tc_score", mean_cell(tc["features"]["tc_score"], ctx, "held-out score")),
+        ("output_tc_lift", mean_cell(tc["features"]["tc_lift"], ctx, "held-out lift")),
+        ("output_strength", tc["strength"]),
+    ]
+    if cfg.arad:
+        for c, k in (("output_arad", "arad"), ("output_arad_lift", "arad_lift")):
+            cells.append((c, mean_cell(tc["features"][k], ctx, "Arad output score")))
+    after = [
+        ("output_score", mean_cell(score, ctx, "output score")),
+        ("output_score_lift", mean_cell(lift, ctx, "output score lift")),
+    ]
+    if llm:
+        llm_cell = mean_cell([_num(v) for v in gains[2]], ctx, "LLM output score")
+        after.append(("output_score_llm", llm_cell))
+    return {
+        "token_change": tc["info"],
+        "cells": cells,
+        "tc_scores": tc["features"]["tc_score"],
+        "features": per,
+        "seconds": round(time.perf_counter() - t, 3),
+        "cells_after": after,
+    }
+
+
+def _declared(cfg: Any) -> set[str]:
+    """The output columns a suite's stage declares (LLM and Arad columns when asked for)."""
+    return {
+        c.name for c in OUTPUT_COLUMNS
+        if (cfg.llm_explanations or c.name != "output_score_llm")
+        and (cfg.arad or not c.name.startswith("output_arad"))
+    }  # fmt: skip
 
 
 def _vs_random(ctx: StageContext, cols: StageColumns, bases: list, tc: dict[str, list]) -> None:
