@@ -87,7 +87,8 @@ def ioi_basis(ctx: StageContext, inputs: dict[str, Any], name: str, data: Any) -
     cfg = suite.causal.ioi
     sm = ctx.env.sm
     hp = sm.hookpoint(suite.model.hookpoint)
-    data = on_device(data, sm.device)
+    if isinstance(data, tuple):  # shipped to this worker (to_host)
+        data = from_host(data, sm.device)
     b = next(b for b in ioi_bases(inputs, cfg) if b.name == name)
     out: dict[str, Any] = {}
     tb = time.perf_counter()
@@ -125,26 +126,42 @@ def ioi_bases(inputs: dict[str, Any], cfg: Any) -> list:
     return bases + full_rotations(bases) if cfg.full_rotation else bases
 
 
-def on_device(data: Any, device: Any) -> Any:
-    """``data`` with each tensor that is not on the CPU moved to ``device`` (the IOI states
-    made on the driver, in a worker whose GPU may be another: exact copies; the CPU tensors
-    stay). The same object when nothing moves (always, on the driver)."""
+def _moved(data: Any, move: Any) -> Any:
+    """``data`` with ``move(group index, field, tensor)`` applied to its groups' tensors (the
+    same objects where nothing changes)."""
     import dataclasses
 
     import torch
 
-    def move(t: Any) -> Any:
-        if isinstance(t, torch.Tensor) and t.device.type != "cpu" and t.device != device:
-            return t.to(device)
-        return t
-
     groups = []
-    for g in data.groups:
-        kw = {f.name: move(getattr(g, f.name)) for f in dataclasses.fields(g)}
-        groups.append(g if all(kw[k] is getattr(g, k) for k in kw) else type(g)(**kw))
-    if all(a is b for a, b in zip(groups, data.groups, strict=True)):
+    for i, g in enumerate(data.groups):
+        kw = {f.name: getattr(g, f.name) for f in dataclasses.fields(g)}
+        new = {k: move(i, k, v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        groups.append(g if all(new[k] is kw[k] for k in kw) else type(g)(**new))
+    if all(x is y for x, y in zip(groups, data.groups, strict=True)):
         return data
     return dataclasses.replace(data, groups=groups)
+
+
+def to_host(data: Any) -> tuple[Any, set]:
+    """The IOI states for shipping to workers: every tensor on the CPU (exact copies; a worker
+    may have no GPU, or another), and which ones were on the subject model's device."""
+    moved: set = set()
+
+    def move(i: int, k: str, t: Any) -> Any:
+        if t.device.type == "cpu":
+            return t
+        moved.add((i, k))
+        return t.cpu()
+
+    return _moved(data, move), moved
+
+
+def from_host(shipped: tuple[Any, set], device: Any) -> Any:
+    """:func:`to_host`'s states in a worker: those that were on the model's device moved to
+    this worker's (the layout a local run on it has); the others stay on the CPU."""
+    data, moved = shipped
+    return _moved(data, lambda i, k, t: t.to(device) if (i, k) in moved else t)
 
 
 def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | None:
@@ -164,11 +181,13 @@ def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | Non
 
         cols = StageColumns("ioi", list(IOI_COLUMNS))
         return undefined_columns(cols, bases, f"no IOI prompts: {why}")
-    # each basis on the shared states (under --executor ray: a task per basis, sent them once)
-    got = dict(
-        zip([b.name for b in bases],
-            ctx.map(ioi_basis, [b.name for b in bases], shared=data, gpu=True), strict=True)
-    )  # fmt: skip
+    # each basis on the shared states, here in order (--executor ray: a task per basis)
+    names = [b.name for b in bases]
+    if ctx.parallel:  # a task per basis: the shared states sent once, from the CPU
+        got = dict(zip(names, ctx.map(ioi_basis, names, shared=to_host(data), gpu=True),
+                       strict=True))  # fmt: skip
+    else:
+        got = {n: ioi_basis(ctx, inputs, n, data) for n in names}
     curves = {n: g["curve"] for n, g in got.items()}
     secs_b = {n: g["seconds"] for n, g in got.items()}
     greedy = {n: g["greedy"] for n, g in got.items() if "greedy" in g}
