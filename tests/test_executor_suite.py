@@ -87,6 +87,28 @@ def test_local_map_runs_each_item_here_in_order(tmp_path):
     assert read_progress(store.run_dir)["tasks"] == {}  # nothing was sent anywhere
 
 
+def test_ioi_states_ship_from_the_cpu_and_land_on_the_workers_device():
+    """The IOI states go to workers as CPU tensors; those that were on the model's device go
+    back to the worker's (here the ``meta`` device stands in for a worker's GPU), the others
+    stay on the CPU; on a CPU-only driver nothing is copied."""
+    import numpy as np
+    import torch
+
+    from autointerp.causal.patching import Group, IOIData
+    from autointerp.stages.ioi import from_host, to_host
+
+    t = torch.zeros(2, 3)
+    g = Group(np.arange(2), t.long(), t.long(), t.bool(), t, t + 1, t, t, grad_kl=t + 2)
+    data = IOIData([], [g], 0, np.zeros(2), np.zeros(2))
+    shipped, moved = to_host(data)
+    assert shipped is data and moved == set()  # all on the CPU already: the same object
+    landed = from_host((data, {(0, "x_clean"), (0, "grad_kl")}), torch.device("meta"))
+    lg = landed.groups[0]
+    assert lg.x_clean.device.type == "meta" and lg.grad_kl.device.type == "meta"
+    assert lg.x_cf is g.x_cf and lg.clean is g.clean and landed.pairs is data.pairs
+    assert data.groups[0] is g and g.x_clean.device.type == "cpu"  # the original untouched
+
+
 # --------------------------------------------------------------------------- under Ray
 
 
