@@ -109,6 +109,29 @@ def test_ioi_states_ship_from_the_cpu_and_land_on_the_workers_device():
     assert data.groups[0] is g and g.x_clean.device.type == "cpu"  # the original untouched
 
 
+def test_llm_items_leave_the_driver_only_for_http_endpoints_without_a_cost_cap():
+    """The LLM stages' per-basis tasks: only under a parallel executor, with every role the
+    stage uses an HTTP endpoint (an in-process model would load in each worker) and no
+    --max-cost (one ledger counts every request against the cap)."""
+    from types import SimpleNamespace
+
+    from autointerp.stages.llm_items import by_basis
+
+    http = {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:1/v1"}
+    local = {"backend": "transformers", "model": "tiny"}
+
+    def ctx(parallel=True, max_cost=None, **roles):
+        suite = suite_from_dict({"llm": roles})
+        return SimpleNamespace(parallel=parallel, env=SimpleNamespace(max_cost=max_cost,
+                                                                      suite=suite))  # fmt: skip
+
+    assert by_basis(ctx(explainer=http), ["explainer"])
+    assert not by_basis(ctx(parallel=False, explainer=http), ["explainer"])
+    assert not by_basis(ctx(max_cost=1.0, explainer=http), ["explainer"])
+    assert not by_basis(ctx(explainer=http, simulator=local), ["explainer", "simulator"])
+    assert by_basis(ctx(explainer=http, simulator=local), ["explainer"])
+
+
 # --------------------------------------------------------------------------- under Ray
 
 
@@ -126,9 +149,10 @@ def ray_session():
     ray.shutdown()
 
 
-def _suite_dict(tmp_path: Path) -> dict:
+def _suite_dict(tmp_path: Path, llm_url: str | None = None) -> dict:
     """The tiny sweep's suite at one hookpoint, its subject model the word-level one (single-
-    token names: the IOI stage runs, with its greedy curve and re-ranked replicates)."""
+    token names: the IOI stage runs, with its greedy curve and re-ranked replicates);
+    ``llm_url``: every LLM role at that OpenAI-compatible server, explanations by LLM."""
     from causal_tiny import tiny_word_model
     from test_sweep import HOOKS, _tiny_dict
 
@@ -148,16 +172,31 @@ def _suite_dict(tmp_path: Path) -> dict:
                 "ranking_bootstrap": 2},
         "attribution": {"n_tokens": 64},
     }  # fmt: skip
+    if llm_url is not None:
+        llm = {"backend": "openai", "model": "fault", "base_url": llm_url, "max_concurrency": 4}
+        d["llm"] = {"explainer": llm, "simulator": llm, "scorer": llm}
+        d["explain"] = {"style": "compact"}
     return d
 
 
 @pytest.fixture(scope="module")
-def local_ref(tmp_path_factory):
+def llm_server():
+    """A real OpenAI-compatible HTTP server on loopback (deterministic answers, echo
+    logprobs): every LLM role of the module's suite, so the LLM stages' items are tasks."""
+    from autointerp.llm.faultserver import FaultServer
+
+    srv = FaultServer(latency_s=0.0).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def local_ref(tmp_path_factory, llm_server):
     """The tiny suite run by the local executor (the reference), once for the module."""
     from autointerp.pipeline import run_suite
 
     tmp = tmp_path_factory.mktemp("suite")
-    d = _suite_dict(tmp)
+    d = _suite_dict(tmp, llm_server.url)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUTOINTERP_CACHE_DIR", str(tmp / "cache-local"))
         rd = run_suite(suite_from_dict(d), results_root=tmp / "res-local", run_name="r",
@@ -192,7 +231,7 @@ def test_single_suite_under_ray_equals_local(tmp_path, monkeypatch, ray_session,
     assert prog["state"] == "done", prog
     tasks = prog["tasks"]
     assert all(v.startswith("done") for v in tasks.values()), tasks
-    for stage in ("metrics", "records", "output"):  # every basis's item was a task
+    for stage in ("metrics", "records", "output", "explain", "score"):  # a task per basis
         assert {t for t in tasks if t.startswith(f"{stage}:")} == {f"{stage}:{n}" for n in names}
     # IOI: every basis and the PCA's full rotation, each a task on the shared IOI states
     ioi = {f"ioi:{n}" for n in [*names, "pca-full"]}

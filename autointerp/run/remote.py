@@ -55,10 +55,11 @@ class WorkerSpec:
         prefetch(ctx, fn, items, gpu)
 
     def map(
-        self, ctx: StageContext, fn: Callable[..., Any], items: list, shared: Any, gpu: bool
-    ) -> list:
+        self, ctx: StageContext, fn: Callable[..., Any], items: list, shared: Any, gpu: bool,
+        each: Callable[[Any, Any], Any] | None = None,
+    ) -> list:  # fmt: skip
         """:meth:`StageContext.map` under a parallel executor (see :func:`map_items`)."""
-        return map_items(ctx, fn, items, shared, gpu)
+        return map_items(ctx, fn, items, shared, gpu, each)
 
 
 def upstream_of(stages: Sequence[Stage], name: str) -> list[Stage]:
@@ -181,10 +182,11 @@ def _done(out: dict[str, Any]) -> str:
 
 def _send(
     ctx: StageContext, fn: Callable[..., Any], items: Sequence[Any], gpu: bool,
-    shared: Any = NOT_MAPPED,
+    shared: Any = NOT_MAPPED, each: Callable[[Any, dict[str, Any]], Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Each of ``items`` as a task of ``ctx``'s stage: label -> its output (or its
-    :class:`TaskFailed`); the run's progress view follows them."""
+    :class:`TaskFailed`); the run's progress view follows them; ``each(item, output)`` as
+    each task succeeds."""
     runner = ctx.runner
     spec: WorkerSpec = runner.worker
     stage = ctx.stage.name
@@ -207,10 +209,13 @@ def _send(
     for t in tasks:
         if board is not None:
             board.task(t.label, "queued")
+    item_of = {f"{stage}:{it}": it for it in items}
 
     def report(label: str, out: Any, seconds: float) -> None:
+        ok = not isinstance(out, TaskFailed)
+        if ok and each is not None:
+            each(item_of[label], out)
         if board is not None:
-            ok = not isinstance(out, TaskFailed)
             board.task(label, _done(out) if ok else f"failed: {out.message}", seconds)
 
     return runner.executor.run_all(tasks, report=report)
@@ -229,12 +234,18 @@ def _failures(outs: dict[str, Any], stage: str, n: int) -> None:
 
 def map_items(
     ctx: StageContext, fn: Callable[..., Any], items: Sequence[Any], shared: Any = None,
-    gpu: bool = False,
+    gpu: bool = False, each: Callable[[Any, Any], Any] | None = None,
 ) -> list[Any]:  # fmt: skip
     """:meth:`StageContext.map` under a parallel executor: ``fn(ctx, inputs, item, shared)``
-    of each item as a task (``shared`` sent once), their values in ``items``' order. The
-    items write nothing: the stage assembles its one value from them on the driver."""
-    outs = _send(ctx, fn, items, gpu, shared)
+    of each item as a task (``shared`` sent once), their values in ``items``' order
+    (``each(item, value)`` on the driver as each one comes back, before any failure is
+    raised). The items write nothing: the stage keeps what they return on the driver."""
+
+    def one(it: Any, out: dict[str, Any]) -> None:
+        if each is not None:
+            each(it, out["value"])
+
+    outs = _send(ctx, fn, items, gpu, shared, one)
     _failures(outs, ctx.stage.name, len(items))
     return [outs[f"{ctx.stage.name}:{it}"]["value"] for it in items]
 
