@@ -3,6 +3,7 @@ and what a stated model of the stage times predicts for N workers (N GPUs).
 
     python benchmarks/bench_executor.py [--hookpoints 3] [--workers 2] [--n-tokens 1024]
     python benchmarks/bench_executor.py --case suite [--workers 2]
+    python benchmarks/bench_executor.py --case causal [--workers 2]
 
 ``--case suite``: one hookpoint, five bases (SAE, PCA, ICA, neurons, random): the local
 executor vs Ray making each stage's per-basis items (fits, densities, metrics, records) as
@@ -24,6 +25,11 @@ fresh worker: imports, loading the subject model and in-process LLM, then its st
 It assumes members of equal cost, one member per worker (one GPU each) and no contention for
 the shared filesystem or the LLM server; on this 2-core host the 2 workers share the CPUs the
 local arm had to itself, so the measured Ray figure is a floor on the speed-up, not a ceiling.
+
+``--case causal``: one hookpoint of a word-level tiny model (single-token names, so IOI runs)
+with the IOI stage (re-ranked replicates on) and the output stage: the local executor vs Ray
+making each basis's IOI and output work a task (``StageContext.map``), those stages' seconds
+side by side, and whether their stage files are byte-identical apart from the clocks.
 Figures only, no assertions.
 """
 
@@ -40,6 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.append(str(ROOT))  # tests/causal_tiny.py imports tests.conftest
 
 
 def tiny_sweep(tmp: Path, n_hook: int, n_tokens: int) -> dict:
@@ -170,15 +177,64 @@ def main_suite(a: argparse.Namespace) -> None:
     print(f"  per-basis tasks pay off once an item's compute is well above t_0 = {t_0:.1f} s")
 
 
+CLOCKS = ("seconds", "seconds_prepare", "seconds_per_basis", "ranking_bootstrap_cost")
+
+
+def _same_but_clocks(a: Path, b: Path) -> bool:
+    def strip(x: object) -> object:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in CLOCKS}
+        return [strip(v) for v in x] if isinstance(x, list) else x
+
+    return strip(json.loads(a.read_text())) == strip(json.loads(b.read_text()))
+
+
+def main_causal(a: argparse.Namespace) -> None:
+    from causal_tiny import tiny_word_model
+
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        d = tiny_sweep(tmp, 3, a.n_tokens)
+        words = tmp / "words"
+        sm = tiny_word_model()
+        sm.model.save_pretrained(words)
+        sm.tokenizer.save_pretrained(words)
+        (tmp / "words.txt").write_text(
+            "The cat sat on the mat . A dog ran to 12 red doors . " * 400
+        )
+        d.update(name="bench-executor-causal",
+                 model={"name": str(words), "hookpoint": "blocks.1.hook_resid_post"},
+                 causal={"ioi": {"n_pairs": 32, "ranking_bootstrap": 4}})  # fmt: skip
+        d["corpus"]["source"] = str(tmp / "words.txt")
+        got = {ex: arm_suite(d, tmp, ex, a.workers) for ex in ("local", "ray")}
+        same = {
+            st: all(
+                _same_but_clocks(p, tmp / "res-suite-ray" / p.relative_to(tmp / "res-suite-local"))
+                for p in (tmp / "res-suite-local").rglob(f"stages/{st}-*.json")
+            )
+            for st in ("ioi", "output")
+        }
+    loc, ray = got["local"], got["ray"]
+    print(f"tiny causal suite, 1 hookpoint, {len(d['bases'])} bases, {os.cpu_count()} CPUs; "
+          "seconds")  # fmt: skip
+    print(f"  {'':<28}{'local':>10}{f'ray x{a.workers}':>10}  stage file (clocks aside)")
+    for st in ("ioi", "output"):
+        same_s = "identical" if same[st] else "DIFFERENT"
+        print(f"  {st + ' (a task per basis)':<28}{loc['stages'][st]:>10.1f}"
+              f"{ray['stages'][st]:>10.1f}  {same_s}")  # fmt: skip
+    total_l, total_r = loc["wall"], ray["wall"] + ray["start"]
+    print(f"  {'total (Ray start-up incl.)':<28}{total_l:>10.1f}{total_r:>10.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hookpoints", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n-tokens", type=int, default=1024)
-    ap.add_argument("--case", choices=("sweep", "suite"), default="sweep")
+    ap.add_argument("--case", choices=("sweep", "suite", "causal"), default="sweep")
     a = ap.parse_args()
-    if a.case == "suite":
-        main_suite(a)
+    if a.case in ("suite", "causal"):
+        (main_suite if a.case == "suite" else main_causal)(a)
         return
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)

@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 
 def _call(fn: Any, args: tuple[Any, ...], env: dict[str, str]) -> Any:
     """The body of every Ray task: the driver's cache settings, then ``fn(*args)``; a
-    non-retriable :class:`TaskFailed` comes back as the task's value (Ray does not retry it)."""
+    non-retriable :class:`TaskFailed` comes back as the task's value (Ray does not retry it).
+    An argument that is an object reference (:meth:`RayExecutor.share`) is fetched first."""
+    import ray
+
     os.environ.update(env)
+    args = tuple(ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args)
     try:
         return fn(*args)
     except TaskFailed as e:
@@ -81,6 +85,10 @@ class RayExecutor(Executor):
         if requested > 0 or device == "cpu":
             return requested
         return 1.0 if self.ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+    def share(self, value: Any) -> Any:
+        """``value`` in Ray's object store, once for every task that takes it."""
+        return self.ray.put(value)
 
     def run_all(self, tasks: Sequence[Task], report: Reporter | None = None) -> dict[str, Any]:
         ray = self.ray

@@ -238,6 +238,25 @@ class StageContext:
         if self.parallel:
             self.runner.worker.prefetch(self, fn, list(items), gpu)
 
+    def map(
+        self, fn: Callable[..., Any], items: Any, *, shared: Any = None, gpu: bool = False,
+        each: Callable[[Any, Any], Any] | None = None,
+    ) -> list[Any]:  # fmt: skip
+        """``[fn(ctx, inputs, item, shared) for item in items]``: here, in order, locally;
+        under a parallel executor each item is a task (``shared`` sent once, the values come
+        back; ``fn`` module-level and writing nothing), for a stage that keeps one value for
+        every basis and assembles it from the items' values. ``each(item, value)``: as each
+        item's value is back (a journaled stage appends its rows there)."""
+        items = list(items)
+        if self.parallel and items:
+            return self.runner.worker.map(self, fn, items, shared, gpu, each)
+        out = []
+        for it in items:
+            out.append(v := fn(self, self.inputs, it, shared))
+            if each is not None:
+                each(it, v)
+        return out
+
     @property
     def forced(self) -> bool:
         return self.runner.is_forced(self.stage.forced_by)

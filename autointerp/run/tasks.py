@@ -87,6 +87,10 @@ class Executor:
         suite's device is not the CPU and the executor has GPUs (locally: none to ask for)."""
         return requested
 
+    def share(self, value: Any) -> Any:
+        """A handle on ``value`` for many tasks' arguments (sent once; locally: ``value``)."""
+        return value
+
     def check_shared(self, paths: Sequence[Path]) -> None:
         """Every worker sees ``paths`` (trivially true in this process)."""
 

@@ -198,6 +198,9 @@ class LLMSession:
         self._clients: RoleClients | None = None
         self._ledger = None
         self._flushed = 0
+        #: in a worker making LLM items for the driver: the calls' rows, kept here for the
+        #: driver to journal (one writer of llm_calls.jsonl) instead of appended
+        self.collected: list[dict[str, Any]] | None = None
 
     @property
     def started(self) -> bool:
@@ -214,7 +217,10 @@ class LLMSession:
 
         suite = self.env.suite
         cache = ResponseCache(self.env.llm_cache)
-        calls = self.env.store.journal("llm_calls.jsonl").read()  # earlier invocations'
+        # earlier invocations' (a worker collecting its calls has no --max-cost to check,
+        # and leaves the file the driver appends to alone)
+        journal = self.env.store.journal("llm_calls.jsonl")
+        calls = [] if self.collected is not None else journal.read()
         spent = sum(r.get("cost_usd", 0.0) for r in calls)
         self._ledger = Ledger(self.env.max_cost, spent_before=spent)
         ledger = self._ledger
@@ -244,4 +250,8 @@ class LLMSession:
         self._flushed += len(new)
         # a CallRecord holds scalars only: its __dict__ is asdict() without the deep copies
         # (9 us -> 0.3 us a record; one record per prompt, ~20 per PMI-scored feature)
-        self.env.store.journal("llm_calls.jsonl").append([dict(vars(r)) for r in new])
+        rows = [dict(vars(r)) for r in new]
+        if self.collected is not None:
+            self.collected += rows
+            return
+        self.env.store.journal("llm_calls.jsonl").append(rows)

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from autointerp.config import Suite
 from autointerp.errors import AutointerpError, FatalLLMError
 from autointerp.run.stage import Stage, StageContext
+from autointerp.stages.llm_items import by_basis, run_by_basis
 from autointerp.types import FeatureRecord
 
 
@@ -67,12 +68,9 @@ def explain_key(ctx: StageContext, inputs: dict[str, Any]) -> dict[str, Any]:
 async def compute_explain(ctx: StageContext, inputs: dict[str, Any]) -> dict[tuple, dict]:
     """Explain every (feature, style) not in the journal yet (``--retry-failed``: nor those
     whose explanation failed); returns the latest journal row per (basis, feature, style)."""
-    from autointerp.explain import build_messages, explain_feature
     from autointerp.explain_styles import get_explain_style
-    from autointerp.llm.base import Tag
 
     env = ctx.env
-    ec = env.suite.explain
     print_cost_estimate(env, inputs["records"].records)
     have = dict(ctx.done)
     if env.retry_failed:
@@ -87,6 +85,32 @@ async def compute_explain(ctx: StageContext, inputs: dict[str, Any]) -> dict[tup
     ]
     if not todo:
         return dict(ctx.done)
+    if any(styles[s].uses_llm for _, s in todo) and by_basis(ctx, ("explainer",)):
+        jobs: dict[str, list] = {}
+        for job in todo:  # --executor ray, HTTP explainer: a task per basis
+            jobs.setdefault(job[0].basis, []).append(job)
+        run_by_basis(ctx, explain_basis, jobs)
+        return dict(ctx.done)
+    await explain_jobs(ctx, todo)
+    return dict(ctx.done)
+
+
+def explain_basis(ctx: StageContext, inputs: dict[str, Any], basis: str, jobs: dict) -> tuple:
+    """One basis's explanations in a worker (:mod:`autointerp.stages.llm_items`)."""
+    from autointerp.stages.llm_items import collect
+
+    return collect(ctx, lambda: explain_jobs(ctx, jobs[basis]))
+
+
+async def explain_jobs(ctx: StageContext, todo: list[tuple[FeatureRecord, str]]) -> None:
+    """Explain each (record, style) of ``todo``, appending each to the journal as it ends."""
+    from autointerp.explain import build_messages, explain_feature
+    from autointerp.explain_styles import get_explain_style
+    from autointerp.llm.base import Tag
+
+    env = ctx.env
+    ec = env.suite.explain
+    styles = {s: get_explain_style(s) for s in {s for _, s in todo}}
     clients = env.llm.clients(ctx) if any(styles[s].uses_llm for _, s in todo) else {}
     bar = tqdm(total=len(todo), desc="explain", disable=not ctx.progress)
 
@@ -116,10 +140,9 @@ async def compute_explain(ctx: StageContext, inputs: dict[str, Any]) -> dict[tup
             return (True, 0)
         return (True, sum(len(m["content"]) for m in msgs))
 
-    todo.sort(key=prompt_chars)
+    todo = sorted(todo, key=prompt_chars)
     await gather_fatal([one(r, s) for r, s in todo])
     bar.close()
-    return dict(ctx.done)
 
 
 EXPLAIN = Stage(

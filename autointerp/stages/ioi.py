@@ -77,32 +77,94 @@ def full_rotations(bases: list) -> list:
     return out
 
 
-def ranking_replicates(ctx: StageContext, data: Any, bases: list, curves: dict) -> tuple:
-    """The re-ranked bootstrap replicates of every basis (``ranking_bootstrap`` of them; None
-    when 0) and their cost (seconds and new patched states per basis)."""
-    from autointerp.causal.rerank import ranking_bootstrap
+def ioi_basis(ctx: StageContext, inputs: dict[str, Any], name: str, data: Any) -> dict:
+    """One basis's IOI work (:meth:`StageContext.map`: a task under ``--executor ray``): its
+    curves, greedy curve (opt-in) and re-ranked bootstrap replicates (``ranking_bootstrap``),
+    on ``data``, the IOI states every basis shares (:func:`ioi_data`, made once)."""
+    from autointerp.causal.ranking import ioi_curves
 
     suite = ctx.env.suite
     cfg = suite.causal.ioi
-    if not cfg.ranking_bootstrap:
-        return None, None
-    hp = ctx.env.sm.hookpoint(suite.model.hookpoint)
-    out, secs, states = {}, {}, {}
-    for b in bases:
-        t = time.perf_counter()
-        out[b.name], states[b.name] = ranking_bootstrap(
-            ctx.env.sm, hp, data, b, curves[b.name], cfg.ranking_bootstrap, suite.seed,
-            cfg.order == "signed", cfg.batch_size,
+    sm = ctx.env.sm
+    hp = sm.hookpoint(suite.model.hookpoint)
+    if isinstance(data, tuple):  # shipped to this worker (to_host)
+        data = from_host(data, sm.device)
+    b = next(b for b in ioi_bases(inputs, cfg) if b.name == name)
+    out: dict[str, Any] = {}
+    tb = time.perf_counter()
+    out["curve"] = curve = ioi_curves(
+        sm, hp, data, b, cfg.ks, cfg.batch_size, signed=cfg.order == "signed"
+    )
+    out["seconds"] = round(time.perf_counter() - tb, 2)
+    log.info("ioi: %s done in %.1f s", name, out["seconds"])
+    if cfg.greedy:
+        from autointerp.causal.greedy import greedy_curve
+
+        out["greedy"] = g = greedy_curve(sm, hp, data, b, cfg, suite.seed)
+        log.info(
+            "ioi greedy: %s from %d features, %d trials in %.1f s",
+            name, g.info["start"], g.info["trials"], g.info["seconds"],
         )  # fmt: skip
-        secs[b.name] = round(time.perf_counter() - t, 2)
-        log.info("ioi ranking bootstrap: %s, %d new states in %.1f s", b.name, states[b.name],
-                 secs[b.name])  # fmt: skip
-    info = {"replicates": cfg.ranking_bootstrap, "seconds": secs, "states": states}
-    return out, info
+        print(f"ioi greedy elimination, {name}: {g.info['seconds']:.1f} s", flush=True)
+    if cfg.ranking_bootstrap:
+        from autointerp.causal.rerank import ranking_bootstrap
+
+        t = time.perf_counter()
+        out["reranked"], out["states"] = ranking_bootstrap(
+            sm, hp, data, b, curve, cfg.ranking_bootstrap, suite.seed, cfg.order == "signed",
+            cfg.batch_size,
+        )  # fmt: skip
+        out["rr_seconds"] = round(time.perf_counter() - t, 2)
+        log.info("ioi ranking bootstrap: %s, %d new states in %.1f s", name, out["states"],
+                 out["rr_seconds"])  # fmt: skip
+    return out
+
+
+def ioi_bases(inputs: dict[str, Any], cfg: Any) -> list:
+    """The suite's bases, then (``full_rotation``) each top-k PCA's full rotation."""
+    bases = list(inputs["bases"])
+    return bases + full_rotations(bases) if cfg.full_rotation else bases
+
+
+def _moved(data: Any, move: Any) -> Any:
+    """``data`` with ``move(group index, field, tensor)`` applied to its groups' tensors (the
+    same objects where nothing changes)."""
+    import dataclasses
+
+    import torch
+
+    groups = []
+    for i, g in enumerate(data.groups):
+        kw = {f.name: getattr(g, f.name) for f in dataclasses.fields(g)}
+        new = {k: move(i, k, v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        groups.append(g if all(new[k] is kw[k] for k in kw) else type(g)(**new))
+    if all(x is y for x, y in zip(groups, data.groups, strict=True)):
+        return data
+    return dataclasses.replace(data, groups=groups)
+
+
+def to_host(data: Any) -> tuple[Any, set]:
+    """The IOI states for shipping to workers: every tensor on the CPU (exact copies; a worker
+    may have no GPU, or another), and which ones were on the subject model's device."""
+    moved: set = set()
+
+    def move(i: int, k: str, t: Any) -> Any:
+        if t.device.type == "cpu":
+            return t
+        moved.add((i, k))
+        return t.cpu()
+
+    return _moved(data, move), moved
+
+
+def from_host(shipped: tuple[Any, set], device: Any) -> Any:
+    """:func:`to_host`'s states in a worker: those that were on the model's device moved to
+    this worker's (the layout a local run on it has); the others stay on the CPU."""
+    data, moved = shipped
+    return _moved(data, lambda i, k, t: t.to(device) if (i, k) in moved else t)
 
 
 def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | None:
-    from autointerp.causal.ranking import ioi_curves
     from autointerp.causal.summary import ioi_columns
 
     env = ctx.env
@@ -111,11 +173,7 @@ def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | Non
     if not cfg.enabled:
         return None
     t0 = time.perf_counter()
-    sm = env.sm
-    hp = sm.hookpoint(suite.model.hookpoint)
-    bases = list(inputs["bases"])
-    if cfg.full_rotation:
-        bases += full_rotations(bases)
+    bases = ioi_bases(inputs, cfg)
     data, why = ioi_data(env)
     t_prep = time.perf_counter() - t0
     if data is None:
@@ -123,24 +181,24 @@ def compute_ioi(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns | Non
 
         cols = StageColumns("ioi", list(IOI_COLUMNS))
         return undefined_columns(cols, bases, f"no IOI prompts: {why}")
-    curves, greedy, secs_b = {}, {}, {}
-    for b in bases:
-        tb = time.perf_counter()
-        curves[b.name] = ioi_curves(
-            sm, hp, data, b, cfg.ks, cfg.batch_size, signed=cfg.order == "signed"
-        )
-        secs_b[b.name] = round(time.perf_counter() - tb, 2)
-        log.info("ioi: %s done in %.1f s", b.name, secs_b[b.name])
-        if cfg.greedy:
-            from autointerp.causal.greedy import greedy_curve
-
-            greedy[b.name] = g = greedy_curve(sm, hp, data, b, cfg, suite.seed)
-            log.info(
-                "ioi greedy: %s from %d features, %d trials in %.1f s",
-                b.name, g.info["start"], g.info["trials"], g.info["seconds"],
-            )  # fmt: skip
-            print(f"ioi greedy elimination, {b.name}: {g.info['seconds']:.1f} s", flush=True)
-    reranked, rr_info = ranking_replicates(ctx, data, bases, curves)
+    # each basis on the shared states, here in order (--executor ray: a task per basis)
+    names = [b.name for b in bases]
+    if ctx.parallel:  # a task per basis: the shared states sent once, from the CPU
+        got = dict(zip(names, ctx.map(ioi_basis, names, shared=to_host(data), gpu=True),
+                       strict=True))  # fmt: skip
+    else:
+        got = {n: ioi_basis(ctx, inputs, n, data) for n in names}
+    curves = {n: g["curve"] for n, g in got.items()}
+    secs_b = {n: g["seconds"] for n, g in got.items()}
+    greedy = {n: g["greedy"] for n, g in got.items() if "greedy" in g}
+    reranked, rr_info = None, None
+    if cfg.ranking_bootstrap:
+        reranked = {n: g["reranked"] for n, g in got.items()}
+        rr_info = {
+            "replicates": cfg.ranking_bootstrap,
+            "seconds": {n: g["rr_seconds"] for n, g in got.items()},
+            "states": {n: g["states"] for n, g in got.items()},
+        }
     kinds = {b.name: b.kind for b in bases}
     cols = ioi_columns(data, curves, kinds, suite.seed, greedy or None, reranked)
     secs = time.perf_counter() - t0

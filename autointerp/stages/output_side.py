@@ -19,6 +19,9 @@ import numpy as np
 from autointerp.columns import Cell, ColumnDoc, StageColumns
 from autointerp.errors import AutointerpError
 from autointerp.run.stage import STAGE_COLUMNS, Artifact, Stage, StageContext
+from autointerp.stages.output_tc import _num, _token_change, tc_rows
+
+__all__ = ["ABLATION", "ABLATION_COLUMNS", "OUTPUT", "OUTPUT_COLUMNS", "mean_cell", "tc_rows"]
 
 ABLATION_COLUMNS = [
     ColumnDoc(
@@ -202,6 +205,50 @@ async def _llm_texts(ctx: StageContext, basis: str, lens: list, n: int) -> list[
 
 
 async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColumns:
+    from autointerp.causal.output_score import neutral_rows
+
+    env = ctx.env
+    cfg = env.suite.causal.output
+    declared = _declared(cfg)
+    cols = StageColumns("output", [c for c in OUTPUT_COLUMNS if c.name in declared])
+    if not cfg.enabled:
+        cols.extra["disabled"] = "suite.causal.output.enabled = false"
+        return cols
+    rows = neutral_rows(inputs["split"].metric_rows, cfg.n_prompts)
+    cols.extra.update(
+        prompts={"rows": rows.tolist(), "prompt_len": cfg.prompt_len, "strength": cfg.strength},
+        features={},
+        seconds={},
+    )
+    names = [b.name for b in inputs["bases"]]
+    if ctx.parallel and not cfg.llm_explanations:  # --executor ray: a task per basis
+        parts = ctx.map(output_basis_sync, names, gpu=True)
+    else:  # here, in order (LLM explanations: the explainer's clients live here)
+        parts = [await output_basis(ctx, inputs, n) for n in names]
+    tc_scores: dict[str, list] = {}
+    for name, part in zip(names, parts, strict=True):
+        if "token_change" in part:
+            cols.extra.setdefault("token_change", {})[name] = part["token_change"]
+        for c, cell in part["cells"]:
+            cols.set(name, c, cell)
+        if "tc_scores" in part:
+            tc_scores[name] = part["tc_scores"]
+            cols.extra["features"][name] = part["features"]
+            cols.extra["seconds"][name] = part["seconds"]
+        for c, cell in part.get("cells_after", []):
+            cols.set(name, c, cell)
+    _vs_random(ctx, cols, inputs["bases"], tc_scores)
+    return cols
+
+
+def output_basis_sync(ctx: StageContext, inputs: dict[str, Any], name: str, _: Any) -> dict:
+    """:func:`output_basis` as a :meth:`StageContext.map` item (no LLM explanations)."""
+    return ctx.run_async(output_basis(ctx, inputs, name))
+
+
+async def output_basis(ctx: StageContext, inputs: dict[str, Any], name: str) -> dict:
+    """One basis's output-side work: its cells (in the order the stage sets them), its
+    per-feature rows, TokenChange info, seconds and held-out scores."""
     from autointerp.causal.hook_forward import HookForward
     from autointerp.causal.logit_lens import logit_lens
     from autointerp.causal.output_explain import token_sets_for, top_tokens_explanation
@@ -209,86 +256,80 @@ async def compute_output(ctx: StageContext, inputs: dict[str, Any]) -> StageColu
 
     env = ctx.env
     cfg = env.suite.causal.output
-    cols = StageColumns("output", [c for c in OUTPUT_COLUMNS if (cfg.llm_explanations or
-                                   c.name != "output_score_llm") and (cfg.arad or
-                                   not c.name.startswith("output_arad"))])  # fmt: skip
-    if not cfg.enabled:
-        cols.extra["disabled"] = "suite.causal.output.enabled = false"
-        return cols
     ids, acts, mask = _data(inputs)
     sm = env.sm
     hp = sm.hookpoint(env.suite.model.hookpoint)
     fwd = HookForward(sm, hp)
     rows = neutral_rows(inputs["split"].metric_rows, cfg.n_prompts)
-    cols.extra.update(
-        prompts={"rows": rows.tolist(), "prompt_len": cfg.prompt_len, "strength": cfg.strength},
-        features={},
-        seconds={},
+    b = next(b for b in inputs["bases"] if b.name == name)
+    recs = inputs["records"].records.get(b.name) or []
+    t = time.perf_counter()
+    feats = [r.feature for r in recs]
+    try:
+        lens = logit_lens(sm, hp, b, feats, cfg.n_tokens)
+    except AutointerpError as e:  # a hookpoint outside the residual stream's reach
+        declared = _declared(cfg)
+        return {"cells": [(c.name, Cell.undefined(str(e))) for c in OUTPUT_COLUMNS
+                          if c.name in declared]}  # fmt: skip
+    expl = [top_tokens_explanation(ln, cfg.n_tokens) for ln in lens]
+    own = [e[1] for e in expl]
+    perm = derangement(len(feats), env.suite.seed)
+    sets = [own, [own[j] for j in perm]]
+    llm = await _llm_texts(ctx, b.name, lens, cfg.n_tokens) if cfg.llm_explanations else []
+    if llm:
+        sets.append(token_sets_for([d.get("text", "") for d in llm], sm.tokenizer))
+    gains, alpha = amplification_gains(
+        fwd, b, feats, sets, ids, acts, mask, rows, prompt_len=cfg.prompt_len,
+        strength=cfg.strength, batch_size=cfg.batch_size,
+    )  # fmt: skip
+    score = [_num(v) for v in gains[0]] if feats else []
+    lift = [_num(gains[0, i] - gains[1, i]) if len(feats) > 1 else None for i in range(len(feats))]
+    per = []
+    for i, ln in enumerate(lens):
+        d = {**ln.to_dict(), "explanation": expl[i][0], "alpha": float(alpha[i]),
+             "score": score[i], "null": _num(gains[1, i]), "lift": lift[i]}  # fmt: skip
+        if llm:
+            d.update(llm_explanation=llm[i], llm_score=_num(gains[2, i]))
+        per.append(d)
+    own_ids = [np.asarray(e[1]) for e in expl]
+    maxes = [r.max_act for r in recs]
+    tc = _token_change(
+        ctx, fwd, b, feats, ids, acts, mask, inputs["split"].metric_rows, own_ids, maxes
     )
-    tc_scores: dict[str, list] = {}
-    for b in inputs["bases"]:
-        recs = inputs["records"].records.get(b.name) or []
-        t = time.perf_counter()
-        feats = [r.feature for r in recs]
-        try:
-            lens = logit_lens(sm, hp, b, feats, cfg.n_tokens)
-        except AutointerpError as e:  # a hookpoint outside the residual stream's reach
-            for c in cols.columns:
-                cols.set(b.name, c.name, Cell.undefined(str(e)))
-            continue
-        expl = [top_tokens_explanation(ln, cfg.n_tokens) for ln in lens]
-        own = [e[1] for e in expl]
-        perm = derangement(len(feats), env.suite.seed)
-        sets = [own, [own[j] for j in perm]]
-        llm = await _llm_texts(ctx, b.name, lens, cfg.n_tokens) if cfg.llm_explanations else []
-        if llm:
-            sets.append(token_sets_for([d.get("text", "") for d in llm], sm.tokenizer))
-        gains, alpha = amplification_gains(
-            fwd, b, feats, sets, ids, acts, mask, rows, prompt_len=cfg.prompt_len,
-            strength=cfg.strength, batch_size=cfg.batch_size,
-        )  # fmt: skip
-        score = [_num(v) for v in gains[0]] if feats else []
-        lift = [
-            _num(gains[0, i] - gains[1, i]) if len(feats) > 1 else None for i in range(len(feats))
-        ]
-        per = []
-        for i, ln in enumerate(lens):
-            d = {**ln.to_dict(), "explanation": expl[i][0], "alpha": float(alpha[i]),
-                 "score": score[i], "null": _num(gains[1, i]), "lift": lift[i]}  # fmt: skip
-            if llm:
-                d.update(llm_explanation=llm[i], llm_score=_num(gains[2, i]))
-            per.append(d)
-        own_ids = [np.asarray(e[1]) for e in expl]
-        maxes = [r.max_act for r in recs]
-        tc = _token_change(
-            ctx, fwd, b, feats, ids, acts, mask, inputs["split"].metric_rows, own_ids, maxes
-        )
-        for i, d in enumerate(per):
-            d.update({k: v[i] for k, v in tc["features"].items()})
-        cols.extra.setdefault("token_change", {})[b.name] = tc["info"]
-        cols.set(
-            b.name, "output_tc_score", mean_cell(tc["features"]["tc_score"], ctx, "held-out score")
-        )
-        cols.set(
-            b.name, "output_tc_lift", mean_cell(tc["features"]["tc_lift"], ctx, "held-out lift")
-        )
-        cols.set(b.name, "output_strength", tc["strength"])
-        if cfg.arad:
-            for c, k in (("output_arad", "arad"), ("output_arad_lift", "arad_lift")):
-                cols.set(b.name, c, mean_cell(tc["features"][k], ctx, "Arad output score"))
-        tc_scores[b.name] = tc["features"]["tc_score"]
-        cols.extra["features"][b.name] = per
-        cols.extra["seconds"][b.name] = round(time.perf_counter() - t, 3)
-        cols.set(b.name, "output_score", mean_cell(score, ctx, "output score"))
-        cols.set(b.name, "output_score_lift", mean_cell(lift, ctx, "output score lift"))
-        if llm:
-            cols.set(
-                b.name,
-                "output_score_llm",
-                mean_cell([_num(v) for v in gains[2]], ctx, "LLM output score"),
-            )
-    _vs_random(ctx, cols, inputs["bases"], tc_scores)
-    return cols
+    for i, d in enumerate(per):
+        d.update({k: v[i] for k, v in tc["features"].items()})
+    cells = [
+        ("output_tc_score", mean_cell(tc["features"]["tc_score"], ctx, "held-out score")),
+        ("output_tc_lift", mean_cell(tc["features"]["tc_lift"], ctx, "held-out lift")),
+        ("output_strength", tc["strength"]),
+    ]
+    if cfg.arad:
+        for c, k in (("output_arad", "arad"), ("output_arad_lift", "arad_lift")):
+            cells.append((c, mean_cell(tc["features"][k], ctx, "Arad output score")))
+    after = [
+        ("output_score", mean_cell(score, ctx, "output score")),
+        ("output_score_lift", mean_cell(lift, ctx, "output score lift")),
+    ]
+    if llm:
+        llm_cell = mean_cell([_num(v) for v in gains[2]], ctx, "LLM output score")
+        after.append(("output_score_llm", llm_cell))
+    return {
+        "token_change": tc["info"],
+        "cells": cells,
+        "tc_scores": tc["features"]["tc_score"],
+        "features": per,
+        "seconds": round(time.perf_counter() - t, 3),
+        "cells_after": after,
+    }
+
+
+def _declared(cfg: Any) -> set[str]:
+    """The output columns a suite's stage declares (LLM and Arad columns when asked for)."""
+    return {
+        c.name for c in OUTPUT_COLUMNS
+        if (cfg.llm_explanations or c.name != "output_score_llm")
+        and (cfg.arad or not c.name.startswith("output_arad"))
+    }  # fmt: skip
 
 
 def _vs_random(ctx: StageContext, cols: StageColumns, bases: list, tc: dict[str, list]) -> None:
@@ -311,84 +352,6 @@ def _vs_random(ctx: StageContext, cols: StageColumns, bases: list, tc: dict[str,
             continue
         lf = lift(tc[b.name], tc[rnd], paired=False, n_boot=s.scoring.n_bootstrap, seed=s.seed)
         cols.set(b.name, "output_tc_vs_random", Cell(lf.diff, lf.low, lf.high, lf.n_a))
-
-
-def tc_rows(metric_rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint explain and score prompt rows: ``2n`` rows spread over the held-out rows,
-    alternately to each set."""
-    from autointerp.causal.output_score import neutral_rows
-
-    both = neutral_rows(metric_rows, 2 * n)
-    return both[0::2], both[1::2]
-
-
-def _token_change(
-    ctx: StageContext, fwd, basis, feats: list[int], ids, acts, mask, metric_rows, lens_ids,
-    max_acts,
-) -> dict[str, Any]:  # fmt: skip
-    """TokenChange explanations and their held-out scores (autointerp.causal.token_change)."""
-    import torch
-
-    from autointerp.causal.logit_lens import feature_directions
-    from autointerp.causal.output_score import derangement
-    from autointerp.causal.token_change import (
-        Prompts,
-        arad_scores,
-        calibrate_strength,
-        set_gains,
-        token_change,
-        unit_shifts,
-    )
-
-    cfg = ctx.env.suite.causal.output
-    ex_rows, sc_rows = tc_rows(metric_rows, cfg.tc_prompts)
-    empty = {k: [] for k in ("tc_tokens", "tc_score", "tc_null", "tc_lift", "arad", "arad_lift")}
-    if not feats or len(sc_rows) == 0:
-        why = "no scored features" if not feats else "too few held-out rows for two prompt sets"
-        return {"features": empty, "info": {"reason": why}, "strength": Cell.undefined(why)}
-    L = cfg.prompt_len
-    pa = Prompts(fwd, ids[ex_rows], acts[ex_rows], mask[ex_rows], L)
-    pb = Prompts(fwd, ids[sc_rows], acts[sc_rows], mask[sc_rows], L)
-    dirs = feature_directions(basis, feats).cpu()
-    unit_a, unit_b = unit_shifts(dirs, pa.m), unit_shifts(dirs, pb.m)
-    cal = np.unique(np.linspace(0, len(feats) - 1, min(cfg.n_calibration, len(feats))).round())
-    cal = torch.from_numpy(cal.astype(np.int64))
-    s, kl = calibrate_strength(pa, unit_a[cal], cfg.target_kl, cfg.batch_size)
-    toks = token_change(pa, s * unit_a, cfg.n_tokens, cfg.batch_size)
-    perm = derangement(len(feats), ctx.env.suite.seed)
-    gains = set_gains(pb, cfg.score_ratio * s * unit_b, [toks, toks[perm]], cfg.batch_size)
-    tok = ctx.env.sm.tokenizer
-    from autointerp.causal.logit_lens import token_strings
-
-    lift = gains[0] - gains[1] if len(feats) > 1 else np.full(len(feats), np.nan)
-    per = {
-        "tc_tokens": [token_strings(tok, t.tolist()) for t in toks],
-        "tc_score": [_num(v) for v in gains[0]],
-        "tc_null": [_num(v) for v in gains[1]],
-        "tc_lift": [_num(v) for v in lift],
-    }
-    if cfg.arad:  # the feature added at 10x its max activation (Arad et al. 2025)
-        mx = torch.tensor([float(m or 0.0) for m in max_acts])[:, None]
-        own = [lens_ids[i] for i in range(len(feats))]
-        ar = arad_scores(pb, 10.0 * mx * dirs, [own, [own[j] for j in perm]], cfg.batch_size)
-        per["arad"] = [_num(v) for v in ar[0]]
-        per["arad_lift"] = [_num(v) for v in ar[0] - ar[1]] if len(feats) > 1 else [None]
-    return {
-        "features": per,
-        "info": {
-            "strength": s,
-            "kl_at_strength": kl,
-            "explain_rows": ex_rows.tolist(),
-            "score_rows": sc_rows.tolist(),
-            "score_strength": cfg.score_ratio * s,
-            "calibration_features": [feats[int(i)] for i in cal],
-        },  # fmt: skip
-        "strength": Cell(float(s), None, None, len(cal)),
-    }
-
-
-def _num(v: float) -> float | None:
-    return None if v is None or not np.isfinite(v) else float(v)
 
 
 OUTPUT = Stage(

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from autointerp.run.stage import Stage, StageContext
 from autointerp.scoring.registry import Scorer, ScoringEnv, scorers_in_order
 from autointerp.stages.explain import gather_fatal, styles_of
+from autointerp.stages.llm_items import by_basis, run_by_basis
 from autointerp.types import Explanation, FeatureRecord, Score
 
 
@@ -98,6 +99,29 @@ async def compute_score(ctx: StageContext, inputs: dict[str, Any]) -> list[dict[
     jobs, _, _ = plan(env, inputs["records"].records, inputs["explain"], have)
     if not jobs:
         return list(ctx.done.values())
+    roles = {r for s in scorers for r in s.roles}
+    if any(needs_llm(scorers, j) for j in jobs) and by_basis(ctx, roles):
+        by: dict[str, list] = {}
+        for j in jobs:  # --executor ray, HTTP simulator / scorer: a task per basis
+            by.setdefault(j[0].basis, []).append(j)
+        run_by_basis(ctx, score_basis, by)
+        return list(ctx.done.values())
+    await score_jobs(ctx, jobs)
+    return list(ctx.done.values())
+
+
+def score_basis(ctx: StageContext, inputs: dict[str, Any], basis: str, jobs: dict) -> tuple:
+    """One basis's score items in a worker (:mod:`autointerp.stages.llm_items`)."""
+    from autointerp.stages.llm_items import collect
+
+    return collect(ctx, lambda: score_jobs(ctx, jobs[basis]))
+
+
+async def score_jobs(ctx: StageContext, jobs: list[tuple]) -> None:
+    """Score each job of :func:`plan`, appending each item to the journal as it ends."""
+    env = ctx.env
+    sc = env.suite.scoring
+    scorers = scorers_in_order(sc.scorers)
     if any(needs_llm(scorers, j) for j in jobs) or env.llm.started:
         clients = env.llm.clients(ctx)
     else:
@@ -122,7 +146,6 @@ async def compute_score(ctx: StageContext, inputs: dict[str, Any]) -> list[dict[
 
     await gather_fatal([one(*j) for j in jobs])
     bar.close()
-    return list(ctx.done.values())
 
 
 SCORE = Stage(
