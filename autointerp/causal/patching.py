@@ -36,6 +36,7 @@ from autointerp.causal.intervene import (
     last_logprobs,
     resume_layers,
 )
+from autointerp.causal.ioi_forward import PatchedForward, by_start
 from autointerp.causal.ioi_prompts import IOIPair
 from autointerp.model import Hookpoint, SubjectModel, splice
 
@@ -210,17 +211,21 @@ def patched_runs(
     basis: Basis,
     sets: list[torch.Tensor],
     batch_size: int,
+    reuse_prefix: bool = True,
 ) -> Runs:
     """KL(P_cf || P_S) and the edit sizes per feature set S and pair. A set is a bool mask
     ``[F]`` (one set for every pair) or ``[P, F]`` (one per pair). The distinct (pair, state)
     rows of a group are run ``batch_size`` at a time from the hookpoint: two sets that differ
-    only on features whose delta is 0 for that pair give the same state, which runs once."""
+    only on features whose delta is 0 for that pair give the same state, which runs once.
+    Each state runs from its first patched column on over the clean prompt's keys/values
+    (``reuse_prefix``, :class:`~autointerp.causal.ioi_forward.PatchedForward`)."""
+    fwd = PatchedForward(sm, hp, data.skip, reuse_prefix)
     n_sets, n_pairs = len(sets), len(data.pairs)
     kl = np.zeros((n_sets, n_pairs))
     edit = np.zeros((n_sets, n_pairs))
     edit_abs = np.zeros((n_sets, n_pairs))
     n_states = 0
-    for g in data.groups:
+    for gi, g in enumerate(data.groups):
         c, err, delta = _codes(basis, g)
         dev = c.device
         full = (g.x_cf - g.x_clean).flatten(1).norm(dim=1).to(dev)
@@ -243,6 +248,11 @@ def patched_runs(
                     uniq.append((si, r))
                 pick[si, r] = index[key]
         n_states += len(uniq)
+        # states in order of their first patched column: a batch runs from its earliest
+        run = by_start(g, np.array([u[1] for u in uniq], dtype=np.int64))
+        at = np.empty(len(uniq), dtype=np.int64)
+        at[run] = np.arange(len(uniq))
+        uniq, pick = [uniq[i] for i in run], at[pick]
         kl_u, rel_u, abs_u = [], [], []
         for s in range(0, len(uniq), batch_size):
             chunk = uniq[s : s + batch_size]
@@ -250,7 +260,7 @@ def patched_runs(
             ri = torch.tensor([u[1] for u in chunk], device=dev)
             m = masks[si, ri]  # [n, F]
             xs = decode_with_error(basis, c[ri] + delta[ri] * m[:, None, :].to(c), err[ri])
-            lp = last_logprobs(sm, hp, g.clean[ri.cpu()], xs, data.skip)
+            lp = fwd.logprobs(gi, g, ri, xs)
             kl_u.append(kl_last(g.logp_cf[ri.cpu()].to(lp.device), lp).double().cpu())
             dx = xs - g.x_clean[ri.cpu()].to(xs.device)
             rel_u.append((dx.flatten(1).norm(dim=1) / full[ri]).double().cpu())
