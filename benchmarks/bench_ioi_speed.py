@@ -89,16 +89,24 @@ def default_bases(work: Path) -> list:
     return out
 
 
-def stage(rank_mod, prepare, sm, hp, pairs, bases, ig_steps: int):
-    """The stage's computation (prepare, then each basis's curves): data, curves, seconds."""
-    t = time.perf_counter()
-    data = prepare(sm, hp, pairs, ig_steps)
-    secs = {"prepare": time.perf_counter() - t}
-    curves = {}
+def timed(fn, *args):
+    """``fn(*args)`` and its (wall, CPU) seconds (CPU: this process, every thread)."""
+    t, c = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return out, (time.perf_counter() - t, time.process_time() - c)
+
+
+def stages(old, new, sm, hp, pairs, bases) -> tuple:
+    """Both stages' computations interleaved part by part (prepare, then each basis's
+    curves, old then new), so both see the same load: data, curves and seconds of each."""
+    data, curves, secs = [None, None], [{}, {}], [{}, {}]
+    for i, (_rank, prep) in enumerate((old, new)):
+        data[i], secs[i]["prepare"] = timed(prep, sm, hp, pairs, 2)
     for b in bases:
-        t = time.perf_counter()
-        curves[b.name] = rank_mod.ioi_curves(sm, hp, data, b, "pow2", 64, signed=True)
-        secs[b.name] = time.perf_counter() - t
+        for i, (rank, _prep) in enumerate((old, new)):
+            curves[i][b.name], secs[i][b.name] = timed(
+                rank.ioi_curves, sm, hp, data[i], b, "pow2", 64, True
+            )
     return data, curves, secs
 
 
@@ -130,21 +138,24 @@ def main() -> None:
         bases = [b for b in bases if b.name in args.bases.split(",")]
     bases += full_rotations(bases)
     kinds = {b.name: b.kind for b in bases}
-    old = old_modules()
-    new = types.SimpleNamespace(ioi_curves=ioi_curves)
-    d_old, c_old, s_old = stage(old, sys.modules["old_patching"].prepare, sm, hp, pairs, bases, 2)
-    d_new, c_new, s_new = stage(new, patching.prepare, sm, hp, pairs, bases, 2)
-
-    print("\npart             old s   new s  new/old  states (old, new)")
+    old = (old_modules(), sys.modules["old_patching"].prepare)
+    (d_old, d_new), (c_old, c_new), (s_old, s_new) = stages(
+        old, (types.SimpleNamespace(ioi_curves=ioi_curves), patching.prepare), sm, hp, pairs, bases
+    )
+    print("\npart              wall s: old    new  new/old | CPU s: old    new  new/old | states")
     for k in s_old:
-        st = ("", "") if k == "prepare" else tuple(
-            c[k]["in_sample"].info["states"] for c in (c_old, c_new))  # fmt: skip
-        print(
-            f"{k:15} {s_old[k]:7.1f} {s_new[k]:7.1f} {s_new[k] / s_old[k]:7.2f}x  {st[0]} {st[1]}"
+        st = (
+            ""
+            if k == "prepare"
+            else "{} {}".format(*(c[k]["in_sample"].info["states"] for c in (c_old, c_new)))
         )
-    to, tn = sum(s_old.values()), sum(s_new.values())
-    print(f"{'stage':15} {to:7.1f} {tn:7.1f} {tn / to:7.2f}x   (speed-up {to / tn:.2f}x)")
-
+        (wo, co), (wn, cn) = s_old[k], s_new[k]
+        print(f"{k:15} {wo:13.1f} {wn:6.1f} {wn / wo:7.2f}x | {co:11.1f} {cn:6.1f} "
+              f"{cn / co:7.2f}x | {st}")  # fmt: skip
+    wo, co = (sum(v[j] for v in s_old.values()) for j in (0, 1))
+    wn, cn = (sum(v[j] for v in s_new.values()) for j in (0, 1))
+    print(f"{'stage':15} {wo:13.1f} {wn:6.1f} {wn / wo:7.2f}x | {co:11.1f} {cn:6.1f} "
+          f"{cn / co:7.2f}x | speed-up {wo / wn:.2f}x wall, {co / cn:.2f}x CPU")  # fmt: skip
     print("\nlargest |old - new| over pairs, k and rankings (KL in nats; edits relative / abs)")
     for name in c_old:
         diffs = []
