@@ -13,7 +13,7 @@ import torch
 from autointerp.bases.linear import neuron_basis
 from autointerp.causal import patching
 from autointerp.causal.intervene import decode_with_error, kl_last, last_logprobs
-from autointerp.causal.ioi_forward import PatchedForward
+from autointerp.causal.ioi_forward import PatchedForward, first_edited
 from autointerp.causal.ioi_prompts import ioi_pairs
 from autointerp.causal.ranking import RANKINGS, ioi_curves, pair_orders, top_k_masks
 from autointerp.model import splice
@@ -86,6 +86,12 @@ def test_every_rankings_states_equal_one_full_forward_each(sm, data):
     halves = np.array([p.half for p in data.pairs])
     ks = patching.k_values("pow2", b.n_features)
     sets = [m for r in RANKINGS for m in top_k_masks(pair_orders(a, halves, r, True), ks)]
+    g0 = data.groups[0]
+    c0, _e, d0 = patching._codes(b, g0)
+    firsts = [first_edited(d0, m[g0.rows]) for m in sets]
+    starts = g0.patch.int().argmax(1)
+    assert all((f >= starts).all() for f in firsts)
+    assert any((f > starts).any() for f in firsts)  # small sets of a sparse basis: later
     runs = patching.patched_runs(sm, hp, data, b, sets, batch_size=5)
     plain = patching.patched_runs(sm, hp, data, b, sets, batch_size=64, reuse_prefix=False)
     assert runs.n_states == plain.n_states

@@ -31,7 +31,7 @@ import torch
 
 from autointerp.bases.base import Basis
 from autointerp.causal.intervene import decode_with_error, kl_last
-from autointerp.causal.ioi_forward import PatchedForward, by_start
+from autointerp.causal.ioi_forward import PatchedForward, by_start, first_edited
 from autointerp.causal.patching import Curve, IOIData, _codes, attribution
 from autointerp.causal.ranking import order_of
 from autointerp.causal.summary import boot_idx, curve_readings
@@ -115,7 +115,7 @@ class StateMemo:
                 m = torch.from_numpy(bits.astype(bool)).to(dev)
                 codes = c[ri] + delta[ri] * m[:, None, :].to(c)
                 xs = decode_with_error(self.basis, codes, err[ri])
-                lp = self.fwd.logprobs(gi, g, rc, xs)
+                lp = self.fwd.logprobs(gi, g, rc, xs, first_edited(delta[ri], m))
                 kl = kl_last(g.logp_cf[rc].to(lp.device), lp).double().cpu()
                 dx = xs - g.x_clean[rc].to(xs.device)
                 rel = (dx.flatten(1).norm(dim=1) / full[ri]).double().cpu()
