@@ -9,8 +9,9 @@
 Both prepare the same pairs (the clean / counterfactual runs and the gradient at the
 hookpoint: old at the clean point, new on ``--ig-steps`` path points), timed and added to
 each total.
-Bases: the default suite's from the work dir when there (``--work``), else stand-ins of the
-same shapes: a TopK SAE with random unit decoder rows (4608 features, k = 32), PCA fitted on
+Bases: the committed default run's from the work dir when there (``--work``; found by the
+weights hashes in the run's manifest, :func:`bench_ioi_speed.default_bases`), else stand-ins
+of the same shapes: a TopK SAE with random unit decoder rows (4608 features, k = 32), PCA fitted on
 the prompts' own activations (top-32 codes), the neurons (top-32) and random signed directions
 (top-32). Prints seconds and patched states per basis and in total, old and new, then the new
 curves' matched readings. No assertions.
@@ -41,9 +42,6 @@ from autointerp.model import load_model  # noqa: E402
 HOOK = "blocks.6.hook_resid_post"
 OLD = "e2fb9b7"
 OLD_KS = [1, 2, 4, 8, 16, 32, 64, 128]
-DEFAULT = {"sae-topk": "sae/sae-topk-fea5a642f796", "pca": "bases/pca-7da8816cf5da",
-           "ica": "bases/ica-b0645c550e4e", "neurons": "bases/neurons-887b980c6f47",
-           "random": "bases/random-23f5961e7923"}  # fmt: skip
 
 
 def old_patching() -> types.ModuleType:
@@ -59,15 +57,12 @@ def old_patching() -> types.ModuleType:
 
 
 def load_bases(work: Path, x: torch.Tensor) -> list:
-    if all((work / rel).exists() for rel in DEFAULT.values()):
-        from autointerp.bases.checkpoints import load_checkpoint
-        from autointerp.bases.linear import load_linear
+    from bench_ioi_speed import default_bases  # the committed run's bases, found by hash
 
-        return [
-            load_checkpoint(work / rel, "native", name=n) if n == "sae-topk"
-            else load_linear(work / rel)
-            for n, rel in DEFAULT.items()
-        ]  # fmt: skip
+    try:
+        return default_bases(work)
+    except SystemExit as e:  # not in this cache (another host): stand-ins of the same shapes
+        print(f"{e}; using stand-ins")
     from autointerp.bases.linear import SignedLinearBasis, fit_pca, neuron_basis
     from autointerp.bases.sae import SAE
 

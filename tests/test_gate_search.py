@@ -8,7 +8,13 @@ import numpy as np
 import torch
 
 from autointerp.gate import capture
-from autointerp.gate.alternatives import _ranked, candidate_hookpoints, depth
+from autointerp.gate.alternatives import (
+    _clearly_better,
+    _off_by_one,
+    _ranked,
+    candidate_hookpoints,
+    depth,
+)
 from autointerp.gate.report import Alternative
 
 
@@ -74,3 +80,28 @@ def test_the_deepest_plausible_reading_is_named_not_the_lowest_fvu():
     current = _alt(6, 3.0)
     others = [_alt(6, 0.128, "scaled by sqrt(d)/E||x|| (x 2)"), _alt(5, 0.13), _alt(2, 0.127)]
     assert _ranked(others, current)[0].variant.startswith("scaled")
+
+
+def test_a_label_below_the_trained_layer_is_stopped_and_named_in_one_step():
+    """FVUs of the default run's TopK SAE (trained at blocks.6.hook_resid_post) read at every
+    layer on 256 tokens (benchmarks/results/gate_relabelled_default_sae.txt): relabelled
+    below its layer (5, 4, 3, 2) as above it (7, 9, 20), another reading fits clearly better
+    (the ``alternatives`` check fails) and the reading named is blocks.6 in one step."""
+    fvu = {2: 0.108, 3: 0.113, 4: 0.113, 5: 0.102, 6: 0.0847, 7: 0.133, 9: 0.426, 20: 0.974}
+    for label in (5, 4, 3, 2, 7, 9, 20):
+        current = _alt(label, fvu[label])
+        others = [_alt(i, f) for i, f in fvu.items() if i != label]
+        best = min(others, key=lambda a: a.fvu)
+        assert _clearly_better(best, current), label
+        assert _ranked(others, current)[0].hookpoint == "blocks.6.hook_resid_post", label
+
+
+def test_the_one_layer_hint_follows_the_direction_of_the_mislabel():
+    six = "blocks.6.hook_resid_post"  # = blocks.7.hook_resid_pre = hidden_states[7]
+    deep = _off_by_one(six, "blocks.7.hook_resid_post")  # label one layer too deep
+    assert "hidden_states[7] recorded as layer 7" in deep and "blocks.7.hook_resid_pre" in deep
+    shallow = _off_by_one(six, "blocks.5.hook_resid_post")  # label one layer too shallow
+    assert "recorded as layer" not in shallow
+    assert "hidden_states[7]" in shallow and "label reads hidden_states[6]" in shallow
+    assert _off_by_one(six, "blocks.4.hook_resid_post") == ""  # two layers: no index story
+    assert _off_by_one(six, "blocks.9.hook_resid_post") == ""

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from autointerp.bases.base import Basis
+from autointerp.causal.hook_forward import base_and_head
+from autointerp.errors import AutointerpError
 from autointerp.metrics import _n_skippable, _resume_at
 from autointerp.model import Hookpoint, SubjectModel, run_to_hookpoint, splice
 
@@ -62,12 +64,37 @@ def last_logprobs(
     activation at ``hp`` is ``x`` (the run starts there when ``skip`` > 0). Keeps the graph
     when grad is enabled."""
     ctx = _given(sm, hp, x, skip) if x is not None else contextlib.nullcontext()
+    parts = _base_and_head(sm)
     with ctx:
+        if parts is not None:  # the last position's hidden state [B, d] through the head: one GEMM
+            base, head = parts
+            h = base(input_ids=ids.to(sm.device), use_cache=False).last_hidden_state
+            return F.log_softmax(head(h[:, -1].contiguous()).float(), dim=-1)
         try:
             out = sm.model(input_ids=ids.to(sm.device), use_cache=False, logits_to_keep=1)
         except TypeError:  # models without logits_to_keep
             out = sm.model(input_ids=ids.to(sm.device), use_cache=False)
     return F.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+
+#: families whose causal-LM logits are exactly ``lm_head(final normed hidden state)``
+_PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3", "gpt2"}
+
+
+def _base_and_head(sm: SubjectModel) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """The decoder stack and the unembedding when the logits are just ``head(hidden)`` (no
+    soft-capping or logit scale), else None. With ``logits_to_keep=1`` the model's own head
+    runs a batched matrix-vector product per row (``[B, 1, d]`` against the ``[d, V]`` weight,
+    read once per row); on the 2-D last hidden states it is one matrix product."""
+    cfg = getattr(sm.model, "config", None)
+    if getattr(cfg, "model_type", None) not in _PLAIN_HEAD:
+        return None
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    try:
+        return base_and_head(sm)
+    except AutointerpError:  # no stack / head found: the model's own forward
+        return None
 
 
 def resume_layers(

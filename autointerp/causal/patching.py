@@ -36,6 +36,7 @@ from autointerp.causal.intervene import (
     last_logprobs,
     resume_layers,
 )
+from autointerp.causal.ioi_forward import PatchedForward, first_edited
 from autointerp.causal.ioi_prompts import IOIPair
 from autointerp.model import Hookpoint, SubjectModel, splice
 
@@ -210,17 +211,21 @@ def patched_runs(
     basis: Basis,
     sets: list[torch.Tensor],
     batch_size: int,
+    reuse_prefix: bool = True,
 ) -> Runs:
     """KL(P_cf || P_S) and the edit sizes per feature set S and pair. A set is a bool mask
     ``[F]`` (one set for every pair) or ``[P, F]`` (one per pair). The distinct (pair, state)
     rows of a group are run ``batch_size`` at a time from the hookpoint: two sets that differ
-    only on features whose delta is 0 for that pair give the same state, which runs once."""
+    only on features whose delta is 0 for that pair give the same state, which runs once.
+    Each state runs from its first edited column on over the clean prompt's keys/values
+    (``reuse_prefix``, :class:`~autointerp.causal.ioi_forward.PatchedForward`)."""
+    fwd = PatchedForward(sm, hp, data.skip, reuse_prefix)
     n_sets, n_pairs = len(sets), len(data.pairs)
     kl = np.zeros((n_sets, n_pairs))
     edit = np.zeros((n_sets, n_pairs))
     edit_abs = np.zeros((n_sets, n_pairs))
     n_states = 0
-    for g in data.groups:
+    for gi, g in enumerate(data.groups):
         c, err, delta = _codes(basis, g)
         dev = c.device
         full = (g.x_cf - g.x_clean).flatten(1).norm(dim=1).to(dev)
@@ -243,6 +248,17 @@ def patched_runs(
                     uniq.append((si, r))
                 pick[si, r] = index[key]
         n_states += len(uniq)
+        # states in order of their first edited column: a batch runs from its earliest
+        first = torch.cat([
+            first_edited(delta[ri], masks[si, ri])
+            for si, ri in (torch.tensor(uniq[s : s + 256], device=dev).T
+                           for s in range(0, len(uniq), 256))
+        ])  # fmt: skip
+        run = np.argsort(first.numpy(), kind="stable")
+        first = first[torch.from_numpy(run)]
+        at = np.empty(len(uniq), dtype=np.int64)
+        at[run] = np.arange(len(uniq))
+        uniq, pick = [uniq[i] for i in run], at[pick]
         kl_u, rel_u, abs_u = [], [], []
         for s in range(0, len(uniq), batch_size):
             chunk = uniq[s : s + batch_size]
@@ -250,7 +266,7 @@ def patched_runs(
             ri = torch.tensor([u[1] for u in chunk], device=dev)
             m = masks[si, ri]  # [n, F]
             xs = decode_with_error(basis, c[ri] + delta[ri] * m[:, None, :].to(c), err[ri])
-            lp = last_logprobs(sm, hp, g.clean[ri.cpu()], xs, data.skip)
+            lp = fwd.logprobs(gi, g, ri, xs, first[s : s + batch_size])
             kl_u.append(kl_last(g.logp_cf[ri.cpu()].to(lp.device), lp).double().cpu())
             dx = xs - g.x_clean[ri.cpu()].to(xs.device)
             rel_u.append((dx.flatten(1).norm(dim=1) / full[ri]).double().cpu())

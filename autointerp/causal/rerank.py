@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from autointerp.bases.base import Basis
-from autointerp.causal.intervene import decode_with_error, kl_last, last_logprobs
+from autointerp.causal.intervene import decode_with_error, kl_last
+from autointerp.causal.ioi_forward import PatchedForward, by_start, first_edited
 from autointerp.causal.patching import Curve, IOIData, _codes, attribution
 from autointerp.causal.ranking import order_of
 from autointerp.causal.summary import boot_idx, curve_readings
@@ -65,6 +66,7 @@ class StateMemo:
         self.packed: list[np.ndarray] = []
         self.vals = np.zeros((0, 3))  # kl, relative edit, paper's edit (NaN: not run yet)
         self.n_run = 0
+        self.fwd = PatchedForward(sm, hp, data.skip)
 
     def request(self, rows: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """State ids ``[K, len(rows)]`` of the sets ``masks [K, F]`` on pairs ``rows``
@@ -100,6 +102,7 @@ class StateMemo:
         pair = np.asarray(self.pair, dtype=np.int64)
         for gi, g in enumerate(self.data.groups):
             ids = todo[self.where[pair[todo], 0] == gi]
+            ids = ids[by_start(g, self.where[pair[ids], 1])]  # batches share a first column
             c, err, delta = self.codes[gi]
             dev = c.device
             full = (g.x_cf - g.x_clean).flatten(1).norm(dim=1).to(dev)
@@ -112,7 +115,7 @@ class StateMemo:
                 m = torch.from_numpy(bits.astype(bool)).to(dev)
                 codes = c[ri] + delta[ri] * m[:, None, :].to(c)
                 xs = decode_with_error(self.basis, codes, err[ri])
-                lp = last_logprobs(self.sm, self.hp, g.clean[rc], xs, self.data.skip)
+                lp = self.fwd.logprobs(gi, g, rc, xs, first_edited(delta[ri], m))
                 kl = kl_last(g.logp_cf[rc].to(lp.device), lp).double().cpu()
                 dx = xs - g.x_clean[rc].to(xs.device)
                 rel = (dx.flatten(1).norm(dim=1) / full[ri]).double().cpu()

@@ -31,7 +31,8 @@ fix, e.g. ``the checkpoint was trained at blocks.5.hook_resid_post ... fix: reru
 as its own (0.124 two layers down, 0.115 three down, above) and the layers above clearly
 worse, so the reading named is the simplest, then deepest, of those no other beats clearly
 (:func:`~autointerp.gate.alternatives._ranked`): a label above the trained layer by any
-number of layers is diagnosed in one step (one below it reads about as well, and passes).
+number of layers is diagnosed in one step; so is a label below it wherever the SAE reads
+its own layer clearly better (one it reads within 10% of its own passes).
 
 :func:`gate_plugged_basis` is what a runner calls: it raises :class:`GateError` on failure
 unless ``allow_mismatch`` (then it logs a warning).

@@ -321,11 +321,8 @@ def _diagnose(
         c = f"the checkpoint was trained at {best.hookpoint}, not {report.hookpoint}"
         m, mh = _TL.match(best.hookpoint), _TL.match(here)
         resid = m and mh and "resid" in m.group(2) and "resid" in mh.group(2)
-        if resid and abs(depth(best.hookpoint) - depth(here)) == 1:
-            c += (
-                " (a hidden_states index read as a layer index? hidden_states[i] is "
-                "blocks.i.hook_resid_pre = blocks.{i-1}.hook_resid_post)"
-            )
+        if resid:
+            c += _off_by_one(best.hookpoint, here)
         causes.append(c)
         fixes.append(
             f'rerun with --hookpoint {best.hookpoint} (suite: model.hookpoint = "{best.hookpoint}")'
@@ -372,6 +369,24 @@ def _diagnose(
     if r is not None:
         why += f"; runner-up {r.hookpoint} ({r.variant}) FVU {r.fvu:.3g}"
     return f"{cause} ({why})", fix
+
+
+def _off_by_one(best: str, here: str) -> str:
+    """The index confusion a one-layer residual mislabel suggests, by its direction ("" for
+    any other pair): a label one layer deep is ``hidden_states[j]`` recorded as layer ``j``
+    (it is ``blocks.{j-1}.hook_resid_post``); one layer shallow is the other way round."""
+    j, i = _hidden_index(best), _hidden_index(here)
+    if j is None or i is None or abs(i - j) != 1:
+        return ""
+    if i == j + 1:
+        return (
+            f" (hidden_states[{j}] recorded as layer {j}? hidden_states[{j}] is "
+            f"blocks.{j}.hook_resid_pre = {best})"
+        )
+    return (
+        f" (a layer index one too low? {best} = blocks.{j}.hook_resid_pre = hidden_states[{j}], "
+        f"the label reads hidden_states[{i}])"
+    )
 
 
 def basis_factor(basis: Basis) -> float:
