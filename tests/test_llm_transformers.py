@@ -241,6 +241,35 @@ def test_shared_prefix_batch_equals_one_prompt_at_a_time(tiny_dir):
             assert x.keys() == y.keys()
 
 
+def test_cached_prefixes_hold_only_their_own_keys_and_values(tiny_dir):
+    """The prefix LRU keeps each prefix's own tokens: an entry that were a view of the padded
+    batch would keep the whole batch's keys/values alive (a run's score stage grew by GiBs)."""
+    cl = _client(tiny_dir)
+    short, long = [1, 2, 3], list(range(1, 41))
+    got = cl._prefix_states([short, long])
+    for (kv, rows), p in zip(got, (short, long), strict=True):
+        assert rows.shape[0] == len(p)
+        assert rows.untyped_storage().nbytes() == rows.numel() * rows.element_size()
+        for k, v in kv:
+            assert k.shape[2] == len(p)
+            for t in (k, v):
+                assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
+def test_prefix_cache_is_bounded_by_bytes(tiny_dir, monkeypatch):
+    from autointerp.llm import transformers_prompt as tp
+
+    cl = _client(tiny_dir)
+    one = tp._entry_bytes(cl._prefix_states([[1, 2, 3, 4]])[0])
+    monkeypatch.setattr(tp, "PREFIX_BYTES", 3 * one)
+    for i in range(6):  # same-length prefixes: each entry holds `one` bytes
+        cl._prefix_states([[5 + i, 2, 3, 4]])
+    assert len(cl._prefixes) == 3
+    assert list(cl._prefixes)[-1] == (10, 2, 3, 4)  # the newest are kept
+    cl._prefix_states([[20 + i, 2, 3, 4] for i in range(5)])  # one call's own prefixes stay
+    assert len(cl._prefixes) == 5
+
+
 def test_concurrent_greedy_chats_are_one_batch_with_the_same_answers(tiny_dir):
     msgs = [[{"role": "user", "content": t}] for t in ("hi", "a longer question here", "xyz")]
 

@@ -27,7 +27,16 @@ from autointerp.llm.transformers_base import TorchClientBase
 from autointerp.llm.types import PromptLogprobs, Usage
 
 _CHUNK = 256  # positions through the LM head at a time (bounds the logits' memory)
-PREFIX_CACHE = 128  # prefixes whose keys/values are kept (~25 KB per token for SmolLM2-135M)
+PREFIX_CACHE = 128  # prefixes whose keys/values are kept at most
+#: ... and their bytes at most: SmolLM2-135M's keys/values are ~46 KB a token, so 128 prefixes
+#: of a long instruction (~250 tokens) would hold 1.4 GiB (the PMI prompts' ~40 take ~0.2 GiB)
+PREFIX_BYTES = 384 << 20
+
+
+def _entry_bytes(entry: tuple[list | None, Any]) -> int:
+    """Bytes one cached prefix holds: its keys/values and its rows."""
+    kv, rows = entry
+    return rows.nbytes + sum(k.nbytes + v.nbytes for k, v in kv or [])
 
 
 def prefix_groups(seqs: list[list[int]], min_shared: int) -> list[tuple[int, list[int]]]:
@@ -177,20 +186,28 @@ class PromptPasses(TorchClientBase):
             )
             rows = out.logits if head is None else out.last_hidden_state
             layers = list(returned_cache(out))
+            # each entry is copied out of the padded batch: a view would keep the whole
+            # batch's keys/values (and rows) alive for as long as any of its prefixes is cached
             for b, p in enumerate(new):
                 kv: list | None = []
                 for k, v, *sliding in layers:
                     if sliding and sliding[0] is not None:  # windows count cache slots
                         kv = None
                         break
-                    kv.append((k[b : b + 1, :, : len(p)], v[b : b + 1, :, : len(p)]))
-                self._prefixes[p] = (kv, rows[b, : len(p)])
+                    kv.append(
+                        (k[b : b + 1, :, : len(p)].clone(), v[b : b + 1, :, : len(p)].clone())
+                    )
+                self._prefixes[p] = (kv, rows[b, : len(p)].clone())
         got = []
         for p in map(tuple, prefixes):
             self._prefixes.move_to_end(p)
             got.append(self._prefixes[p])
-        while len(self._prefixes) > max(PREFIX_CACHE, len(prefixes)):
-            self._prefixes.popitem(last=False)
+        keep = max(PREFIX_CACHE, len(prefixes))
+        size = sum(_entry_bytes(e) for e in self._prefixes.values())
+        while len(self._prefixes) > len(prefixes) and (
+            len(self._prefixes) > keep or size > PREFIX_BYTES
+        ):
+            size -= _entry_bytes(self._prefixes.popitem(last=False)[1])
         return got
 
     def _prepare(self, prompt: str, only_at: list[int] | None) -> tuple:
