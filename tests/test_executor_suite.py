@@ -163,7 +163,7 @@ def _suite_dict(tmp_path: Path, llm_url: str | None = None) -> dict:
         sm.model.save_pretrained(words)
         sm.tokenizer.save_pretrained(words)
     text = tmp_path / "words.txt"
-    text.write_text("The cat sat on the mat . A dog ran to 12 red doors . " * 200)
+    text.write_text("The cat sat on the mat . A dog ran to 12 red doors . " * 1600)
     d["name"] = "tinysuite"
     d["model"] = {"name": str(words), "hookpoint": HOOKS[1]}
     d["corpus"]["source"] = str(text)
@@ -172,6 +172,10 @@ def _suite_dict(tmp_path: Path, llm_url: str | None = None) -> dict:
                 "ranking_bootstrap": 2},
         "attribution": {"n_tokens": 64},
     }  # fmt: skip
+    # metrics items long enough (one row per pass) for the kill test's watcher to catch one
+    # running on a loaded host: on 64 tokens in one batch an item ends before it is seen
+    d["corpus"]["n_tokens"] = 16384
+    d["metrics"] = {"n_tokens": 4096, "ablations": ["zero"], "batch_size": 1}
     if llm_url is not None:
         llm = {"backend": "openai", "model": "fault", "base_url": llm_url, "max_concurrency": 4}
         d["llm"] = {"explainer": llm, "simulator": llm, "scorer": llm}
