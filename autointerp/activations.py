@@ -1,15 +1,20 @@
 """Activation caching: tokens ``[n_rows, T]`` -> activations ``[n_rows, T, d]`` on disk.
 
 Stored as a ``.npy`` file (float32) and memory-mapped, so later stages stream over it without
-holding it in RAM. The forward pass stops right after the hooked layer. Written to a temp file
-and renamed when complete, so a killed run never leaves a half-written cache behind.
+holding it in RAM: the map drops the pages it has read from this process (they stay in the OS
+page cache) whenever it hands out a copy, so a pass over the file does not leave the whole file
+resident in the process (:class:`PagedActs`). The forward pass stops right after the hooked
+layer. Written to a temp file and renamed when complete, so a killed run never leaves a
+half-written cache behind.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +23,32 @@ from tqdm.auto import tqdm
 from autointerp.errors import AutointerpError
 from autointerp.journal import disk_error
 from autointerp.model import Hookpoint, SubjectModel, run_to_hookpoint
+
+
+def drop_pages(a: np.ndarray) -> None:
+    """Unmap the pages of ``a``'s memory map from this process (``MADV_DONTNEED``): on a
+    shared file mapping the data stays in the page cache (dirty pages are still written back),
+    so a later read faults the page in again from there. No-op for an array without a map or
+    where the platform lacks ``madvise``."""
+    mm = getattr(a, "_mmap", None)
+    if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+class PagedActs(np.memmap):
+    """A read-only activations map that does not keep what it has read resident: each index
+    that returns a copy (fancy indexing: ``acts[rows]``, ``acts[r, p]``) first drops the map's
+    pages from this process, so a stage streaming over the file holds about one batch of it
+    instead of all of it (the whole file counted in the run's peak memory otherwise). Slices
+    are views, as for any memmap."""
+
+    def __getitem__(self, idx: Any) -> Any:
+        out = super().__getitem__(idx)
+        if isinstance(out, np.memmap) and out._mmap is None:  # a copy: a plain array
+            out = out.view(np.ndarray)
+            if out.nbytes >= 2**20:
+                drop_pages(self)
+        return out
 
 
 def load_activations(path: str | Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -29,6 +60,7 @@ def load_activations(path: str | Path, shape: tuple[int, ...] | None = None) -> 
         acts = np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as e:
         raise AutointerpError(f"activation cache {path} is unreadable ({e}); {fix}") from None
+    acts = acts.view(PagedActs)
     if shape is not None and tuple(acts.shape[: len(shape)]) != tuple(shape):
         raise AutointerpError(
             f"activation cache {path} has shape {acts.shape}, expected {shape} + (d,); {fix}"
@@ -92,6 +124,7 @@ def _fill(out, sm, hp, tokens, batch_size: int, progress: bool) -> None:
         ids = torch.from_numpy(tokens[i : i + batch_size].astype(np.int64))
         acts = run_to_hookpoint(sm, hp, ids)
         out[i : i + len(ids)] = acts.float().cpu().numpy()
+        drop_pages(out)  # written pages go to the page cache, not this process's peak
     out.flush()
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.util
 import logging
 import re
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from autointerp.errors import AutointerpError, HookpointError
+from autointerp.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,6 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as e:
         raise AutointerpError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from e
-
-
-def cache_dir() -> Path:
-    """``$AUTOINTERP_CACHE_DIR`` or the user cache dir (dequantised models, activations, LLM
-    response cache)."""
-    import os
-
-    import platformdirs
-
-    p = Path(os.environ.get("AUTOINTERP_CACHE_DIR") or platformdirs.user_cache_dir("autointerp"))
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def smollm2_gguf_path() -> Path:
@@ -285,8 +273,11 @@ def fast_gguf_parsing() -> Iterator[None]:
 
 
 def _gguf_cache_path(gpath: Path) -> Path:
-    key = hashlib.sha256(f"{gpath.resolve()}:{gpath.stat().st_size}".encode()).hexdigest()[:16]
-    return cache_dir() / "models" / f"{gpath.stem}-{key}"
+    """Where ``gpath``'s dequantised copy is kept: keyed by the file's contents (hashed once
+    per path, size and mtime), so every clone or venv holding the same GGUF shares one copy."""
+    from autointerp.bases.fingerprint import file_hash
+
+    return cache_dir() / "models" / f"{gpath.stem}-{file_hash(gpath)[:16]}"
 
 
 # --------------------------------------------------------------------------- hookpoints

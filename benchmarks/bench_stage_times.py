@@ -3,8 +3,10 @@
     python benchmarks/bench_stage_times.py RUN_DIR [REFERENCE.json ...] [--loaded S1,S2]
 
 RUN_DIR is a finished run (its ``manifest.json`` holds each stage's seconds and the run's peak
-memory); each REFERENCE is a JSON file ``{"source", "host", "stages": {stage: seconds}}`` of an
-earlier measurement. ``--loaded`` names stages of this run that other work shared the CPU
+memory, the high-water mark after each stage — the first stage whose figure jumps set it —
+and, in runs made since it was recorded, each stage's own peak); each REFERENCE is a JSON
+file ``{"source", "host", "stages": {stage: seconds}}`` of an earlier measurement.
+``--loaded`` names stages of this run that other work shared the CPU
 with (marked ``*``; a second sum leaves them out of every column, so the ratio compares only
 stages measured idle) (``benchmarks/results/stage_times_*_before.json``: the committed run before
 this change on the Intel host, and the fresh-clone AMD measurement). Prints one column per
@@ -31,6 +33,14 @@ DEFAULT_REFS = (
 def _run_times(run_dir: Path) -> tuple[dict[str, float], dict]:
     man = json.loads((run_dir / "manifest.json").read_text())
     stages = {r["stage"]: float(r["seconds"]) for r in man.get("stages") or [] if "stage" in r}
+    man["_peaks"] = {
+        r["stage"]: r["peak_rss_mib"] for r in man.get("stages") or [] if r.get("peak_rss_mib")
+    }
+    man["_own"] = {
+        r["stage"]: r["stage_peak_rss_mib"]
+        for r in man.get("stages") or []
+        if r.get("stage_peak_rss_mib")
+    }
     first = man.get("timings_first_run")  # the run's first (cold) invocation, per stage
     if isinstance(first, dict):
         stages.update({k: float(v) for k, v in first.items() if k in stages})
@@ -56,7 +66,11 @@ def main(argv: list[str]) -> None:
     for name, host, src, _ in cols:
         print(f"{name}: {host}; {src}")
     stages = list(dict.fromkeys([*times, *(s for *_, st in cols for s in st)]))
+    peaks = man["_peaks"]
     head = ["stage", *(c[0] for c in cols), "this run", f"{cols[-1][0]} / this run"]
+    own = man["_own"]
+    head += ["this run: peak MiB after"] if peaks else []
+    head += ["this run: the stage's own peak MiB"] if own else []
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     tot = [0.0] * (len(cols) + 1)
@@ -70,15 +84,19 @@ def main(argv: list[str]) -> None:
         ratio = f"{ref / now:.2f}x" if ref and now else ""
         cells = [f"{v:.0f}" if v is not None else "" for v in vals]
         mark = " *" if s in loaded else ""
-        print(f"| {s}{mark} | " + " | ".join(cells) + f" | {ratio} |")
+        mem = (f" {peaks[s]:,.0f} |" if s in peaks else " |") if peaks else ""
+        mem += (f" {own[s]:,.0f} |" if s in own else " |") if own else ""
+        print(f"| {s}{mark} | " + " | ".join(cells) + f" | {ratio} |" + mem)
     ratio = f"{tot[-2] / tot[-1]:.2f}x" if tot[-1] else ""
-    print("| **sum of stages** | " + " | ".join(f"{t:.0f}" for t in tot) + f" | {ratio} |")
+    pad = " |" * (bool(peaks) + bool(own))
+    print("| **sum of stages** | " + " | ".join(f"{t:.0f}" for t in tot) + f" | {ratio} |" + pad)
     if loaded:
         ratio = f"{idle[-2] / idle[-1]:.2f}x" if idle[-1] else ""
         print(
             "| **sum without the * stages** | "
             + " | ".join(f"{t:.0f}" for t in idle)
             + f" | {ratio} |"
+            + pad
         )
         print(f"* this run shared the CPU with other work during: {', '.join(sorted(loaded))}")
     peak = man.get("peak_rss_mib") or {}

@@ -114,10 +114,15 @@ def test_ablation_effects_with_prefix_reuse_match_full_passes(tiny_model, batch_
 def test_summary_reports_peak_memory():
     peak = peak_rss_mib()
     assert peak["self"] is not None and peak["self"] > 10  # a Python with torch: > 10 MiB
-    rows = [{"stage": "tokens", "seconds": 1.25, "status": "computed", "peak_rss_mib": 321.0}]
+    rows = [
+        {"stage": "tokens", "seconds": 1.25, "status": "computed", "peak_rss_mib": 321.0,
+         "stage_peak_rss_mib": 300.4},
+        {"stage": "split", "seconds": 0.5, "status": "ran", "peak_rss_mib": 321.0},
+    ]  # fmt: skip
     text = format_summary(rows, 2.0, peak)
     lines = text.splitlines()
-    assert "peak MiB" in lines[1]
-    assert lines[2].split()[:3] == ["tokens", "1.2", "321"]
+    assert "peak MiB" in lines[1] and "own MiB" in lines[1]
+    assert lines[2].split()[:4] == ["tokens", "1.2", "321", "300"]
+    assert lines[3].split()[:4] == ["split", "0.5", "321", "ran"]
     assert lines[-1].split()[0] == "total" and f"peak RSS {peak['self']:.0f} MiB" in lines[-1]
     assert np.isfinite(peak["self"])

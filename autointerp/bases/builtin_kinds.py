@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from autointerp.bases.base import Basis
 from autointerp.bases.kinds import BasisBuild, BasisKind, register_basis_kind
@@ -88,7 +89,8 @@ def build_sae(b: BasisBuild) -> Basis:
 
 
 def build_pca(b: BasisBuild) -> Basis:
-    return fit_pca(b.fit_tokens(10**9), k=b.k, name=b.cfg.label)
+    x = b.fit_tokens(10**9, torch.float64)  # its own float64 copy, centred in place
+    return fit_pca(x, k=b.k, name=b.cfg.label, overwrite=True)
 
 
 def build_ica(b: BasisBuild) -> Basis:

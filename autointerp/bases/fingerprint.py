@@ -59,7 +59,7 @@ def _file_hash(path: Path) -> str:
 
 def _disk_cache() -> Path | None:
     try:
-        from autointerp.model import cache_dir
+        from autointerp.paths import cache_dir
 
         return cache_dir() / "file-hashes"
     except Exception:  # no writable cache dir: hash every time

@@ -45,7 +45,9 @@ class BasisBuild:
     progress: bool
     first_sae: Basis | None  # the first basis of a reference kind, if any
     built: list[Basis]  # the bases built before this one
-    fit_tokens: Callable[[int], torch.Tensor]  # up to n non-special fit-row activations (seeded)
+    #: up to n non-special fit-row activations (seeded); float32 by default and shared,
+    #: another dtype a fresh copy the caller owns
+    fit_tokens: Callable[..., torch.Tensor]
     density: Callable[[Basis], np.ndarray]  # a built basis's firing density over the corpus
     acts_hash: str
     model_name: str

@@ -80,9 +80,14 @@ class SignedLinearBasis(Basis):
         return {"E": self.E, "D": self.D, "mu": self.mu}
 
 
-def fit_pca(x: torch.Tensor, *, k: int | None, name: str = "pca") -> SignedLinearBasis:
-    """PCA on ``x`` (centred); all ``d`` components, orthonormal so D = E^T."""
-    xc = x.double()  # one float64 copy, centred in place (the same numbers as ``x - mu``)
+def fit_pca(
+    x: torch.Tensor, *, k: int | None, name: str = "pca", overwrite: bool = False
+) -> SignedLinearBasis:
+    """PCA on ``x`` (centred); all ``d`` components, orthonormal so D = E^T. ``overwrite``:
+    a float64 ``x`` is centred in place instead of copied (the caller's copy is spent)."""
+    inplace = overwrite and x.dtype == torch.float64
+    # one float64 copy (or x itself), centred in place: the same numbers as ``x - mu``
+    xc = x if inplace else x.to(torch.float64, copy=True)
     mu = xc.mean(0)
     xc -= mu
     cov = xc.T @ xc / max(1, len(xc) - 1)

@@ -28,7 +28,12 @@ from typing import Any
 from autointerp.errors import ConfigError
 from autointerp.journal import RunLock, sync_pending
 from autointerp.results import stable_hash
-from autointerp.run.memory import peak_rss_mib
+from autointerp.run.memory import (
+    peak_rss_mib,
+    release_free_memory,
+    start_window,
+    window_peak_mib,
+)
 from autointerp.run.stage import Artifact, Stage, StageContext, StageReport
 from autointerp.run.store import RunStore
 
@@ -67,16 +72,18 @@ def format_summary(
     rows: list[dict[str, Any]], total: float, peak: dict[str, Any] | None = None
 ) -> str:
     """The per-stage time summary: stage, seconds, the process's peak resident memory after
-    it (MiB, a high-water mark), what happened (computed / cached / ...); the total line
-    ends with the run's peak memory (``peak``: :func:`~autointerp.run.memory.peak_rss_mib`)."""
+    it (MiB, a high-water mark), the stage's own peak (where the platform can tell), what
+    happened (computed / cached / ...); the total line ends with the run's peak memory
+    (``peak``: :func:`~autointerp.run.memory.peak_rss_mib`)."""
     w = max([len("stage"), *(len(r["stage"]) for r in rows)]) + 2
     lines = [
         "stage times (this invocation):",
-        f"  {'stage':<{w}}{'seconds':>8}{'peak MiB':>10}  status",
+        f"  {'stage':<{w}}{'seconds':>8}{'peak MiB':>10}{'own MiB':>9}  status",
     ]
     for r in rows:
-        mem = r.get("peak_rss_mib")
+        mem, own = r.get("peak_rss_mib"), r.get("stage_peak_rss_mib")
         cell = f"{mem:>10.0f}" if mem is not None else f"{'':>10}"
+        cell += f"{own:>9.0f}" if own is not None else f"{'':>9}"
         lines.append(f"  {r['stage']:<{w}}{r['seconds']:>8.1f}{cell}  {r['status']}")
     tail = f"  {'total':<{w}}{total:>8.1f}"
     if peak and peak.get("self") is not None:
@@ -216,6 +223,7 @@ class Runner:
         return ctx
 
     def _run_stage(self, i: int, st: Stage) -> None:
+        own = start_window()
         t0 = time.perf_counter()
         ctx = self._context(st)
         inputs, report = ctx.inputs, ctx.report
@@ -235,6 +243,8 @@ class Runner:
             report.ran = True
         report.seconds = time.perf_counter() - t0
         report.peak_rss_mib = peak_rss_mib()["self"]
+        report.stage_peak_rss_mib = window_peak_mib() if own else None
+        release_free_memory()
         self.values[st.name] = value
         if ctx.hash is not None:
             self.hashes[st.name] = ctx.hash

@@ -166,6 +166,7 @@ class StageReport:
     ran: bool = False  # computed without a cache (glue, outputs)
     reused_items: list[str] = field(default_factory=list)  # items' names, when reused
     peak_rss_mib: float | None = None  # the process's resident high-water mark after the stage
+    stage_peak_rss_mib: float | None = None  # the highest resident size during this stage
 
     @property
     def status(self) -> str:
@@ -197,6 +198,11 @@ class StageReport:
             "reused": self.reused,
             **({"reused_items": list(self.reused_items)} if self.reused_items else {}),
             **({"peak_rss_mib": self.peak_rss_mib} if self.peak_rss_mib is not None else {}),
+            **(
+                {"stage_peak_rss_mib": self.stage_peak_rss_mib}
+                if self.stage_peak_rss_mib is not None
+                else {}
+            ),
         }
 
 

@@ -41,8 +41,11 @@ class BasisCodec(FileCodec):
         return self.kind.load(path)
 
 
-def fit_tokens(acts, mask, fit_rows, n: int, seed: int) -> torch.Tensor:
-    """Up to ``n`` non-special activations from the fit rows (seeded subsample)."""
+def fit_tokens(
+    acts, mask, fit_rows, n: int, seed: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Up to ``n`` non-special activations from the fit rows (seeded subsample), as ``dtype``
+    (float64 holds the same values exactly: PCA's copy, made without a float32 one)."""
     keep = ~mask[fit_rows]  # [rows, T]
     total = int(keep.sum())
     take = None
@@ -50,7 +53,7 @@ def fit_tokens(acts, mask, fit_rows, n: int, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
         take = torch.randperm(total, generator=g)[:n].sort().values.numpy()
     # filled in place, 256 rows at a time: no list of pieces and no second full copy
-    x = torch.empty((total if take is None else len(take), acts.shape[-1]), dtype=torch.float32)
+    x = torch.empty((total if take is None else len(take), acts.shape[-1]), dtype=dtype)
     at = got = 0
     for s in range(0, len(fit_rows), 256):
         r = fit_rows[s : s + 256]
@@ -131,7 +134,13 @@ def build_bases(ctx: StageContext, inputs: dict[str, Any], only: str | None = No
         raise ConfigError(f"bases: duplicate names {sorted(dup)}; give each a distinct `name`")
     fits: dict[int, torch.Tensor] = {}
 
-    def fit_x(n: int) -> torch.Tensor:
+    def fit_x(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """float32: kept for the next basis that asks. Another dtype (PCA's float64): a fresh
+        copy the caller may overwrite, made after the kept ones are let go (they are rebuilt
+        from the map in about a second), so the two copies never coexist."""
+        if dtype != torch.float32:
+            fits.clear()
+            return fit_tokens(acts, mask, split.fit_rows, n, suite.seed, dtype)
         if n not in fits:
             fits[n] = fit_tokens(acts, mask, split.fit_rows, n, suite.seed)
         return fits[n]
