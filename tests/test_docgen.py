@@ -67,9 +67,17 @@ def repo(tmp_path):
     ]
     m["wall_time_s"] = 44.0
     (rd / "manifest.json").write_text(json.dumps(m))
-    cols = StageColumns("ioi", [ColumnDoc("ioi_edit_half_kl", "edit at half KL", "lower")])
+    cols = StageColumns(
+        "ioi",
+        [
+            ColumnDoc("ioi_edit_half_kl", "edit at half KL", "lower"),
+            ColumnDoc("ioi_kl_k16", "KL at k = 16", "lower"),
+        ],
+    )
     cols.set("sae", "ioi_edit_half_kl", Cell(0.4712, 0.41, 0.52, 64))
     cols.set("pca", "ioi_edit_half_kl", Cell.undefined("never reaches half the KL"))
+    cols.set("sae", "ioi_kl_k16", Cell.undefined("a reason; with a semicolon: kept whole"))
+    cols.set("pca", "ioi_kl_k16", Cell(1.5, 1.2, 1.8, 64))
     save_columns(rd, cols)
     (tmp_path / "README.md").write_text(DOC)
     return tmp_path, rd
@@ -90,14 +98,18 @@ def test_stage_column_cells_and_the_causal_and_minus_tables(repo):
     run_docs(root)
     text = (root / "README.md").read_text()
     assert "-->0.471 [0.410, 0.520]<!--" in text and "-->undefined<!--" in text
-    assert text.count("| sae | sae | 0.471 [0.410, 0.520] n=64 |") == 2
-    assert "- pca: ioi_edit_half_kl: never reaches half the KL" in text
+    assert text.count("| sae | sae | 0.471 [0.410, 0.520] n=64 | undefined |") == 1
+    assert text.count("| sae | sae | 0.471 [0.410, 0.520] n=64 |\n") == 1
+    assert text.count("- pca: ioi_edit_half_kl: never reaches half the KL\n") == 2
+    # the whole table lists every undefined cell (a reason holding "; " kept whole); the
+    # table of one column lists only that column's reasons
+    assert text.count("- sae: ioi_kl_k16: a reason; with a semicolon: kept whole\n") == 1
     t = report.leaderboard_table([report.load_run(rd)])
     r = report.leaderboard_table([report.load_run(root / "results" / "demo-random" / "run-2")])
     sae_t = t.table.filter(t.table["basis"] == "sae")["sim_score"][0]
     sae_r = r.table.filter(r.table["basis"] == "sae")["sim_score"][0]
     line = next(x for x in text.splitlines() if x.startswith("| sae | ") and "[" in x and
-                x.count("|") == 5)  # fmt: skip
+                x.count("|") == 5 and "n=64" not in x)  # fmt: skip
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[1:3] == [f"{sae_t:.3f}", f"{sae_r:.3f}"]
     assert cells[3].startswith(f"{sae_t - sae_r:.3f} [")

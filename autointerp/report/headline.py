@@ -302,10 +302,8 @@ def _lift_reason(r: dict[str, Any], has_null: bool) -> str:
 
 
 def _stage_reason(row: dict[str, Any], col: str) -> str:
-    for part in (row.get(stage_cols.UNDEFINED) or "").split("; "):
-        if part.startswith(f"{col}: "):
-            return part[len(col) + 2 :]
-    return f"no {col} for this basis"
+    why = stage_cols.reasons_of(row.get(stage_cols.UNDEFINED)).get(col)
+    return why if why is not None else f"no {col} for this basis"
 
 
 def _order(r: dict[str, Any]) -> tuple[int, float]:

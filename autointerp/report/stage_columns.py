@@ -5,6 +5,8 @@ HTML show them in a second table, "Causal and output-side" (HTML: ``html_page``)
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import polars as pl
@@ -92,16 +94,34 @@ def shown(df: pl.DataFrame, docs: dict[str, ColumnDoc]) -> list[ColumnDoc]:
     return out
 
 
-def undefined_lines(df: pl.DataFrame) -> list[str]:
-    """``basis: column: reason; ...`` per row with undefined stage cells."""
+#: where one ``column: reason`` of ``stage_undefined`` ends and the next begins
+_NEXT_REASON = re.compile(r"; (?=[A-Za-z_][A-Za-z0-9_]*: )")
+
+
+def reasons_of(text: str | None) -> dict[str, str]:
+    """``{column: reason}`` from a row's ``stage_undefined`` (``column: reason; ...``)."""
+    out = {}
+    for part in _NEXT_REASON.split(text or ""):
+        col, sep, why = part.partition(": ")
+        if sep:
+            out[col] = why
+    return out
+
+
+def undefined_lines(df: pl.DataFrame, columns: Iterable[str] | None = None) -> list[str]:
+    """``basis: column: reason; ...`` per row with undefined stage cells; with ``columns``
+    only those columns' reasons (a table of a few columns lists only its own cells)."""
     if UNDEFINED not in df.columns:
         return []
+    want = None if columns is None else set(columns)
     multi = "run" in df.columns and df["run"].n_unique() > 1
-    return [
-        f"{r['run'] + '/' if multi else ''}{r['basis']}: {r[UNDEFINED]}"
-        for r in df.iter_rows(named=True)
-        if r.get(UNDEFINED)
-    ]
+    out = []
+    for r in df.iter_rows(named=True):
+        why = reasons_of(r.get(UNDEFINED))
+        parts = [f"{c}: {w}" for c, w in why.items() if want is None or c in want]
+        if parts:
+            out.append(f"{r['run'] + '/' if multi else ''}{r['basis']}: {'; '.join(parts)}")
+    return out
 
 
 def markdown(df: pl.DataFrame, docs: dict[str, ColumnDoc]) -> list[str]:
@@ -122,7 +142,7 @@ def markdown(df: pl.DataFrame, docs: dict[str, ColumnDoc]) -> list[str]:
         cells += [fmt_cell(r, c) for c in cols]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     lines.append("")
-    und = list(dict.fromkeys(undefined_lines(df)))
+    und = list(dict.fromkeys(undefined_lines(df, [c.name for c in cols])))
     if und:
         lines += ["Undefined causal / output-side cells and why:", ""]
         lines += [f"- {u}" for u in und] + [""]
