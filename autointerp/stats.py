@@ -408,7 +408,7 @@ def _exact_p(groups: list[tuple[np.ndarray, np.ndarray, float]], diff: float) ->
     return hits / total
 
 
-def stratified_lift(
+def stratified_lift_draws(
     scores_a: Sequence[float | None],
     density_a: Sequence[float | None],
     scores_null: Sequence[float | None],
@@ -419,8 +419,9 @@ def stratified_lift(
     level: float = DEFAULT_LEVEL,
     seed: int = 0,
     min_null: int = MIN_NULL_PER_BIN,
-) -> StratifiedLift:
-    """Lift of ``a`` over a null re-weighted to ``a``'s firing-density distribution.
+) -> tuple[StratifiedLift, np.ndarray]:
+    """Lift of ``a`` over a null re-weighted to ``a``'s firing-density distribution, and its
+    ``n_boot`` bootstrap draws (empty where the lift is undefined).
 
     Both groups are binned by density (``edges``, default decades) and bins holding fewer than
     ``min_null`` null features are merged with their neighbours (:func:`merge_bins`). The
@@ -455,9 +456,8 @@ def stratified_lift(
     nan = math.nan
     if not strata:
         why = f"the null has {len(b)} scored features with a density, fewer than {min_null}"
-        return StratifiedLift(
-            nan, nan, nan, nan, nan, nan, 0, 0, len(a), ea + eb, reason=why
-        )  # fmt: skip
+        undefined = StratifiedLift(nan, nan, nan, nan, nan, nan, 0, 0, len(a), ea + eb, reason=why)
+        return undefined, np.zeros(0)
     of = np.full(n_bins, -1, dtype=int)
     for i, ks in enumerate(strata):
         of[ks] = i
@@ -468,7 +468,7 @@ def stratified_lift(
         return StratifiedLift(
             nan, nan, nan, nan, nan, nan, 0, 0, 0, ea + eb, labels, n_merged,
             reason="no basis feature with a score and a density",
-        )  # fmt: skip
+        ), np.zeros(0)  # fmt: skip
     used = sorted(set(sa.tolist()))
     groups = [(a[sa == k], b[sb == k], float((sa == k).mean())) for k in used]
     mean_null = sum(wk * float(bk.mean()) for _, bk, wk in groups)
@@ -495,4 +495,15 @@ def stratified_lift(
     return StratifiedLift(
         diff, lo, hi, min(1.0, p), float(a.mean()), mean_null, len(a), n_null, 0, ea + eb,
         labels, n_merged, exact,
-    )  # fmt: skip
+    ), boot  # fmt: skip
+
+
+def stratified_lift(
+    scores_a: Sequence[float | None],
+    density_a: Sequence[float | None],
+    scores_null: Sequence[float | None],
+    density_null: Sequence[float | None],
+    **kw: Any,
+) -> StratifiedLift:
+    """:func:`stratified_lift_draws` without the draws (the same arguments)."""
+    return stratified_lift_draws(scores_a, density_a, scores_null, density_null, **kw)[0]

@@ -12,7 +12,7 @@ from synthetic_runs import score, write_run
 from autointerp import report, stats
 from autointerp.columns import Cell, ColumnDoc, StageColumns, save_columns
 from autointerp.diagnostics import distinct_among, duplicate_pairs
-from autointerp.report.compare import compare_runs
+from autointerp.report.compare import compare_runs, stratified_draws
 from autointerp.stats import _bin_of, merge_bins, stratified_lift
 
 BASES = [("sae", "sae", 16), ("random", "random", 16)]
@@ -157,3 +157,26 @@ def test_minus_has_per_feature_cis_for_ablation_and_output(tmp_path):
     assert kl["note"] == "bootstrap, 3 vs 2 features"
     out = rows["output_score"]
     assert out["difference"] == pytest.approx(1.5 - 0.5) and out["note"].endswith("2 vs 3 features")
+
+
+def test_minus_lift_vs_random_dirs_has_a_ci_from_both_runs_strata(tmp_path):
+    """The headline lift's difference gets a CI: each run's stratified bootstrap draws (the
+    ones behind its own CI) subtracted draw by draw, drawn independently for the two runs."""
+    t, r = _run(tmp_path / "t" / "r"), _run(tmp_path / "r" / "r")
+    run_t, run_r = report.load_run(t), report.load_run(r)
+    diffs = {d.basis: d for d in compare_runs(run_t, run_r, n_boot=2000)}
+    row = next(x for x in diffs["sae"].table.to_dicts() if x["column"] == "lift_vs_random_dirs")
+    own = report.leaderboard_table([run_t], n_boot=2000).table
+    sae = own.filter(own["basis"] == "sae").row(0, named=True)
+    # the draws reproduce the run's own cell and CI
+    draws = stratified_draws(run_t, "sae", sae["method"], n_boot=2000, seed=0)
+    assert np.quantile(draws, [0.025, 0.975]) == pytest.approx(
+        [sae["lift_vs_random_dirs_ci_low"], sae["lift_vs_random_dirs_ci_high"]]
+    )
+    # the same data in both runs: difference 0, a CI around it about sqrt(2) times as wide as
+    # one run's (the same draws in both runs would give [0, 0])
+    assert row["difference"] == pytest.approx(0.0)
+    assert row["note"].startswith("bootstrap within density strata")
+    width = sae["lift_vs_random_dirs_ci_high"] - sae["lift_vs_random_dirs_ci_low"]
+    assert row["ci_low"] < 0 < row["ci_high"]
+    assert 1.2 < (row["ci_high"] - row["ci_low"]) / width < 1.7

@@ -6,8 +6,9 @@ CIs of the difference: where the column is a mean of per-feature values (sim sco
 random, lift vs shuffled, detection, fuzzing, intruder, plug-in scorers, and the ablation and
 output stages' columns, whose per-feature values ``columns/<stage>.json`` keeps in
 ``extra.features``), a bootstrap of the difference of means resampling each run's features
-independently (they are different features of different models); otherwise there are no
-per-feature values to resample and the note says so.
+independently (they are different features of different models); ``lift_vs_random_dirs``
+(density-stratified), each run's own stratified bootstrap draws subtracted draw by draw;
+otherwise there are no per-feature values to resample and the note says so.
 
 IOI columns in nats of KL (``autointerp.causal.summary.SHARE_COLUMNS``) are divided by each
 run's own unpatched KL before the difference: the two models start from different KLs, so the
@@ -20,13 +21,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from autointerp import stats
 from autointerp.causal.summary import SHARE_COLUMNS
 from autointerp.errors import AutointerpError
 from autointerp.report.columns import SCORER_COLUMNS, SIM_VARIANT
-from autointerp.report.rows import _score_rows
+from autointerp.report.rows import _BasisScores, _feature_density, _score_rows, _split_by_method
 from autointerp.report.runs import Run
 from autointerp.report.table import leaderboard_table
 
@@ -59,6 +61,46 @@ def stage_feature_values(run: Run, basis: str, column: str) -> list[float] | Non
         if feats is not None:
             return [float(v) for d in feats if (v := _number(d.get(key))) is not None]
     return None
+
+
+def stratified_draws(run: Run, basis: str, method: str, *, n_boot: int, seed: int) -> np.ndarray:
+    """The bootstrap draws of ``basis``'s ``lift_vs_random_dirs`` in ``run``, from the same
+    inputs as the leaderboard's cell (real simulation scores and firing densities of the basis
+    and of the run's random-directions null); empty where the lift is undefined."""
+    rnd = [b for b, k in run.bases if k == "random"]
+    if not rnd:
+        return np.zeros(0)
+    rows = _score_rows(run)
+
+    def sim(b: str) -> dict[int, float | None]:
+        by = dict(_split_by_method(rows.get(b, [])))
+        return _BasisScores(by[method]).get("simulation", SIM_VARIANT) if method in by else {}
+
+    real, ref = sim(basis), sim(rnd[0])
+    dens, ref_dens = _feature_density(run, basis), _feature_density(run, rnd[0])
+    if not (real and ref and dens and ref_dens):
+        return np.zeros(0)
+    fa, fr = sorted(real), sorted(ref)
+    _, draws = stats.stratified_lift_draws(
+        [real[f] for f in fa], [dens.get(f) for f in fa],
+        [ref[f] for f in fr], [ref_dens.get(f) for f in fr],
+        n_boot=n_boot, seed=seed,
+    )  # fmt: skip
+    return draws
+
+
+def _stratified_diff_ci(
+    trained: Run, random: Run, basis: str, method: str, n_boot: int, seed: int
+) -> tuple[float, float, str] | None:
+    """95% CI of trained − random ``lift_vs_random_dirs``: the two runs' stratified bootstrap
+    draws (each run's basis and null features resampled within their density strata, the runs
+    with different seeds so their draws are independent) subtracted draw by draw."""
+    a = stratified_draws(trained, basis, method, n_boot=n_boot, seed=seed)
+    b = stratified_draws(random, basis, method, n_boot=n_boot, seed=seed + 7919)
+    if not (len(a) and len(b)):
+        return None
+    lo, hi = np.quantile(a - b, [0.025, 0.975])
+    return float(lo), float(hi), "bootstrap within density strata, each run resampled"
 
 
 COLUMNS = ("column", "trained", "random", "difference", "ci_low", "ci_high", "note")
@@ -160,7 +202,11 @@ def compare_runs(
                     sc, var = per_feature[col]
                     a = _feature_values(trained, basis, method, sc, var)
                     b = _feature_values(random, basis, method, sc, var)
-                if col in STAGE_FEATURE_VALUES or col in per_feature:
+                if col == "lift_vs_random_dirs":
+                    got = _stratified_diff_ci(trained, random, basis, method, n_boot, seed)
+                    if got is not None:
+                        lo, hi, note = got
+                elif col in STAGE_FEATURE_VALUES or col in per_feature:
                     if a and b:
                         ci = stats.lift(a, b, paired=False, n_boot=n_boot, seed=seed)
                         lo, hi = ci.low, ci.high
