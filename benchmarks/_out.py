@@ -4,7 +4,9 @@ output as usual and, when the benchmark finishes, also writes it to
 core count, the date (UTC) and the git commit. The README cites figures from these files
 (``autointerp docs`` embeds one with ``<!-- autointerp:table bench bench_x -->``).
 
-Set ``AUTOINTERP_BENCH_RECORD=0`` to print only (a trial run that should not replace the file).
+Set ``AUTOINTERP_BENCH_RECORD=0`` to print only (a trial run that should not replace the file),
+``AUTOINTERP_BENCH_AS=NAME`` to write ``results/NAME.txt`` instead (another configuration of the
+same benchmark, kept beside the first; the header's command names it).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def header(argv: list[str] | None = None) -> str:
     argv = sys.argv if argv is None else argv
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = " ".join(["python", f"benchmarks/{Path(argv[0]).name}", *argv[1:]])
+    if os.environ.get("AUTOINTERP_BENCH_AS"):
+        cmd = f"AUTOINTERP_BENCH_AS={os.environ['AUTOINTERP_BENCH_AS']} {cmd}"
     return (
         f"# command: {cmd}\n"
         f"# host: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} "
@@ -81,7 +85,7 @@ def recorded(name: str, results: Path = RESULTS) -> Iterator[Path]:
     """Print as usual; when the block finishes without an error, write what was printed to
     ``results/<name>.txt`` (atomically) under :func:`header`."""
     buf = io.StringIO()
-    out = results / f"{name}.txt"
+    out = results / f"{os.environ.get('AUTOINTERP_BENCH_AS') or name}.txt"
     with contextlib.redirect_stdout(_Tee(sys.stdout, buf)):
         yield out
     if os.environ.get("AUTOINTERP_BENCH_RECORD", "1") == "0":
