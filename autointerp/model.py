@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from autointerp.errors import AutointerpError, HookpointError
+from autointerp.file_hash import file_hash
 from autointerp.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -275,8 +276,6 @@ def fast_gguf_parsing() -> Iterator[None]:
 def _gguf_cache_path(gpath: Path) -> Path:
     """Where ``gpath``'s dequantised copy is kept: keyed by the file's contents (hashed once
     per path, size and mtime), so every clone or venv holding the same GGUF shares one copy."""
-    from autointerp.bases.fingerprint import file_hash
-
     return cache_dir() / "models" / f"{gpath.stem}-{file_hash(gpath)[:16]}"
 
 

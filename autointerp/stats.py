@@ -91,7 +91,8 @@ def _check(n_boot: int, level: float) -> None:
         raise ValueError(f"level must be in (0, 1), got {level}")
 
 
-def _percentile_ci(stats: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_ci(stats: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+    """The two-sided percentile interval of bootstrap draws ``stats`` at ``level``."""
     lo, hi = np.quantile(stats, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
     return float(lo), float(hi)
 
@@ -125,7 +126,7 @@ def bootstrap_mean_ci(
     m = float(x.mean())
     if _degenerate(x):
         return MeanCI(m, m, m, len(x), n_excl, level, n_boot)
-    lo, hi = _percentile_ci(_boot_means(x, n_boot, np.random.default_rng(seed)), level)
+    lo, hi = percentile_ci(_boot_means(x, n_boot, np.random.default_rng(seed)), level)
     return MeanCI(m, lo, hi, len(x), n_excl, level, n_boot)
 
 
@@ -204,7 +205,7 @@ def lift(
         if _degenerate(d):
             lo = hi = diff
         else:
-            lo, hi = _percentile_ci(_boot_means(d, n_boot, rng), level)
+            lo, hi = percentile_ci(_boot_means(d, n_boot, rng), level)
         return LiftCI(
             diff, lo, hi, float(a.mean()), float(b.mean()), n, n, n_excl, True, level, n_boot
         )
@@ -220,7 +221,7 @@ def lift(
         lo = hi = diff
     else:
         boot = _boot_means(a, n_boot, rng) - _boot_means(b, n_boot, rng)
-        lo, hi = _percentile_ci(boot, level)
+        lo, hi = percentile_ci(boot, level)
     ma, mb = float(a.mean()), float(b.mean())
     return LiftCI(diff, lo, hi, ma, mb, len(a), len(b), ea + eb, False, level, n_boot)
 
@@ -477,7 +478,7 @@ def stratified_lift_draws(
     boot = np.zeros(n_boot)
     for ak, bk, wk in groups:
         boot += wk * (_boot_means(ak, n_boot, rng) - _boot_means(bk, n_boot, rng))
-    lo, hi = _percentile_ci(boot, level)
+    lo, hi = percentile_ci(boot, level)
     n_perm = math.prod(math.comb(len(ak) + len(bk), len(ak)) for ak, bk, _ in groups)
     exact = n_perm <= MAX_EXACT_PERMUTATIONS
     if exact:

@@ -33,18 +33,15 @@ DEFAULT_REFS = (
 def _run_times(run_dir: Path) -> tuple[dict[str, float], dict]:
     man = json.loads((run_dir / "manifest.json").read_text())
     stages = {r["stage"]: float(r["seconds"]) for r in man.get("stages") or [] if "stage" in r}
-    man["_peaks"] = {
-        r["stage"]: r["peak_rss_mib"] for r in man.get("stages") or [] if r.get("peak_rss_mib")
-    }
-    man["_own"] = {
-        r["stage"]: r["stage_peak_rss_mib"]
-        for r in man.get("stages") or []
-        if r.get("stage_peak_rss_mib")
-    }
     first = man.get("timings_first_run")  # the run's first (cold) invocation, per stage
     if isinstance(first, dict):
         stages.update({k: float(v) for k, v in first.items() if k in stages})
     return stages, man
+
+
+def _per_stage(man: dict, key: str) -> dict[str, float]:
+    """``{stage: value}`` of one field of the manifest's stage reports (those that have it)."""
+    return {r["stage"]: r[key] for r in man.get("stages") or [] if r.get(key)}
 
 
 def main(argv: list[str]) -> None:
@@ -66,9 +63,9 @@ def main(argv: list[str]) -> None:
     for name, host, src, _ in cols:
         print(f"{name}: {host}; {src}")
     stages = list(dict.fromkeys([*times, *(s for *_, st in cols for s in st)]))
-    peaks = man["_peaks"]
+    peaks = _per_stage(man, "peak_rss_mib")
     head = ["stage", *(c[0] for c in cols), "this run", f"{cols[-1][0]} / this run"]
-    own = man["_own"]
+    own = _per_stage(man, "stage_peak_rss_mib")
     head += ["this run: peak MiB after"] if peaks else []
     head += ["this run: the stage's own peak MiB"] if own else []
     print("| " + " | ".join(head) + " |")

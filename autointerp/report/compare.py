@@ -28,7 +28,13 @@ from autointerp import stats
 from autointerp.causal.summary import SHARE_COLUMNS
 from autointerp.errors import AutointerpError
 from autointerp.report.columns import SCORER_COLUMNS, SIM_VARIANT
-from autointerp.report.rows import _BasisScores, _feature_density, _score_rows, _split_by_method
+from autointerp.report.rows import (
+    _BasisScores,
+    _feature_density,
+    _score_rows,
+    _split_by_method,
+    stratified_inputs,
+)
 from autointerp.report.runs import Run
 from autointerp.report.table import leaderboard_table
 
@@ -63,14 +69,23 @@ def stage_feature_values(run: Run, basis: str, column: str) -> list[float] | Non
     return None
 
 
-def stratified_draws(run: Run, basis: str, method: str, *, n_boot: int, seed: int) -> np.ndarray:
+def stratified_draws(
+    run: Run,
+    basis: str,
+    method: str,
+    *,
+    n_boot: int,
+    seed: int,
+    rows: dict[str, list[tuple]] | None = None,
+) -> np.ndarray:
     """The bootstrap draws of ``basis``'s ``lift_vs_random_dirs`` in ``run``, from the same
     inputs as the leaderboard's cell (real simulation scores and firing densities of the basis
-    and of the run's random-directions null); empty where the lift is undefined."""
+    and of the run's random-directions null); empty where the lift is undefined. ``rows``: the
+    run's score rows (:func:`_score_rows`) when the caller has them."""
     rnd = [b for b, k in run.bases if k == "random"]
     if not rnd:
         return np.zeros(0)
-    rows = _score_rows(run)
+    rows = _score_rows(run) if rows is None else rows
 
     def sim(b: str) -> dict[int, float | None]:
         by = dict(_split_by_method(rows.get(b, [])))
@@ -80,27 +95,24 @@ def stratified_draws(run: Run, basis: str, method: str, *, n_boot: int, seed: in
     dens, ref_dens = _feature_density(run, basis), _feature_density(run, rnd[0])
     if not (real and ref and dens and ref_dens):
         return np.zeros(0)
-    fa, fr = sorted(real), sorted(ref)
-    _, draws = stats.stratified_lift_draws(
-        [real[f] for f in fa], [dens.get(f) for f in fa],
-        [ref[f] for f in fr], [ref_dens.get(f) for f in fr],
-        n_boot=n_boot, seed=seed,
-    )  # fmt: skip
-    return draws
+    args = stratified_inputs(real, dens, ref, ref_dens)
+    return stats.stratified_lift_draws(*args, n_boot=n_boot, seed=seed)[1]
 
 
 def _stratified_diff_ci(
-    trained: Run, random: Run, basis: str, method: str, n_boot: int, seed: int
+    trained: Run, random: Run, rows: tuple[dict, dict], key: tuple[str, str], n_boot: int, seed: int
 ) -> tuple[float, float, str] | None:
-    """95% CI of trained − random ``lift_vs_random_dirs``: the two runs' stratified bootstrap
-    draws (each run's basis and null features resampled within their density strata, the runs
-    with different seeds so their draws are independent) subtracted draw by draw."""
-    a = stratified_draws(trained, basis, method, n_boot=n_boot, seed=seed)
-    b = stratified_draws(random, basis, method, n_boot=n_boot, seed=seed + 7919)
+    """95% CI of trained − random ``lift_vs_random_dirs`` of ``key`` (basis, method): the two
+    runs' stratified bootstrap draws (each run's basis and null features resampled within
+    their density strata, the runs with different seeds so their draws are independent)
+    subtracted draw by draw. ``rows``: the two runs' score rows."""
+    basis, method = key
+    a = stratified_draws(trained, basis, method, n_boot=n_boot, seed=seed, rows=rows[0])
+    b = stratified_draws(random, basis, method, n_boot=n_boot, seed=seed + 7919, rows=rows[1])
     if not (len(a) and len(b)):
         return None
-    lo, hi = np.quantile(a - b, [0.025, 0.975])
-    return float(lo), float(hi), "bootstrap within density strata, each run resampled"
+    lo, hi = stats.percentile_ci(a - b)
+    return lo, hi, "bootstrap within density strata, each run resampled"
 
 
 COLUMNS = ("column", "trained", "random", "difference", "ci_low", "ci_high", "note")
@@ -129,10 +141,16 @@ def _per_feature_columns(extra: dict[str, tuple[str, str]]) -> dict[str, tuple[s
 
 
 def _by_feature(
-    run: Run, basis: str, method: str, scorer: str, variant: str, null: str = ""
+    score_rows: dict[str, list[tuple]],
+    basis: str,
+    method: str,
+    scorer: str,
+    variant: str,
+    null: str = "",
 ) -> dict[int, float]:
-    """ok values of one (basis, method, scorer, variant, null) by feature."""
-    rows = _score_rows(run).get(basis, [])
+    """ok values of one (basis, method, scorer, variant, null) by feature, from a run's score
+    rows (:func:`_score_rows`)."""
+    rows = score_rows.get(basis, [])
     methods = {r[7] for r in rows}
     return {
         int(f): float(v)
@@ -142,14 +160,16 @@ def _by_feature(
     }
 
 
-def _feature_values(run: Run, basis: str, method: str, scorer: str, variant: str) -> list[float]:
+def _feature_values(
+    rows: dict[str, list[tuple]], basis: str, method: str, scorer: str, variant: str
+) -> list[float]:
     """Real (non-null) ok values of one (basis, method, scorer, variant), one per feature;
     ``lift_vs_shuffled``: real minus shuffled-explanation score per feature (complete pairs)."""
     if scorer == "lift_vs_shuffled":
-        real = _by_feature(run, basis, method, "simulation", SIM_VARIANT)
-        shuf = _by_feature(run, basis, method, "simulation", SIM_VARIANT, "shuffled")
+        real = _by_feature(rows, basis, method, "simulation", SIM_VARIANT)
+        shuf = _by_feature(rows, basis, method, "simulation", SIM_VARIANT, "shuffled")
         return [real[f] - shuf[f] for f in sorted(real) if f in shuf]
-    return list(_by_feature(run, basis, method, scorer, variant).values())
+    return list(_by_feature(rows, basis, method, scorer, variant).values())
 
 
 def _number(v: Any) -> float | None:
@@ -168,6 +188,7 @@ def compare_runs(
     r_rows = {(r["basis"], r["method"]): r for df in rb.groups.values() for r in df.to_dicts()}
     per_feature = _per_feature_columns({**tb.scorer_columns, **rb.scorer_columns})
     k0t, k0r = _kl_clean(trained), _kl_clean(random)
+    score_rows = (_score_rows(trained), _score_rows(random))  # once per run, not per cell
     out = []
     for key, tr in t_rows.items():
         rr = r_rows.get(key)
@@ -200,10 +221,10 @@ def compare_runs(
                     b = stage_feature_values(random, basis, col)
                 elif col in per_feature:
                     sc, var = per_feature[col]
-                    a = _feature_values(trained, basis, method, sc, var)
-                    b = _feature_values(random, basis, method, sc, var)
+                    a = _feature_values(score_rows[0], basis, method, sc, var)
+                    b = _feature_values(score_rows[1], basis, method, sc, var)
                 if col == "lift_vs_random_dirs":
-                    got = _stratified_diff_ci(trained, random, basis, method, n_boot, seed)
+                    got = _stratified_diff_ci(trained, random, score_rows, key, n_boot, seed)
                     if got is not None:
                         lo, hi, note = got
                 elif col in STAGE_FEATURE_VALUES or col in per_feature:

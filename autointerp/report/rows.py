@@ -372,6 +372,22 @@ def _count(values: dict[int, float | None]) -> int:
     return sum(v is not None and not math.isnan(v) for v in values.values())
 
 
+def stratified_inputs(
+    real: dict[int, float | None],
+    dens: dict[int, float],
+    ref: dict[int, float | None],
+    ref_dens: dict[int, float],
+) -> tuple[list, list, list, list]:
+    """The arguments of :func:`stats.stratified_lift` from per-feature scores and firing
+    densities of a basis (``real``, ``dens``) and of the random null (``ref``, ``ref_dens``),
+    each in feature order."""
+    fa, fr = sorted(real), sorted(ref)
+    return (
+        [real[f] for f in fa], [dens.get(f) for f in fa],
+        [ref[f] for f in fr], [ref_dens.get(f) for f in fr],
+    )  # fmt: skip
+
+
 def _random_lifts(
     real: dict[int, float | None],
     dens: dict[int, float],
@@ -381,14 +397,7 @@ def _random_lifts(
 ) -> dict[str, float | int | None]:
     """``lift_vs_random_dirs``: density-stratified (the null re-weighted to this basis's
     firing densities); ``lift_vs_random_dirs_unmatched``: the plain difference of means."""
-    fa, fr = sorted(real), sorted(ref)
-    st = stats.stratified_lift(
-        [real[f] for f in fa],
-        [dens.get(f) for f in fa],
-        [ref[f] for f in fr],
-        [ref_dens.get(f) for f in fr],
-        **ci_kw,
-    )
+    st = stats.stratified_lift(*stratified_inputs(real, dens, ref, ref_dens), **ci_kw)
     out: dict[str, float | int | None] = {
         "lift_vs_random_dirs": _nan_to_none(st.diff),
         "lift_vs_random_dirs_ci_low": _nan_to_none(st.low),
