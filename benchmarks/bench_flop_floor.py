@@ -1,12 +1,13 @@
 """The model stages' floor on this host: every ``nn.Linear`` call of a cold run's model
 stages counted (forward FLOPs ``2 · rows · in · out`` and the seconds spent inside), beside
 the host's GEMM rate at the same shapes, measured in the same process. ``FLOPs / GEMM rate``
-is the least time a stage can take with the same numbers (same protocol, same dtype): no
-batching, caching or scheduling change brings it lower; only fewer FLOPs (a smaller protocol)
-or another kernel (another dtype, so other numbers) do. Backward passes (IOI's KL gradient,
+is the time a stage's products take at the rate these kernels reach alone (same protocol,
+same dtype): batching, caching or scheduling can close the gap to it but not pass it; only
+fewer FLOPs (a smaller protocol) or another kernel do. Backward passes (IOI's KL gradient,
 attribution) count their two products per linear layer (input and weight gradients, where
-asked for) at the forward shapes' rate; attention is not counted, so the floor is a lower
-bound. The subject model is loaded before the first stage (not counted in any).
+asked for) at the forward shapes' rate; attention and the bases' own matmuls are not
+counted (the floor is low there), while the alone-timing reuses cached weights (high
+there). The subject model is loaded before the first stage (not counted in any).
 
     python benchmarks/bench_flop_floor.py [--stages ioi,attribution,...]
 
@@ -38,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from autointerp.config import load_suite  # noqa: E402
 from autointerp.paths import cache_dir  # noqa: E402
+from autointerp.run.remote import upstream_of  # noqa: E402
 from autointerp.run.runner import Runner  # noqa: E402
 from autointerp.run.store import RunStore  # noqa: E402
 from autointerp.stages import suite_stages  # noqa: E402
@@ -125,15 +127,8 @@ def main() -> None:
     shutil.copytree(src, run_dir)
     store = RunStore(run_dir, cache_dir() / "work")
     env = SuiteEnv(suite, store, progress=False, llm_cache=tmp / "llm.sqlite")
-    every = {s.name: s for s in suite_stages()}
-
-    def needed(name: str) -> set[str]:
-        out = {name}
-        for d in every[name].deps:
-            out |= needed(d)
-        return out
-
-    Runner([every[n] for n in needed("records")], store, env, progress=False).run()
+    every = suite_stages()
+    Runner(upstream_of(every, "records"), store, env, progress=False).run()
     _ = env.sm  # the subject model loaded here, not in the first stage's time
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, run {src.name}")
     meter = LinearMeter()
@@ -141,8 +136,7 @@ def main() -> None:
     cover: dict[str, float] = {}
     got: dict[str, tuple[float, Counter, Counter, Counter]] = {}
     for name in todo:
-        runner = Runner([every[n] for n in needed(name)], store, env, progress=False,
-                        force={name})  # fmt: skip
+        runner = Runner(upstream_of(every, name), store, env, progress=False, force={name})
         meter.reset()
         runner.run()
         row = next(r for r in runner.summary() if r["stage"] == name)
